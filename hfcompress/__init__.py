@@ -1,0 +1,22 @@
+"""hfcompress: shrink Hugging Face Transformers models and ship the result.
+
+The public API is flat: ``from hfcompress import DistillationConfig, DistillationTrainer``.
+"""
+
+from .distillation import (
+    DistillationConfig,
+    DistillationTrainer,
+    count_parameters,
+    create_student_from_teacher,
+)
+from .errors import HfCompressError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DistillationConfig",
+    "DistillationTrainer",
+    "HfCompressError",
+    "count_parameters",
+    "create_student_from_teacher",
+]

@@ -1,0 +1,104 @@
+"""Recipe-level dataclass configs: which data, which models, what to report.
+
+Training hyper-parameters live in the trainer configs (``DistillationConfig`` extends ``TrainingArguments``);
+these hold what a recipe wires together. Every field has help text and is checked in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import HfCompressError
+
+TOKENIZER_MODES = ("auto", "shared", "separate")
+FINETUNE_MODES = ("auto", "always", "never")
+
+
+def parse_int_list(spec: str, name: str) -> list[int]:
+    try:
+        values = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise HfCompressError(f"{name} must be comma-separated integers like '1,32', got {spec!r}") from None
+    if not values or min(values) < 1:
+        raise HfCompressError(f"{name} must list positive integers, got {spec!r}")
+    return values
+
+
+@dataclass
+class DataArguments:
+    """The task's data: a Hub dataset, local CSV/JSON/parquet, or an offline asset name."""
+
+    dataset_name: str = field(
+        default="rotten_tomatoes_snippets",
+        metadata={"help": "Hub dataset id, local file or folder (CSV/JSON/parquet), or offline asset name."},
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the input text."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the class label."})
+    max_seq_length: int = field(default=64, metadata={"help": "Truncate inputs to this many tokens; >= 8."})
+    max_train_samples: Optional[int] = field(
+        default=None, metadata={"help": "Use only the first N shuffled training examples (None: all)."}
+    )
+    max_eval_samples: Optional[int] = field(
+        default=None, metadata={"help": "Use only the first N validation and test examples (None: all)."}
+    )
+    metrics: str = field(default="accuracy,f1", metadata={"help": "Comma-separated metric names (evaluate)."})
+
+    def __post_init__(self):
+        if self.max_seq_length < 8:
+            raise HfCompressError(f"max_seq_length must be >= 8, got {self.max_seq_length}")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise HfCompressError(f"{name} must be >= 1 or null, got {value}")
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [m.strip() for m in self.metrics.split(",") if m.strip()]
+
+
+@dataclass
+class DistillRecipeArguments:
+    """Models and reporting for recipes/distill_bert.py."""
+
+    teacher_model_name_or_path: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "Teacher: Hub id, local folder, or offline asset; fine-tuned on the task first if needed."},
+    )
+    student_model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "A pretrained student. None: build the student from the teacher's layers (student_layers)."},
+    )
+    student_layers: str = field(
+        default="every_other",
+        metadata={"help": "Teacher layers the student keeps: 'every_other', a count like '3', or a list like '0,2,4'."},
+    )
+    tokenizer_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "'shared': one tokenization, vocabularies must match; 'separate': teacher and student each "
+            "tokenize the text; 'auto': shared when the vocabularies match."
+        },
+    )
+    teacher_finetune: str = field(
+        default="auto",
+        metadata={"help": "'auto': fine-tune the teacher when it has no head for these labels; 'always'; 'never'."},
+    )
+    teacher_num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
+    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."})
+    latency_batch_sizes: str = field(
+        default="1,32", metadata={"help": "Batch sizes at which CPU latency is measured for the report."}
+    )
+    latency_runs: int = field(default=10, metadata={"help": "Timed runs per latency figure (median reported); >= 1."})
+    overwrite_output: bool = field(
+        default=False, metadata={"help": "Replace the results of an earlier run in output_dir (refused otherwise)."}
+    )
+
+    def __post_init__(self):
+        if self.tokenizer_mode not in TOKENIZER_MODES:
+            raise HfCompressError(f"tokenizer_mode must be one of {', '.join(TOKENIZER_MODES)}, got {self.tokenizer_mode!r}")
+        if self.teacher_finetune not in FINETUNE_MODES:
+            raise HfCompressError(f"teacher_finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.teacher_finetune!r}")
+        if self.latency_runs < 1:
+            raise HfCompressError(f"latency_runs must be >= 1, got {self.latency_runs}")
+        parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")

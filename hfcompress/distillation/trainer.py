@@ -1,0 +1,275 @@
+"""``DistillationTrainer``: a ``Trainer`` whose loss adds distillation terms from a frozen teacher.
+
+Only public hooks are overridden: ``compute_loss`` (the loss), ``create_optimizer`` (adds the learned
+hidden-state projections when widths differ), ``training_step`` (averages those projections' gradients
+across processes; the student's own gradients are synchronised by DDP as usual) and ``log`` (adds the loss
+terms). Pruning and other step-driven behaviour compose through callbacks.
+
+The teacher is frozen, in eval mode, without gradients, on the student's device, optionally in lower
+precision. Evaluation reports the student's own task loss, so eval loss is comparable with a plain Trainer's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+import torch
+from torch import nn
+from transformers import Trainer
+
+from .. import losses
+from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same_vocabulary
+from ..errors import HfCompressError
+from .cache import dataset_fingerprint, load_or_build_teacher_cache, teacher_fingerprint
+from .config import DistillationConfig, parse_layer_map
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_shared_vocabulary(student, teacher, student_tokenizer=None, teacher_tokenizer=None) -> None:
+    """Raise unless student and teacher can read the same input ids."""
+    if student_tokenizer is not None and teacher_tokenizer is not None:
+        if not same_vocabulary(student_tokenizer, teacher_tokenizer):
+            raise HfCompressError(
+                "teacher and student tokenizers have different vocabularies but share one tokenization; "
+                "tokenize separately (teacher_* columns, tokenizer_mode 'separate') or use one tokenizer"
+            )
+    student_vocab = student.get_input_embeddings().num_embeddings
+    teacher_vocab = teacher.get_input_embeddings().num_embeddings
+    if student_vocab != teacher_vocab:
+        raise HfCompressError(
+            f"teacher vocabulary ({teacher_vocab} ids) and student vocabulary ({student_vocab} ids) differ, so they "
+            "can't share one tokenization; tokenize separately (teacher_* columns, tokenizer_mode 'separate')"
+        )
+
+
+def _auto_pairs(num_student: int, num_teacher: int, offset: int) -> list[tuple[int, int]]:
+    """Uniform student->teacher map: hidden states (offset 0, 1-based layers) or attentions (offset 1)."""
+    return [(i, round((i + offset) * num_teacher / num_student) - offset) for i in range(1 - offset, num_student + 1 - offset)]
+
+
+def _check_pairs(pairs, what: str, num_student: int, num_teacher: int, first: int) -> None:
+    for s, t in pairs:
+        if not first <= s <= num_student - 1 + first or not first <= t <= num_teacher - 1 + first:
+            raise HfCompressError(
+                f"{what} pair {s}:{t} names a layer that doesn't exist: student has {first}..{num_student - 1 + first}, "
+                f"teacher has {first}..{num_teacher - 1 + first}"
+            )
+
+
+class DistillationTrainer(Trainer):
+    """Trains ``model`` (the student) on the task loss plus distillation terms from ``teacher_model``."""
+
+    def __init__(
+        self,
+        model=None,
+        teacher_model: nn.Module | None = None,
+        args: DistillationConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        teacher_processing_class=None,
+        **kwargs,
+    ):
+        if not isinstance(args, DistillationConfig):
+            raise HfCompressError(f"DistillationTrainer needs args=DistillationConfig(...), got {type(args).__name__}")
+        if teacher_model is None:
+            raise HfCompressError("DistillationTrainer needs a teacher_model")
+        columns = getattr(train_dataset, "column_names", None) or []
+        self.separate_tokenization = any(c.startswith(TEACHER_PREFIX) for c in columns)
+        if self.separate_tokenization:
+            if args.uses_teacher_internals:
+                raise HfCompressError(
+                    "hidden-state and attention terms need teacher and student to share one tokenization; with "
+                    "separate tokenizers use the logit terms (alpha, logits_mse_weight) only"
+                )
+            if data_collator is None and teacher_processing_class is None:
+                raise HfCompressError("train_dataset has teacher_* columns: pass teacher_processing_class to pad them")
+        else:
+            check_shared_vocabulary(model, teacher_model, processing_class, teacher_processing_class)
+        if data_collator is None and processing_class is not None:
+            data_collator = DistillationDataCollator(processing_class, teacher_processing_class)
+        self._train_fingerprint = None
+        if args.cache_teacher_logits and train_dataset is not None:
+            self._train_fingerprint = dataset_fingerprint(train_dataset)
+            train_dataset = train_dataset.add_column(EXAMPLE_INDEX, list(range(len(train_dataset))))
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # Our loss is already a per-batch mean: let Trainer divide by gradient-accumulation steps itself.
+        self.model_accepts_loss_kwargs = False
+        self.teacher = self._prepare_teacher(teacher_model)
+        self.hidden_pairs, self.attention_pairs = self._layer_pairs()
+        self.projections = self._build_projections()
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_steps = 0
+        self.teacher_logits = self._teacher_cache() if args.cache_teacher_logits and train_dataset is not None else None
+
+    # -- set-up ---------------------------------------------------------------------------------------------
+    def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
+        teacher.eval().requires_grad_(False)
+        if self.args.teacher_dtype != "auto":
+            teacher = teacher.to(_DTYPES[self.args.teacher_dtype])
+        if self.args.attention_weight > 0:
+            for model in (teacher, self.model):
+                if getattr(model.config, "_attn_implementation", "eager") != "eager":
+                    try:  # transformers 5 switches in place; 4.57's BERT falls back to eager by itself
+                        model.set_attn_implementation("eager")
+                    except (AttributeError, ValueError):
+                        pass
+        return teacher.to(self.args.device)
+
+    def _layer_pairs(self):
+        student_layers = getattr(self.model.config, "num_hidden_layers", None)
+        teacher_layers = getattr(self.teacher.config, "num_hidden_layers", None)
+        if student_layers is None or teacher_layers is None:
+            if self.args.uses_teacher_internals:
+                raise HfCompressError("hidden-state and attention terms need configs with num_hidden_layers")
+            return [], []
+        hidden = parse_layer_map(self.args.hidden_layer_map) or _auto_pairs(student_layers, teacher_layers, 0)
+        attention = parse_layer_map(self.args.attention_layer_map) or _auto_pairs(student_layers, teacher_layers, 1)
+        _check_pairs(hidden, "hidden_layer_map (0 = embeddings)", student_layers + 1, teacher_layers + 1, 0)
+        _check_pairs(attention, "attention_layer_map", student_layers, teacher_layers, 0)
+        return hidden, attention
+
+    def _build_projections(self) -> nn.ModuleList | None:
+        """Learned linear maps student width -> teacher width, one per hidden pair, when the widths differ."""
+        if not self.args.uses_hidden_states:
+            return None
+        student_width, teacher_width = self.model.config.hidden_size, self.teacher.config.hidden_size
+        if student_width == teacher_width:
+            return None
+        layers = nn.ModuleList(nn.Linear(student_width, teacher_width) for _ in self.hidden_pairs)
+        return layers.to(self.args.device)
+
+    def _teacher_cache(self) -> torch.Tensor:
+        path = self.args.teacher_cache_path or os.path.join(self.args.output_dir, "teacher_logits.safetensors")
+        key = {"teacher": teacher_fingerprint(self.teacher), "dataset": self._train_fingerprint}
+
+        def build() -> torch.Tensor:
+            from .cache import compute_teacher_logits
+
+            return compute_teacher_logits(
+                self._teacher_forward, self.train_dataset, self.data_collator, self.args.per_device_eval_batch_size
+            )
+
+        with self.args.main_process_first(desc="teacher logits cache"):  # rank 0 builds, the others load
+            return load_or_build_teacher_cache(path, key, build)
+
+    # -- public hooks ---------------------------------------------------------------------------------------
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.projections is not None:
+            known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+            new = [p for p in self.projections.parameters() if id(p) not in known]
+            if new:
+                optimizer.add_param_group({"params": new, "weight_decay": 0.0})
+        return optimizer
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if self.projections is not None and self.accelerator.num_processes > 1:
+            for param in self.projections.parameters():  # outside the DDP wrapper: average by hand
+                if param.grad is not None:
+                    param.grad = self.accelerator.reduce(param.grad, reduction="mean")
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        student_inputs = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != EXAMPLE_INDEX}
+        if not model.training:  # evaluation: the student's own task loss
+            outputs = model(**student_inputs)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        internals = self.args.uses_teacher_internals
+        extra = {"output_hidden_states": True} if self.args.uses_hidden_states else {}
+        if self.args.attention_weight > 0:
+            extra["output_attentions"] = True
+        outputs = model(**student_inputs, **extra)
+        indices = inputs.get(EXAMPLE_INDEX)
+        if self.teacher_logits is not None and indices is not None:
+            teacher_outputs = None
+            teacher_logits = self.teacher_logits[indices.cpu()].to(outputs.logits.device)
+        else:
+            teacher_outputs = self._teacher_forward(inputs, need_internals=internals)
+            teacher_logits = teacher_outputs.logits
+        terms = self._loss_terms(outputs, teacher_logits, teacher_outputs, student_inputs)
+        loss = sum(weight * value for weight, value in terms.values())
+        for name, (_, value) in terms.items():
+            self._term_sums[name] += float(value.detach())
+        self._term_steps += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._term_steps:
+            for name, total in self._term_sums.items():
+                logs[f"distill_{name}"] = round(total / self._term_steps, 4)
+            self._term_sums.clear()
+            self._term_steps = 0
+        super().log(logs, *args, **kwargs)
+
+    # -- loss -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _teacher_forward(self, batch: dict, need_internals: bool = False):
+        """Run the frozen teacher on its inputs: the ``teacher_*`` columns if present, else the student's."""
+        if any(k.startswith(TEACHER_PREFIX) for k in batch):
+            source = {k[len(TEACHER_PREFIX):]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
+        else:
+            source = batch
+        inputs = {k: v.to(self.args.device) for k, v in source.items() if k in _MODEL_INPUTS}
+        extra = {}
+        if need_internals and self.args.uses_hidden_states:
+            extra["output_hidden_states"] = True
+        if need_internals and self.args.attention_weight > 0:
+            extra["output_attentions"] = True
+        return self.teacher(**inputs, **extra)
+
+    def _loss_terms(self, outputs, teacher_logits, teacher_outputs, inputs) -> dict[str, tuple[float, torch.Tensor]]:
+        """Each active term as (weight, value)."""
+        args = self.args
+        labels = inputs.get("labels")
+        attention_mask = inputs.get("attention_mask")
+        logits = outputs.logits
+        # Token-level logits (B, L, C) count only real tokens; sequence-level (B, C) count every example.
+        position_mask = None
+        if logits.dim() == 3:
+            position_mask = losses.label_mask(labels) if labels is not None and labels.shape == logits.shape[:2] else attention_mask
+        terms: dict[str, tuple[float, torch.Tensor]] = {}
+        if labels is not None and args.alpha < 1:
+            hard = outputs.loss if outputs.loss is not None else losses.hard_label_loss(logits, labels)
+            terms["hard_ce"] = (1 - args.alpha, hard)
+        if args.alpha > 0 or labels is None:
+            terms["kd_kl"] = (args.alpha if labels is not None else 1.0, losses.kd_kl_loss(logits, teacher_logits, args.temperature, position_mask))
+        if args.logits_mse_weight > 0:
+            terms["logits_mse"] = (args.logits_mse_weight, losses.logits_mse_loss(logits, teacher_logits, position_mask))
+        if args.uses_hidden_states:
+            mse, cosine = self._hidden_terms(outputs.hidden_states, teacher_outputs.hidden_states, attention_mask)
+            if args.hidden_mse_weight > 0:
+                terms["hidden_mse"] = (args.hidden_mse_weight, mse)
+            if args.hidden_cosine_weight > 0:
+                terms["hidden_cosine"] = (args.hidden_cosine_weight, cosine)
+        if args.attention_weight > 0:
+            if not outputs.attentions or outputs.attentions[0] is None or teacher_outputs.attentions[0] is None:
+                raise HfCompressError("the models returned no attention maps: load them with attn_implementation='eager'")
+            value = sum(
+                losses.attention_kd_loss(outputs.attentions[s], teacher_outputs.attentions[t], attention_mask)
+                for s, t in self.attention_pairs
+            ) / len(self.attention_pairs)
+            terms["attention_kl"] = (args.attention_weight, value)
+        return terms
+
+    def _hidden_terms(self, student_hidden, teacher_hidden, attention_mask):
+        mse, cosine = 0.0, 0.0
+        for k, (s, t) in enumerate(self.hidden_pairs):
+            projected = student_hidden[s] if self.projections is None else self.projections[k](student_hidden[s])
+            mse = mse + losses.hidden_mse_loss(projected, teacher_hidden[t], attention_mask)
+            cosine = cosine + losses.hidden_cosine_loss(projected, teacher_hidden[t], attention_mask)
+        return mse / len(self.hidden_pairs), cosine / len(self.hidden_pairs)

@@ -1,0 +1,127 @@
+"""Distil a fine-tuned BERT-family teacher into a smaller student, evaluate both, save, report.
+
+    accelerate launch recipes/distill_bert.py
+    accelerate launch recipes/distill_bert.py --config recipes/configs/minilm/rotten_tomatoes/distill_full.yaml
+    accelerate launch --multi_gpu --num_processes 2 recipes/distill_bert.py --max_train_samples 512   # 2 CPU procs
+
+Steps: load the data; load the teacher and fine-tune it on the task if it has no head for these labels
+(saved in <output_dir>/teacher and reused by later runs); build the student from the teacher's layers (or
+load a pretrained one); distil; evaluate teacher and student on the test split; save the student to
+<output_dir>/student; write <output_dir>/report.json and report.md. Bad input stops the run before anything
+is written.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import transformers
+from transformers import set_seed
+
+from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError, create_student_from_teacher
+from hfcompress.configs import DataArguments, DistillRecipeArguments, parse_int_list
+from hfcompress.data import DistillationDataCollator, load_text_classification, same_vocabulary, tokenize_dataset
+from hfcompress.distillation.trainer import check_shared_vocabulary
+from hfcompress.evaluation import markdown_table, write_report
+from hfcompress.finetune import load_classifier, load_tokenizer
+from hfcompress.metrics import classification_metrics
+from hfcompress.parser import parse_config
+from hfcompress.pipeline import ensure_finetuned_teacher, guard_output_dir, limit_samples, measure_model, stage_args
+
+logger = logging.getLogger("distill_bert")
+DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/distill_default.yaml"
+
+
+def main(argv=None) -> dict | None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv:  # no config: the offline default, with any flags applied on top
+        argv = ["--config", str(DEFAULT_CONFIG), *argv]
+    recipe, data_args, args = parse_config((DistillRecipeArguments, DataArguments, DistillationConfig), argv)
+    out = Path(args.output_dir)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    guard_output_dir(out, recipe.overwrite_output)
+    set_seed(args.seed)
+
+    # 1. Data and models; every check that can fail on bad input happens here, before anything is written.
+    raw, label_names = load_text_classification(data_args.dataset_name, data_args.text_column, data_args.label_column)
+    raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
+    attn = {"attn_implementation": "eager"} if args.attention_weight > 0 else {}
+    teacher_tok = load_tokenizer(recipe.teacher_model_name_or_path)
+    teacher, head_ready = load_classifier(recipe.teacher_model_name_or_path, label_names, **attn)
+    student = None
+    student_tok = teacher_tok
+    if recipe.student_model_name_or_path:
+        student_tok = load_tokenizer(recipe.student_model_name_or_path)
+        student, _ = load_classifier(recipe.student_model_name_or_path, label_names, **attn)
+    separate = recipe.tokenizer_mode == "separate" or (
+        recipe.tokenizer_mode == "auto" and not same_vocabulary(teacher_tok, student_tok)
+    )
+    if not separate and student is not None:
+        check_shared_vocabulary(student, teacher, student_tok, teacher_tok)
+    batch_sizes = parse_int_list(recipe.latency_batch_sizes, "latency_batch_sizes")
+    compute_metrics = classification_metrics(data_args.metric_names, len(label_names))
+
+    # 2. Teacher: fine-tuned on the task first unless it already is (transfer learning).
+    teacher_data = tokenize_dataset(raw, teacher_tok, data_args.max_seq_length)
+    record = {
+        "base": recipe.teacher_model_name_or_path, "dataset": data_args.dataset_name, "labels": label_names,
+        "max_train_samples": data_args.max_train_samples, "max_seq_length": data_args.max_seq_length,
+        "epochs": recipe.teacher_num_train_epochs, "learning_rate": recipe.teacher_learning_rate, "seed": args.seed,
+    }
+    teacher_args = stage_args(
+        args, output_dir=out / "teacher_checkpoints", num_train_epochs=recipe.teacher_num_train_epochs,
+        learning_rate=recipe.teacher_learning_rate, eval_strategy="no", save_strategy="no",
+    )
+    teacher = ensure_finetuned_teacher(
+        teacher, head_ready, recipe.teacher_finetune, teacher_tok, teacher_data, teacher_args, out / "teacher", record,
+        compute_metrics,
+    )
+
+    # 3. Student: the teacher's layers (DistilBERT-style), or the pretrained student loaded above.
+    if student is None:
+        student = create_student_from_teacher(teacher, recipe.student_layers)
+    student_data = tokenize_dataset(raw, student_tok, data_args.max_seq_length, teacher_tok if separate else None)
+
+    # 4. Distil.
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args,
+        train_dataset=student_data["train"], eval_dataset=student_data["validation"],
+        processing_class=student_tok, teacher_processing_class=teacher_tok if separate else None,
+        compute_metrics=compute_metrics,
+    )
+    train_result = trainer.train()
+    trainer.save_model(str(out / "student"))
+    if not trainer.is_world_process_zero():
+        return None
+
+    # 5. Evaluate both on the held-out test split and report.
+    texts = raw["test"]["text"][:64]
+    measure = dict(texts=texts, batch_sizes=batch_sizes, max_length=data_args.max_seq_length, runs=recipe.latency_runs)
+    teacher_dir = out / "teacher" if (out / "teacher").exists() else None
+    rows = [
+        {"model": "teacher", **measure_model(trainer.teacher.float(), teacher_dir, teacher_tok, teacher_data["test"],
+                                             DistillationDataCollator(teacher_tok), compute_metrics, **measure)},
+        {"model": "student", **measure_model(student, out / "student", student_tok, student_data["test"],
+                                             DistillationDataCollator(student_tok), compute_metrics, **measure)},
+    ]
+    report = {
+        "recipe": "distill_bert", "command": " ".join(["recipes/distill_bert.py", *argv]),
+        "teacher": recipe.teacher_model_name_or_path, "student_layers": recipe.student_layers,
+        "dataset": data_args.dataset_name, "train_examples": len(raw["train"]), "test_examples": len(raw["test"]),
+        "train_samples_per_second": train_result.metrics.get("train_samples_per_second"), "results": rows,
+    }
+    columns = [("model", "model"), ("test_accuracy", "accuracy"), ("test_f1", "F1"), ("parameters", "parameters"),
+               ("size_mb", "size (MB)")] + [(f"latency_ms_b{b}", f"latency b{b} (ms)") for b in batch_sizes]
+    markdown = f"# distill_bert report\n\n{len(raw['test'])} test examples of {data_args.dataset_name}.\n\n" + markdown_table(rows, columns)
+    write_report(out, "report", report, markdown)
+    print("\n" + markdown + f"\nSaved the student to {out / 'student'} and the report to {out / 'report.md'}")
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except HfCompressError as err:
+        print(f"distill_bert: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,82 @@
+"""Shared fixtures: offline environment and tiny random models/tokenizers built from configs (no downloads)."""
+
+import os
+
+import pytest
+
+# Offline before anything imports huggingface_hub: a warm cache or a reachable Hub must not hide a gap.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+WORDS = (
+    "the a an film movie story plot actor acting great good bad awful boring fun funny dull brilliant "
+    "script scene scenes director music score is was not very too much and but with of to it this that "
+    "fresh rotten love hate best worst ever never again watch watching loved hated"
+).split()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_home(tmp_path_factory, monkeypatch):
+    home = tmp_path_factory.mktemp("hf_home")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
+    monkeypatch.setenv("HFCOMPRESS_CACHE", str(tmp_path_factory.mktemp("hfc_cache")))
+
+
+def write_vocab(path, words=WORDS, shift=0):
+    """A WordPiece vocab; ``shift`` adds unused tokens first so the same words get other ids."""
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    filler = [f"[unused{i}]" for i in range(shift)]
+    tokens = filler + specials + list(words) if shift else specials + list(words)
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+def make_tokenizer(tmp_path, shift=0):
+    from transformers import BertTokenizerFast
+
+    vocab = write_vocab(tmp_path / f"vocab{shift}.txt", shift=shift)
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+
+
+def make_bert(num_layers=4, hidden=32, heads=4, vocab_size=None, num_labels=2, seed=0, tokenizer=None):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size or (len(tokenizer) if tokenizer is not None else 100),
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+    )
+    return BertForSequenceClassification(config)
+
+
+@pytest.fixture
+def tokenizer(tmp_path):
+    return make_tokenizer(tmp_path)
+
+
+def make_text_dataset(n=64, seed=0):
+    """Sentences whose label is learnable from words (positive vs negative words)."""
+    import random
+
+    import datasets
+
+    rng = random.Random(seed)
+    positive = ["great", "good", "brilliant", "fun", "loved", "best"]
+    negative = ["bad", "awful", "boring", "dull", "hated", "worst"]
+    filler = ["the", "film", "movie", "story", "was", "very", "acting", "script", "music"]
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(filler, 4) + rng.sample(positive if label else negative, 2)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return datasets.Dataset.from_list(rows)
