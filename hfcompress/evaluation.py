@@ -27,7 +27,11 @@ def predict(model, dataset, collator, batch_size: int = 64) -> tuple[np.ndarray,
     all_logits, all_labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
         labels = batch.pop("labels")
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = {
+            k: v.to(device)
+            for k, v in batch.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
         all_logits.append(model(**inputs).logits.float().cpu().numpy())
         all_labels.append(labels.numpy())
     return np.concatenate(all_logits), np.concatenate(all_labels)
@@ -39,12 +43,16 @@ def evaluate_model(model, dataset, collator, compute_metrics, batch_size: int = 
 
 
 @torch.inference_mode()
-def measure_latency(model, tokenizer, texts: list[str], batch_size: int, max_length: int, runs: int = 10, warmup: int = 3) -> float:
+def measure_latency(
+    model, tokenizer, texts: list[str], batch_size: int, max_length: int, runs: int = 10, warmup: int = 3
+) -> float:
     """Median milliseconds per forward pass on a batch of ``batch_size`` of ``texts``."""
     model.eval()
     device = next(model.parameters()).device
     batch = [texts[i % len(texts)] for i in range(batch_size)]
-    inputs = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+    inputs = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(
+        device
+    )
     for _ in range(warmup):
         model(**inputs)
     times = []

@@ -4,7 +4,13 @@ and fine-tune it with a plain ``Trainer``. The distillation recipe uses this as 
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+)
 
 from .assets import ASSETS, resolve_model
 from .errors import HfCompressError
@@ -57,7 +63,9 @@ def load_classifier(name_or_path: str, label_names: list[str], **kwargs):
     return model, has_classification_head(config, num_labels)
 
 
-def finetune_classifier(model, tokenizer, train_dataset, eval_dataset, args, compute_metrics=None, callbacks=None) -> Trainer:
+def finetune_classifier(
+    model, tokenizer, train_dataset, eval_dataset, args, compute_metrics=None, callbacks=None
+) -> Trainer:
     """Fine-tune ``model`` on tokenized data with a plain Trainer; returns the trained Trainer."""
     trainer = Trainer(
         model=model,

@@ -56,7 +56,9 @@ def logits_mse_loss(
 
 def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against gold labels, ignoring ``-100``; works for ``(B, C)`` and ``(B, L, C)``."""
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    )
 
 
 def hidden_mse_loss(

@@ -32,7 +32,9 @@ def load_yaml_config(path: str | Path, dataclass_types) -> dict:
     except yaml.YAMLError as err:
         raise HfCompressError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(values, dict):
-        raise HfCompressError(f"config file {path} must be a mapping of field: value, got {type(values).__name__}")
+        raise HfCompressError(
+            f"config file {path} must be a mapping of field: value, got {type(values).__name__}"
+        )
     allowed = known_fields(dataclass_types)
     for key in values:
         if key not in allowed:
@@ -57,7 +59,11 @@ def parse_config(dataclass_types, argv: list[str] | None = None):
         values = load_yaml_config(config_path, dataclass_types)
         # YAML lists/dicts become defaults as they are; argparse only converts strings from the command line.
         parser.set_defaults(**values)
-    unknown = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0][2:].replace("-", "_") not in known_fields(dataclass_types)]
+    unknown = [
+        a.split("=")[0]
+        for a in argv
+        if a.startswith("--") and a.split("=")[0][2:].replace("-", "_") not in known_fields(dataclass_types)
+    ]
     if unknown:
         close = difflib.get_close_matches(unknown[0][2:], known_fields(dataclass_types), n=1)
         hint = f" (did you mean --{close[0]}?)" if close else ""

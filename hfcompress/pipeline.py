@@ -34,7 +34,9 @@ def guard_output_dir(output_dir: str | Path, overwrite: bool) -> None:
         )
 
 
-def limit_samples(raw: datasets.DatasetDict, max_train: int | None, max_eval: int | None, seed: int) -> datasets.DatasetDict:
+def limit_samples(
+    raw: datasets.DatasetDict, max_train: int | None, max_eval: int | None, seed: int
+) -> datasets.DatasetDict:
     """Shuffle-and-take subsets (deterministic for a seed); validation and test get ``max_eval`` each."""
     out = {}
     for split, dataset in raw.items():
@@ -76,7 +78,9 @@ def ensure_finetuned_teacher(
     record_path = teacher_dir / TEACHER_RECORD
     if record_path.exists() and json.loads(record_path.read_text()) == record:
         logger.info("Reusing the teacher fine-tuned earlier in %s", teacher_dir)
-        reloaded = type(teacher).from_pretrained(teacher_dir, attn_implementation=teacher.config._attn_implementation)
+        reloaded = type(teacher).from_pretrained(
+            teacher_dir, attn_implementation=teacher.config._attn_implementation
+        )
         return reloaded
     logger.info("Fine-tuning the teacher on the task (%s epochs)", record.get("epochs"))
     trainer = finetune_classifier(
@@ -105,9 +109,13 @@ def measure_model(
     """Metrics, parameters, size on disk and CPU latency of one model, for the report."""
     from .distillation.student import count_parameters
 
-    result = {f"test_{k}": v for k, v in evaluate_model(model, eval_dataset, collator, compute_metrics).items()}
+    result = {
+        f"test_{k}": v for k, v in evaluate_model(model, eval_dataset, collator, compute_metrics).items()
+    }
     result["parameters"] = count_parameters(model)
     result["size_mb"] = size_on_disk(saved_dir) / 2**20 if saved_dir else None
     for batch_size in batch_sizes:
-        result[f"latency_ms_b{batch_size}"] = measure_latency(model, tokenizer, texts, batch_size, max_length, runs)
+        result[f"latency_ms_b{batch_size}"] = measure_latency(
+            model, tokenizer, texts, batch_size, max_length, runs
+        )
     return result

@@ -20,13 +20,25 @@ from transformers import set_seed
 
 from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError, create_student_from_teacher
 from hfcompress.configs import DataArguments, DistillRecipeArguments, parse_int_list
-from hfcompress.data import DistillationDataCollator, load_text_classification, same_vocabulary, tokenize_dataset
-from hfcompress.distillation.trainer import check_shared_vocabulary
+from hfcompress.data import (
+    DistillationDataCollator,
+    load_text_classification,
+    same_vocabulary,
+    tokenize_dataset,
+)
+from hfcompress.distillation import select_layers
+from hfcompress.distillation.trainer import check_shared_vocabulary, resolve_layer_maps
 from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.finetune import load_classifier, load_tokenizer
 from hfcompress.metrics import classification_metrics
 from hfcompress.parser import parse_config
-from hfcompress.pipeline import ensure_finetuned_teacher, guard_output_dir, limit_samples, measure_model, stage_args
+from hfcompress.pipeline import (
+    ensure_finetuned_teacher,
+    guard_output_dir,
+    limit_samples,
+    measure_model,
+    stage_args,
+)
 
 logger = logging.getLogger("distill_bert")
 DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/distill_default.yaml"
@@ -44,7 +56,9 @@ def main(argv=None) -> dict | None:
     set_seed(args.seed)
 
     # 1. Data and models; every check that can fail on bad input happens here, before anything is written.
-    raw, label_names = load_text_classification(data_args.dataset_name, data_args.text_column, data_args.label_column)
+    raw, label_names = load_text_classification(
+        data_args.dataset_name, data_args.text_column, data_args.label_column
+    )
     raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
     attn = {"attn_implementation": "eager"} if args.attention_weight > 0 else {}
     teacher_tok = load_tokenizer(recipe.teacher_model_name_or_path)
@@ -59,35 +73,63 @@ def main(argv=None) -> dict | None:
     )
     if not separate and student is not None:
         check_shared_vocabulary(student, teacher, student_tok, teacher_tok)
+    student_depth = (
+        student.config.num_hidden_layers
+        if student is not None
+        else len(select_layers(recipe.student_layers, teacher.config.num_hidden_layers))
+    )
+    resolve_layer_maps(args, student_depth, teacher.config.num_hidden_layers)
     batch_sizes = parse_int_list(recipe.latency_batch_sizes, "latency_batch_sizes")
     compute_metrics = classification_metrics(data_args.metric_names, len(label_names))
 
     # 2. Teacher: fine-tuned on the task first unless it already is (transfer learning).
     teacher_data = tokenize_dataset(raw, teacher_tok, data_args.max_seq_length)
     record = {
-        "base": recipe.teacher_model_name_or_path, "dataset": data_args.dataset_name, "labels": label_names,
-        "max_train_samples": data_args.max_train_samples, "max_seq_length": data_args.max_seq_length,
-        "epochs": recipe.teacher_num_train_epochs, "learning_rate": recipe.teacher_learning_rate, "seed": args.seed,
+        "base": recipe.teacher_model_name_or_path,
+        "dataset": data_args.dataset_name,
+        "labels": label_names,
+        "max_train_samples": data_args.max_train_samples,
+        "max_seq_length": data_args.max_seq_length,
+        "epochs": recipe.teacher_num_train_epochs,
+        "learning_rate": recipe.teacher_learning_rate,
+        "seed": args.seed,
     }
     teacher_args = stage_args(
-        args, output_dir=out / "teacher_checkpoints", num_train_epochs=recipe.teacher_num_train_epochs,
-        learning_rate=recipe.teacher_learning_rate, eval_strategy="no", save_strategy="no",
+        args,
+        output_dir=out / "teacher_checkpoints",
+        num_train_epochs=recipe.teacher_num_train_epochs,
+        learning_rate=recipe.teacher_learning_rate,
+        eval_strategy="no",
+        save_strategy="no",
     )
     teacher = ensure_finetuned_teacher(
-        teacher, head_ready, recipe.teacher_finetune, teacher_tok, teacher_data, teacher_args, out / "teacher", record,
+        teacher,
+        head_ready,
+        recipe.teacher_finetune,
+        teacher_tok,
+        teacher_data,
+        teacher_args,
+        out / "teacher",
+        record,
         compute_metrics,
     )
 
     # 3. Student: the teacher's layers (DistilBERT-style), or the pretrained student loaded above.
     if student is None:
         student = create_student_from_teacher(teacher, recipe.student_layers)
-    student_data = tokenize_dataset(raw, student_tok, data_args.max_seq_length, teacher_tok if separate else None)
+    student_data = tokenize_dataset(
+        raw, student_tok, data_args.max_seq_length, teacher_tok if separate else None
+    )
 
     # 4. Distil.
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args,
-        train_dataset=student_data["train"], eval_dataset=student_data["validation"],
-        processing_class=student_tok, teacher_processing_class=teacher_tok if separate else None,
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=student_data["train"],
+        eval_dataset=student_data["validation"],
+        processing_class=student_tok,
+        teacher_processing_class=teacher_tok if separate else None,
         compute_metrics=compute_metrics,
     )
     train_result = trainer.train()
@@ -97,23 +139,58 @@ def main(argv=None) -> dict | None:
 
     # 5. Evaluate both on the held-out test split and report.
     texts = raw["test"]["text"][:64]
-    measure = dict(texts=texts, batch_sizes=batch_sizes, max_length=data_args.max_seq_length, runs=recipe.latency_runs)
+    measure = dict(
+        texts=texts, batch_sizes=batch_sizes, max_length=data_args.max_seq_length, runs=recipe.latency_runs
+    )
     teacher_dir = out / "teacher" if (out / "teacher").exists() else None
     rows = [
-        {"model": "teacher", **measure_model(trainer.teacher.float(), teacher_dir, teacher_tok, teacher_data["test"],
-                                             DistillationDataCollator(teacher_tok), compute_metrics, **measure)},
-        {"model": "student", **measure_model(student, out / "student", student_tok, student_data["test"],
-                                             DistillationDataCollator(student_tok), compute_metrics, **measure)},
+        {
+            "model": "teacher",
+            **measure_model(
+                trainer.teacher.float(),
+                teacher_dir,
+                teacher_tok,
+                teacher_data["test"],
+                DistillationDataCollator(teacher_tok),
+                compute_metrics,
+                **measure,
+            ),
+        },
+        {
+            "model": "student",
+            **measure_model(
+                student,
+                out / "student",
+                student_tok,
+                student_data["test"],
+                DistillationDataCollator(student_tok),
+                compute_metrics,
+                **measure,
+            ),
+        },
     ]
     report = {
-        "recipe": "distill_bert", "command": " ".join(["recipes/distill_bert.py", *argv]),
-        "teacher": recipe.teacher_model_name_or_path, "student_layers": recipe.student_layers,
-        "dataset": data_args.dataset_name, "train_examples": len(raw["train"]), "test_examples": len(raw["test"]),
-        "train_samples_per_second": train_result.metrics.get("train_samples_per_second"), "results": rows,
+        "recipe": "distill_bert",
+        "command": " ".join(["recipes/distill_bert.py", *argv]),
+        "teacher": recipe.teacher_model_name_or_path,
+        "student_layers": recipe.student_layers,
+        "dataset": data_args.dataset_name,
+        "train_examples": len(raw["train"]),
+        "test_examples": len(raw["test"]),
+        "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
+        "results": rows,
     }
-    columns = [("model", "model"), ("test_accuracy", "accuracy"), ("test_f1", "F1"), ("parameters", "parameters"),
-               ("size_mb", "size (MB)")] + [(f"latency_ms_b{b}", f"latency b{b} (ms)") for b in batch_sizes]
-    markdown = f"# distill_bert report\n\n{len(raw['test'])} test examples of {data_args.dataset_name}.\n\n" + markdown_table(rows, columns)
+    columns = [
+        ("model", "model"),
+        ("test_accuracy", "accuracy"),
+        ("test_f1", "F1"),
+        ("parameters", "parameters"),
+        ("size_mb", "size (MB)"),
+    ] + [(f"latency_ms_b{b}", f"latency b{b} (ms)") for b in batch_sizes]
+    markdown = (
+        f"# distill_bert report\n\n{len(raw['test'])} test examples of {data_args.dataset_name}.\n\n"
+        + markdown_table(rows, columns)
+    )
     write_report(out, "report", report, markdown)
     print("\n" + markdown + f"\nSaved the student to {out / 'student'} and the report to {out / 'report.md'}")
     return report

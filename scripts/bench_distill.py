@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, set_seed
 
 from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher
 from hfcompress.configs import DataArguments, DistillRecipeArguments
@@ -62,17 +62,40 @@ class StepTimer(TrainerCallback):
 def throughput(kind, student, teacher, data, tok, args, steps, cache_dir) -> float:
     """Training samples/s for ``kind`` in (plain, distill_live, distill_cached) over ``steps`` timed steps."""
     timer = StepTimer()
-    common = dict(output_dir=cache_dir, max_steps=steps + timer.skip, eval_strategy="no", save_strategy="no",
-                  logging_strategy="no", report_to=[], disable_tqdm=True)
+    common = dict(
+        output_dir=cache_dir,
+        max_steps=steps + timer.skip,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+    )
     model = copy.deepcopy(student)
     if kind == "plain":
-        trainer = Trainer(model=model, args=stage_args(args, **common), train_dataset=data,
-                          data_collator=DistillationDataCollator(tok), processing_class=tok, callbacks=[timer])
+        trainer = Trainer(
+            model=model,
+            args=stage_args(args, **common),
+            train_dataset=data,
+            data_collator=DistillationDataCollator(tok),
+            processing_class=tok,
+            callbacks=[timer],
+        )
     else:
-        cfg = dataclasses.replace(args, **common, cache_teacher_logits=kind == "distill_cached",
-                                  teacher_cache_path=str(Path(cache_dir) / "teacher_logits.safetensors"))
-        trainer = DistillationTrainer(model=model, teacher_model=teacher, args=cfg, train_dataset=data,
-                                      processing_class=tok, callbacks=[timer])
+        cfg = dataclasses.replace(
+            args,
+            **common,
+            cache_teacher_logits=kind == "distill_cached",
+            teacher_cache_path=str(Path(cache_dir) / "teacher_logits.safetensors"),
+        )
+        trainer = DistillationTrainer(
+            model=model,
+            teacher_model=teacher,
+            args=cfg,
+            train_dataset=data,
+            processing_class=tok,
+            callbacks=[timer],
+        )
     trainer.train()
     return timer.samples_per_second(args.per_device_train_batch_size * args.gradient_accumulation_steps)
 
@@ -93,8 +116,9 @@ def main() -> None:
     overrides = ["--output_dir", str(Path(opts.out) / "work"), "--disable_tqdm", "true"]
     if opts.max_train_samples:
         overrides += ["--max_train_samples", str(opts.max_train_samples)]
-    recipe, data_args, args = parse_config((DistillRecipeArguments, DataArguments, DistillationConfig),
-                                           ["--config", str(CONFIG), *overrides])
+    recipe, data_args, args = parse_config(
+        (DistillRecipeArguments, DataArguments, DistillationConfig), ["--config", str(CONFIG), *overrides]
+    )
     work = Path(args.output_dir)
     raw, labels = load_text_classification(data_args.dataset_name)
     raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
@@ -104,12 +128,29 @@ def main() -> None:
 
     set_seed(args.seed)
     teacher, ready = load_classifier(recipe.teacher_model_name_or_path, labels)
-    record = {"bench": "distill", "epochs": recipe.teacher_num_train_epochs, "n": len(raw["train"]), "seed": args.seed}
+    record = {
+        "bench": "distill",
+        "epochs": recipe.teacher_num_train_epochs,
+        "n": len(raw["train"]),
+        "seed": args.seed,
+    }
     teacher = ensure_finetuned_teacher(
-        teacher, ready, "auto", tok, data,
-        stage_args(args, output_dir=work / "teacher_ckpt", num_train_epochs=recipe.teacher_num_train_epochs,
-                   learning_rate=recipe.teacher_learning_rate, eval_strategy="no"),
-        work / "teacher", record, metrics)
+        teacher,
+        ready,
+        "auto",
+        tok,
+        data,
+        stage_args(
+            args,
+            output_dir=work / "teacher_ckpt",
+            num_train_epochs=recipe.teacher_num_train_epochs,
+            learning_rate=recipe.teacher_learning_rate,
+            eval_strategy="no",
+        ),
+        work / "teacher",
+        record,
+        metrics,
+    )
     teacher.eval()
     init_student = create_student_from_teacher(teacher, recipe.student_layers)
 
@@ -119,49 +160,119 @@ def main() -> None:
             set_seed(seed)
             model = copy.deepcopy(init_student)
             if name == "distilled":
-                cfg = dataclasses.replace(args, seed=seed, teacher_cache_path=str(work / "teacher_logits.safetensors"))
-                trainer = DistillationTrainer(model=model, teacher_model=teacher, args=cfg, train_dataset=data["train"],
-                                              eval_dataset=data["validation"], processing_class=tok, compute_metrics=metrics)
+                cfg = dataclasses.replace(
+                    args, seed=seed, teacher_cache_path=str(work / "teacher_logits.safetensors")
+                )
+                trainer = DistillationTrainer(
+                    model=model,
+                    teacher_model=teacher,
+                    args=cfg,
+                    train_dataset=data["train"],
+                    eval_dataset=data["validation"],
+                    processing_class=tok,
+                    compute_metrics=metrics,
+                )
             else:
-                trainer = Trainer(model=model, args=stage_args(args, output_dir=work / "plain", seed=seed), train_dataset=data["train"],
-                                  eval_dataset=data["validation"], data_collator=DistillationDataCollator(tok),
-                                  processing_class=tok, compute_metrics=metrics)
+                trainer = Trainer(
+                    model=model,
+                    args=stage_args(args, output_dir=work / "plain", seed=seed),
+                    train_dataset=data["train"],
+                    eval_dataset=data["validation"],
+                    data_collator=DistillationDataCollator(tok),
+                    processing_class=tok,
+                    compute_metrics=metrics,
+                )
             trainer.train()
             save_dir = work / f"{name}-seed{seed}"
             trainer.save_model(str(save_dir))
-            result = measure_model(model, save_dir, tok, data["test"], DistillationDataCollator(tok), metrics,
-                                   raw["test"]["text"][:64], [], data_args.max_seq_length, 1)
+            result = measure_model(
+                model,
+                save_dir,
+                tok,
+                data["test"],
+                DistillationDataCollator(tok),
+                metrics,
+                raw["test"]["text"][:64],
+                [],
+                data_args.max_seq_length,
+                1,
+            )
             runs[name].append({"seed": seed, **result})
 
     texts = raw["test"]["text"][:64]
     measured = {}
-    for name, model, folder in [("teacher", teacher, work / "teacher"),
-                                ("student", init_student, work / f"distilled-seed{runs['distilled'][0]['seed']}")]:
-        measured[name] = measure_model(model, folder, tok, data["test"], DistillationDataCollator(tok), metrics, texts,
-                                       [1, 32], data_args.max_seq_length, opts.latency_runs)
+    for name, model, folder in [
+        ("teacher", teacher, work / "teacher"),
+        ("student", init_student, work / f"distilled-seed{runs['distilled'][0]['seed']}"),
+    ]:
+        measured[name] = measure_model(
+            model,
+            folder,
+            tok,
+            data["test"],
+            DistillationDataCollator(tok),
+            metrics,
+            texts,
+            [1, 32],
+            data_args.max_seq_length,
+            opts.latency_runs,
+        )
 
     speeds = {"plain": [], "distill_live": [], "distill_cached": []}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(opts.throughput_repeats):  # interleaved, so machine noise hits every kind alike
             for kind in speeds:
-                speeds[kind].append(throughput(kind, init_student, teacher, data["train"], tok, args,
-                                               opts.throughput_steps, tmp))
+                speeds[kind].append(
+                    throughput(
+                        kind, init_student, teacher, data["train"], tok, args, opts.throughput_steps, tmp
+                    )
+                )
     speed = {k: statistics.median(v) for k, v in speeds.items()}
 
     def median_of(name, key):
         return statistics.median(r[key] for r in runs[name])
 
     rows = [
-        {"model": "teacher (MiniLM-L6, fine-tuned)", "accuracy": measured["teacher"]["test_accuracy"],
-         "f1": measured["teacher"]["test_f1"], **{k: measured["teacher"][k] for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")}},
-        {"model": "student 3L, distilled", "accuracy": median_of("distilled", "test_accuracy"),
-         "f1": median_of("distilled", "test_f1"), **{k: measured["student"][k] for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")}},
-        {"model": "student 3L, no distillation", "accuracy": median_of("no_distillation", "test_accuracy"),
-         "f1": median_of("no_distillation", "test_f1"), **{k: measured["student"][k] for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")}},
+        {
+            "model": "teacher (MiniLM-L6, fine-tuned)",
+            "accuracy": measured["teacher"]["test_accuracy"],
+            "f1": measured["teacher"]["test_f1"],
+            **{
+                k: measured["teacher"][k]
+                for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")
+            },
+        },
+        {
+            "model": "student 3L, distilled",
+            "accuracy": median_of("distilled", "test_accuracy"),
+            "f1": median_of("distilled", "test_f1"),
+            **{
+                k: measured["student"][k]
+                for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")
+            },
+        },
+        {
+            "model": "student 3L, no distillation",
+            "accuracy": median_of("no_distillation", "test_accuracy"),
+            "f1": median_of("no_distillation", "test_f1"),
+            **{
+                k: measured["student"][k]
+                for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")
+            },
+        },
     ]
-    columns = [("model", "model"), ("accuracy", "test accuracy"), ("f1", "test F1"), ("parameters", "parameters"),
-               ("size_mb", "size (MB)"), ("latency_ms_b1", "CPU latency b1 (ms)"), ("latency_ms_b32", "CPU latency b32 (ms)")]
-    speed_rows = [{"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()]
+    columns = [
+        ("model", "model"),
+        ("accuracy", "test accuracy"),
+        ("f1", "test F1"),
+        ("parameters", "parameters"),
+        ("size_mb", "size (MB)"),
+        ("latency_ms_b1", "CPU latency b1 (ms)"),
+        ("latency_ms_b32", "CPU latency b32 (ms)"),
+    ]
+    speed_rows = [
+        {"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()
+    ]
     seeds_note = f"median over seeds {opts.seeds}" if "," in opts.seeds else f"seed {opts.seeds}"
     markdown = (
         "# Distillation benchmark: all-MiniLM-L6-v2 -> 3-layer student, Rotten Tomatoes snippets\n\n"
@@ -169,15 +280,28 @@ def main() -> None:
         f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; latency is the median "
         f"of {opts.latency_runs} runs; throughput the median of {opts.throughput_repeats} interleaved runs of "
         f"{opts.throughput_steps} steps at batch {args.per_device_train_batch_size}.\n\n"
-        + markdown_table(rows, columns) + "\nTraining throughput of the student:\n\n"
-        + markdown_table(speed_rows, [("trainer", "trainer"), ("samples_per_s", "samples/s"), ("vs_plain", "x plain Trainer")])
+        + markdown_table(rows, columns)
+        + "\nTraining throughput of the student:\n\n"
+        + markdown_table(
+            speed_rows,
+            [("trainer", "trainer"), ("samples_per_s", "samples/s"), ("vs_plain", "x plain Trainer")],
+        )
         + f"\nReproduce: `python scripts/bench_distill.py{' --seeds ' + opts.seeds if opts.seeds != '42' else ''}`"
         f" ({(time.time() - started) / 60:.0f} min here).\n"
     )
-    data_out = {"config": str(CONFIG.relative_to(CONFIG.parents[3])), "seeds": opts.seeds, "rows": rows,
-                "runs": runs, "measured": measured, "throughput": speeds, "throughput_median": speed,
-                "train_examples": len(raw["train"]), "test_examples": len(raw["test"]),
-                "minutes": (time.time() - started) / 60, "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+    data_out = {
+        "config": str(CONFIG.relative_to(CONFIG.parents[3])),
+        "seeds": opts.seeds,
+        "rows": rows,
+        "runs": runs,
+        "measured": measured,
+        "throughput": speeds,
+        "throughput_median": speed,
+        "train_examples": len(raw["train"]),
+        "test_examples": len(raw["test"]),
+        "minutes": (time.time() - started) / 60,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
     write_report(opts.out, "distill_benchmark", data_out, markdown)
     print(markdown)
 

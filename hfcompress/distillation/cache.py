@@ -19,15 +19,30 @@ from torch.utils.data import DataLoader
 
 from ..errors import HfCompressError
 
+# Config keys that change when a model is saved and reloaded, but not what it computes.
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path",
+    "architectures",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "_commit_hash",
+}
+
 
 def teacher_fingerprint(teacher: torch.nn.Module) -> str:
-    """sha256 over the teacher's config and every parameter and buffer (about 0.2 s for 25M parameters)."""
+    """sha256 over what determines the teacher's logits: its config and every parameter and buffer, in the
+    dtype it runs in (about 0.2 s for 25M parameters). Paths and library versions don't count."""
     digest = hashlib.sha256()
     config = getattr(teacher, "config", None)
     if config is not None:
-        digest.update(config.to_json_string(use_diff=False).encode())
+        stable = {k: v for k, v in config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+        digest.update(json.dumps(stable, sort_keys=True, default=str).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
         digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
@@ -36,15 +51,23 @@ def dataset_fingerprint(dataset) -> str:
     """The ``datasets`` fingerprint (stable across runs for the same data and transforms)."""
     fingerprint = getattr(dataset, "_fingerprint", None)
     if fingerprint is None:
-        raise HfCompressError("cache_teacher_logits needs a datasets.Dataset as train_dataset (it has a fingerprint)")
+        raise HfCompressError(
+            "cache_teacher_logits needs a datasets.Dataset as train_dataset (it has a fingerprint)"
+        )
     return f"{fingerprint}-{len(dataset)}"
 
 
 @torch.no_grad()
 def compute_teacher_logits(teacher_forward, dataset, collator, batch_size: int) -> torch.Tensor:
-    """Teacher logits for every example of ``dataset`` in order, as a float32 CPU tensor ``(N, ...)``."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
-    chunks = [teacher_forward(batch, need_internals=False).logits.float().cpu() for batch in loader]
+    """Teacher logits for every example of ``dataset`` in order, as a float32 CPU tensor ``(N, ...)``.
+
+    The random state is left as found (a DataLoader draws a seed), so a run with the cache trains exactly as
+    one with the live teacher.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+        chunks = [teacher_forward(batch, need_internals=False).logits.float().cpu() for batch in loader]
     return torch.cat(chunks)
 
 
@@ -70,6 +93,10 @@ def load_or_build_teacher_cache(path: str | os.PathLike, key: dict[str, str], bu
     logits = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    save_file({"logits": logits.contiguous()}, str(tmp), metadata={"hfcompress_key": json.dumps(key, sort_keys=True)})
+    save_file(
+        {"logits": logits.contiguous()},
+        str(tmp),
+        metadata={"hfcompress_key": json.dumps(key, sort_keys=True)},
+    )
     os.replace(tmp, path)  # atomic: an interrupted run leaves no half-written cache
     return logits

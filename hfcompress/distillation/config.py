@@ -7,14 +7,28 @@ and spares the work it needs (hidden states, attention maps).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import torch
 from transformers import TrainingArguments
 
 from ..errors import HfCompressError
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def multi_process_without_accelerator() -> bool:
+    """True when launched as several processes (accelerate/torchrun set WORLD_SIZE) on a machine with no GPU.
+
+    accelerate forms a gloo process group for CPU processes only when asked for the CPU: without
+    ``use_cpu=True`` each process silently trains alone on all the data (accelerate 1.15).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return not (torch.cuda.is_available() or has_xpu or torch.backends.mps.is_available())
 
 
 def parse_layer_map(spec: str) -> list[tuple[int, int]] | None:
@@ -38,13 +52,18 @@ class DistillationConfig(TrainingArguments):
     """Training arguments for ``DistillationTrainer``."""
 
     temperature: float = field(
-        default=2.0, metadata={"help": "Softmax temperature for the KD term; > 0. Higher gives softer targets."}
+        default=2.0,
+        metadata={"help": "Softmax temperature for the KD term; > 0. Higher gives softer targets."},
     )
     alpha: float = field(
         default=0.5,
-        metadata={"help": "Weight of the KD (soft-target) loss in [0, 1]; the hard-label loss gets 1 - alpha."},
+        metadata={
+            "help": "Weight of the KD (soft-target) loss in [0, 1]; the hard-label loss gets 1 - alpha."
+        },
     )
-    logits_mse_weight: float = field(default=0.0, metadata={"help": "Weight of MSE between raw logits; >= 0."})
+    logits_mse_weight: float = field(
+        default=0.0, metadata={"help": "Weight of MSE between raw logits; >= 0."}
+    )
     hidden_mse_weight: float = field(
         default=0.0, metadata={"help": "Weight of hidden-state MSE over hidden_layer_map; >= 0 (TinyBERT)."}
     )
@@ -70,7 +89,9 @@ class DistillationConfig(TrainingArguments):
     )
     teacher_dtype: str = field(
         default="auto",
-        metadata={"help": f"Precision the frozen teacher runs in: one of {', '.join(TEACHER_DTYPES)}. 'auto' keeps it."},
+        metadata={
+            "help": f"Precision the frozen teacher runs in: one of {', '.join(TEACHER_DTYPES)}. 'auto' keeps it."
+        },
     )
     cache_teacher_logits: bool = field(
         default=False,
@@ -100,7 +121,9 @@ class DistillationConfig(TrainingArguments):
             if getattr(self, name) < 0:
                 raise HfCompressError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.teacher_dtype not in TEACHER_DTYPES:
-            raise HfCompressError(f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.teacher_dtype!r}")
+            raise HfCompressError(
+                f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.teacher_dtype!r}"
+            )
         parse_layer_map(self.hidden_layer_map)
         parse_layer_map(self.attention_layer_map)
         if self.cache_teacher_logits and self.uses_teacher_internals:
@@ -112,6 +135,8 @@ class DistillationConfig(TrainingArguments):
             raise HfCompressError(
                 "remove_unused_columns must be false for distillation: it would drop the teacher's inputs"
             )
+        if multi_process_without_accelerator():
+            self.use_cpu = True  # same config on GPUs and CPU processes: no code or config change needed
         super().__post_init__()
 
     @property

@@ -54,7 +54,9 @@ def select_layers(spec: str | int | list[int], num_teacher_layers: int) -> list[
                 ) from None
     if isinstance(spec, int):
         if not 1 <= spec <= num_teacher_layers:
-            raise HfCompressError(f"a student of {spec} layers can't be cut from a {num_teacher_layers}-layer teacher")
+            raise HfCompressError(
+                f"a student of {spec} layers can't be cut from a {num_teacher_layers}-layer teacher"
+            )
         return [round(i * num_teacher_layers / spec) for i in range(spec)]
     layers = list(spec)
     bad = [i for i in layers if not 0 <= i < num_teacher_layers]
@@ -65,13 +67,17 @@ def select_layers(spec: str | int | list[int], num_teacher_layers: int) -> list[
     return sorted(layers)
 
 
-def create_student_from_teacher(teacher: PreTrainedModel, layers: str | int | list[int] = "every_other") -> PreTrainedModel:
+def create_student_from_teacher(
+    teacher: PreTrainedModel, layers: str | int | list[int] = "every_other"
+) -> PreTrainedModel:
     """A copy of ``teacher`` with only the given layers (see ``select_layers``), weights copied."""
     keep = select_layers(layers, teacher.config.num_hidden_layers)
     prefix, _ = find_layer_list(teacher)
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(keep)
-    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention types (Llama 4, Gemma ...)
+    if isinstance(
+        getattr(config, "layer_types", None), list
+    ):  # per-layer attention types (Llama 4, Gemma ...)
         config.layer_types = [config.layer_types[i] for i in keep]
     student = type(teacher)(config).to(teacher.dtype)
 
@@ -86,11 +92,12 @@ def create_student_from_teacher(teacher: PreTrainedModel, layers: str | int | li
             state[f"{prefix}.{renumber[int(match.group(1))]}.{match.group(2)}"] = value
     missing, unexpected = student.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-        raise HfCompressError(f"student weights don't line up with the teacher's: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise HfCompressError(
+            f"student weights don't line up with the teacher's: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     return student
 
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (shared weights counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-

@@ -47,16 +47,31 @@ def check_shared_vocabulary(student, teacher, student_tokenizer=None, teacher_to
 
 def _auto_pairs(num_student: int, num_teacher: int, offset: int) -> list[tuple[int, int]]:
     """Uniform student->teacher map: hidden states (offset 0, 1-based layers) or attentions (offset 1)."""
-    return [(i, round((i + offset) * num_teacher / num_student) - offset) for i in range(1 - offset, num_student + 1 - offset)]
+    return [
+        (i, round((i + offset) * num_teacher / num_student) - offset)
+        for i in range(1 - offset, num_student + 1 - offset)
+    ]
 
 
-def _check_pairs(pairs, what: str, num_student: int, num_teacher: int, first: int) -> None:
+def _check_pairs(pairs, what: str, num_student: int, num_teacher: int) -> None:
     for s, t in pairs:
-        if not first <= s <= num_student - 1 + first or not first <= t <= num_teacher - 1 + first:
+        if not 0 <= s < num_student or not 0 <= t < num_teacher:
             raise HfCompressError(
-                f"{what} pair {s}:{t} names a layer that doesn't exist: student has {first}..{num_student - 1 + first}, "
-                f"teacher has {first}..{num_teacher - 1 + first}"
+                f"{what} pair {s}:{t} names a layer that doesn't exist: student has 0..{num_student - 1}, "
+                f"teacher has 0..{num_teacher - 1}"
             )
+
+
+def resolve_layer_maps(args: DistillationConfig, student_layers: int, teacher_layers: int):
+    """(hidden pairs, attention pairs) for these depths; raises if a map names a layer that doesn't exist.
+
+    Hidden-state indices count the embeddings as 0, so a model of L layers has hidden states 0..L.
+    """
+    hidden = parse_layer_map(args.hidden_layer_map) or _auto_pairs(student_layers, teacher_layers, 0)
+    attention = parse_layer_map(args.attention_layer_map) or _auto_pairs(student_layers, teacher_layers, 1)
+    _check_pairs(hidden, "hidden_layer_map (0 = embeddings)", student_layers + 1, teacher_layers + 1)
+    _check_pairs(attention, "attention_layer_map", student_layers, teacher_layers)
+    return hidden, attention
 
 
 class DistillationTrainer(Trainer):
@@ -75,7 +90,9 @@ class DistillationTrainer(Trainer):
         **kwargs,
     ):
         if not isinstance(args, DistillationConfig):
-            raise HfCompressError(f"DistillationTrainer needs args=DistillationConfig(...), got {type(args).__name__}")
+            raise HfCompressError(
+                f"DistillationTrainer needs args=DistillationConfig(...), got {type(args).__name__}"
+            )
         if teacher_model is None:
             raise HfCompressError("DistillationTrainer needs a teacher_model")
         columns = getattr(train_dataset, "column_names", None) or []
@@ -87,7 +104,9 @@ class DistillationTrainer(Trainer):
                     "separate tokenizers use the logit terms (alpha, logits_mse_weight) only"
                 )
             if data_collator is None and teacher_processing_class is None:
-                raise HfCompressError("train_dataset has teacher_* columns: pass teacher_processing_class to pad them")
+                raise HfCompressError(
+                    "train_dataset has teacher_* columns: pass teacher_processing_class to pad them"
+                )
         else:
             check_shared_vocabulary(model, teacher_model, processing_class, teacher_processing_class)
         if data_collator is None and processing_class is not None:
@@ -113,7 +132,9 @@ class DistillationTrainer(Trainer):
         self.projections = self._build_projections()
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_steps = 0
-        self.teacher_logits = self._teacher_cache() if args.cache_teacher_logits and train_dataset is not None else None
+        self.teacher_logits = (
+            self._teacher_cache() if args.cache_teacher_logits and train_dataset is not None else None
+        )
 
     # -- set-up ---------------------------------------------------------------------------------------------
     def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
@@ -136,11 +157,7 @@ class DistillationTrainer(Trainer):
             if self.args.uses_teacher_internals:
                 raise HfCompressError("hidden-state and attention terms need configs with num_hidden_layers")
             return [], []
-        hidden = parse_layer_map(self.args.hidden_layer_map) or _auto_pairs(student_layers, teacher_layers, 0)
-        attention = parse_layer_map(self.args.attention_layer_map) or _auto_pairs(student_layers, teacher_layers, 1)
-        _check_pairs(hidden, "hidden_layer_map (0 = embeddings)", student_layers + 1, teacher_layers + 1, 0)
-        _check_pairs(attention, "attention_layer_map", student_layers, teacher_layers, 0)
-        return hidden, attention
+        return resolve_layer_maps(self.args, student_layers, teacher_layers)
 
     def _build_projections(self) -> nn.ModuleList | None:
         """Learned linear maps student width -> teacher width, one per hidden pair, when the widths differ."""
@@ -153,14 +170,19 @@ class DistillationTrainer(Trainer):
         return layers.to(self.args.device)
 
     def _teacher_cache(self) -> torch.Tensor:
-        path = self.args.teacher_cache_path or os.path.join(self.args.output_dir, "teacher_logits.safetensors")
+        path = self.args.teacher_cache_path or os.path.join(
+            self.args.output_dir, "teacher_logits.safetensors"
+        )
         key = {"teacher": teacher_fingerprint(self.teacher), "dataset": self._train_fingerprint}
 
         def build() -> torch.Tensor:
             from .cache import compute_teacher_logits
 
             return compute_teacher_logits(
-                self._teacher_forward, self.train_dataset, self.data_collator, self.args.per_device_eval_batch_size
+                self._teacher_forward,
+                self.train_dataset,
+                self.data_collator,
+                self.args.per_device_eval_batch_size,
             )
 
         with self.args.main_process_first(desc="teacher logits cache"):  # rank 0 builds, the others load
@@ -185,7 +207,9 @@ class DistillationTrainer(Trainer):
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        student_inputs = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != EXAMPLE_INDEX}
+        student_inputs = {
+            k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != EXAMPLE_INDEX
+        }
         if not model.training:  # evaluation: the student's own task loss
             outputs = model(**student_inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
@@ -221,7 +245,7 @@ class DistillationTrainer(Trainer):
     def _teacher_forward(self, batch: dict, need_internals: bool = False):
         """Run the frozen teacher on its inputs: the ``teacher_*`` columns if present, else the student's."""
         if any(k.startswith(TEACHER_PREFIX) for k in batch):
-            source = {k[len(TEACHER_PREFIX):]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
+            source = {k[len(TEACHER_PREFIX) :]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX)}
         else:
             source = batch
         inputs = {k: v.to(self.args.device) for k, v in source.items() if k in _MODEL_INPUTS}
@@ -232,7 +256,9 @@ class DistillationTrainer(Trainer):
             extra["output_attentions"] = True
         return self.teacher(**inputs, **extra)
 
-    def _loss_terms(self, outputs, teacher_logits, teacher_outputs, inputs) -> dict[str, tuple[float, torch.Tensor]]:
+    def _loss_terms(
+        self, outputs, teacher_logits, teacher_outputs, inputs
+    ) -> dict[str, tuple[float, torch.Tensor]]:
         """Each active term as (weight, value)."""
         args = self.args
         labels = inputs.get("labels")
@@ -241,24 +267,42 @@ class DistillationTrainer(Trainer):
         # Token-level logits (B, L, C) count only real tokens; sequence-level (B, C) count every example.
         position_mask = None
         if logits.dim() == 3:
-            position_mask = losses.label_mask(labels) if labels is not None and labels.shape == logits.shape[:2] else attention_mask
+            position_mask = (
+                losses.label_mask(labels)
+                if labels is not None and labels.shape == logits.shape[:2]
+                else attention_mask
+            )
         terms: dict[str, tuple[float, torch.Tensor]] = {}
         if labels is not None and args.alpha < 1:
             hard = outputs.loss if outputs.loss is not None else losses.hard_label_loss(logits, labels)
             terms["hard_ce"] = (1 - args.alpha, hard)
         if args.alpha > 0 or labels is None:
-            terms["kd_kl"] = (args.alpha if labels is not None else 1.0, losses.kd_kl_loss(logits, teacher_logits, args.temperature, position_mask))
+            terms["kd_kl"] = (
+                args.alpha if labels is not None else 1.0,
+                losses.kd_kl_loss(logits, teacher_logits, args.temperature, position_mask),
+            )
         if args.logits_mse_weight > 0:
-            terms["logits_mse"] = (args.logits_mse_weight, losses.logits_mse_loss(logits, teacher_logits, position_mask))
+            terms["logits_mse"] = (
+                args.logits_mse_weight,
+                losses.logits_mse_loss(logits, teacher_logits, position_mask),
+            )
         if args.uses_hidden_states:
-            mse, cosine = self._hidden_terms(outputs.hidden_states, teacher_outputs.hidden_states, attention_mask)
+            mse, cosine = self._hidden_terms(
+                outputs.hidden_states, teacher_outputs.hidden_states, attention_mask
+            )
             if args.hidden_mse_weight > 0:
                 terms["hidden_mse"] = (args.hidden_mse_weight, mse)
             if args.hidden_cosine_weight > 0:
                 terms["hidden_cosine"] = (args.hidden_cosine_weight, cosine)
         if args.attention_weight > 0:
-            if not outputs.attentions or outputs.attentions[0] is None or teacher_outputs.attentions[0] is None:
-                raise HfCompressError("the models returned no attention maps: load them with attn_implementation='eager'")
+            if (
+                not outputs.attentions
+                or outputs.attentions[0] is None
+                or teacher_outputs.attentions[0] is None
+            ):
+                raise HfCompressError(
+                    "the models returned no attention maps: load them with attn_implementation='eager'"
+                )
             value = sum(
                 losses.attention_kd_loss(outputs.attentions[s], teacher_outputs.attentions[t], attention_mask)
                 for s, t in self.attention_pairs
@@ -269,7 +313,9 @@ class DistillationTrainer(Trainer):
     def _hidden_terms(self, student_hidden, teacher_hidden, attention_mask):
         mse, cosine = 0.0, 0.0
         for k, (s, t) in enumerate(self.hidden_pairs):
-            projected = student_hidden[s] if self.projections is None else self.projections[k](student_hidden[s])
+            projected = (
+                student_hidden[s] if self.projections is None else self.projections[k](student_hidden[s])
+            )
             mse = mse + losses.hidden_mse_loss(projected, teacher_hidden[t], attention_mask)
             cosine = cosine + losses.hidden_cosine_loss(projected, teacher_hidden[t], attention_mask)
         return mse / len(self.hidden_pairs), cosine / len(self.hidden_pairs)

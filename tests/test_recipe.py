@@ -1,0 +1,196 @@
+"""recipes/distill_bert.py end to end on tiny random models, and its bad-input errors (nothing written)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_bert, make_text_dataset, make_tokenizer
+from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
+
+from hfcompress import HfCompressError
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "distill_bert.py"
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("distill_bert", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny 'pretrained' base encoder (no head) with its tokenizer, and a CSV dataset."""
+    root = tmp_path_factory.mktemp("recipe_assets")
+    tok = make_tokenizer(root)
+    base = BertModel(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    )
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    other_tok = make_tokenizer(root, shift=11)
+    other = make_bert(num_layers=2, tokenizer=other_tok)
+    other.config.architectures = ["BertModel"]  # a base model: gets a fresh head
+    other.bert.save_pretrained(root / "other_vocab_student")
+    other_tok.save_pretrained(root / "other_vocab_student")
+    three = make_bert(num_layers=2, tokenizer=tok, num_labels=3)
+    three.save_pretrained(root / "three_label_student")
+    tok.save_pretrained(root / "three_label_student")
+    make_text_dataset(120).to_pandas().rename(columns={"text": "review", "label": "fresh"}).to_csv(
+        root / "reviews.csv", index=False
+    )
+    return root
+
+
+def base_args(assets, out, *extra):
+    return [
+        "--teacher_model_name_or_path",
+        str(assets / "base"),
+        "--dataset_name",
+        str(assets / "reviews.csv"),
+        "--text_column",
+        "review",
+        "--label_column",
+        "fresh",
+        "--output_dir",
+        str(out),
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "16",
+        "--num_train_epochs",
+        "1",
+        "--teacher_num_train_epochs",
+        "1",
+        "--latency_runs",
+        "1",
+        "--latency_batch_sizes",
+        "1,4",
+        "--disable_tqdm",
+        "true",
+        "--logging_steps",
+        "5",
+        "--report_to",
+        "none",
+        *extra,
+    ]
+
+
+def test_recipe_end_to_end(assets, tmp_path):
+    out = tmp_path / "run"
+    report = load_recipe().main(base_args(assets, out, "--student_layers", "2"))
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["results"][0]["model"] == "teacher" and saved["results"][1]["model"] == "student"
+    assert report["results"][1]["parameters"] < report["results"][0]["parameters"]
+    for row in saved["results"]:
+        assert 0 <= row["test_accuracy"] <= 1 and row["latency_ms_b1"] > 0 and row["latency_ms_b4"] > 0
+    assert "| student |" in (out / "report.md").read_text()
+    student = AutoModelForSequenceClassification.from_pretrained(out / "student")
+    assert student.config.num_hidden_layers == 2 and student.config.id2label == {0: "0", 1: "1"}
+    assert (out / "student" / "model.safetensors").exists()
+    assert (out / "teacher" / "hfcompress_finetune.json").exists()
+
+    # A finished run is never overwritten by accident...
+    before = (out / "report.json").read_bytes()
+    with pytest.raises(HfCompressError, match="already holds the results of a finished run"):
+        load_recipe().main(base_args(assets, out))
+    assert (out / "report.json").read_bytes() == before
+    # ...and with --overwrite_output the fine-tuned teacher of the earlier run is reused, not trained again.
+    mtime = (out / "teacher" / "model.safetensors").stat().st_mtime
+    load_recipe().main(base_args(assets, out, "--overwrite_output", "true", "--student_layers", "1"))
+    assert (out / "teacher" / "model.safetensors").stat().st_mtime == mtime
+    assert AutoModelForSequenceClassification.from_pretrained(out / "student").config.num_hidden_layers == 1
+
+
+def test_recipe_with_separately_tokenized_student_and_all_terms(assets, tmp_path):
+    out = tmp_path / "sep"
+    load_recipe().main(
+        base_args(assets, out, "--student_model_name_or_path", str(assets / "other_vocab_student"))
+    )
+    assert AutoModelForSequenceClassification.from_pretrained(out / "student").config.vocab_size == len(
+        make_tokenizer(tmp_path, 11)
+    )
+    out2 = tmp_path / "terms"
+    load_recipe().main(
+        base_args(
+            assets,
+            out2,
+            "--hidden_mse_weight",
+            "1",
+            "--attention_weight",
+            "1",
+            "--hidden_cosine_weight",
+            "1",
+            "--cache_teacher_logits",
+            "false",
+        )
+    )
+    assert (out2 / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--teacher_model_name_or_path", "/no/such/model"], "model '/no/such/model' not found"),
+        (["--label_column", "stars"], "has no label column 'stars'; available columns: review, fresh"),
+        (["--student_model_name_or_path", "THREE"], "num_labels=3 but the dataset has 2 labels"),
+        (["--student_model_name_or_path", "OTHER", "--tokenizer_mode", "shared"], "different vocabularies"),
+        (["--temperature", "0"], "temperature must be > 0, got 0.0"),
+        (["--alpha", "1.2"], r"alpha must be in \[0, 1\], got 1.2"),
+        (
+            ["--hidden_mse_weight", "1", "--cache_teacher_logits", "false", "--hidden_layer_map", "1:2,3:9"],
+            "names a layer that doesn't exist",
+        ),
+        (["--student_layers", "0,7"], "must be distinct teacher layers in 0..3"),
+        (["--no_such_flag", "1"], "unknown option --no_such_flag"),
+    ],
+)
+def test_bad_input_stops_before_writing(assets, tmp_path, extra, message):
+    extra = [
+        str(assets / "three_label_student")
+        if e == "THREE"
+        else str(assets / "other_vocab_student")
+        if e == "OTHER"
+        else e
+        for e in extra
+    ]
+    out = tmp_path / "never"
+    with pytest.raises(HfCompressError, match=message):
+        load_recipe().main(base_args(assets, out, *extra))
+    assert not out.exists()
+
+
+def test_stale_teacher_cache_is_an_error(assets, tmp_path):
+    stale = tmp_path / "stale.safetensors"
+    load_recipe().main(
+        base_args(assets, tmp_path / "a", "--teacher_cache_path", str(stale), "--max_train_samples", "32")
+    )
+    before = stale.read_bytes()
+    with pytest.raises(HfCompressError, match="stale teacher cache"):
+        load_recipe().main(base_args(assets, tmp_path / "b", "--teacher_cache_path", str(stale)))
+    assert stale.read_bytes() == before
+    assert not (tmp_path / "b" / "student").exists() and not (tmp_path / "b" / "report.json").exists()
+
+
+def test_cli_prints_one_line_error(assets, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(RECIPE), *base_args(assets, tmp_path / "x", "--alpha", "3")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "distill_bert: error: alpha must be in [0, 1], got 3.0"
+    assert "Traceback" not in result.stderr
