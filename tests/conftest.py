@@ -1,6 +1,9 @@
 """Shared fixtures: offline environment and tiny random models/tokenizers built from configs (no downloads)."""
 
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -35,10 +38,16 @@ def write_vocab(path, words=WORDS, shift=0):
 
 
 def make_tokenizer(tmp_path, shift=0):
-    from transformers import BertTokenizerFast
+    """A BERT WordPiece tokenizer loaded from a folder, as users load one (works in transformers 4.x and 5.x)."""
+    import json
 
-    vocab = write_vocab(tmp_path / f"vocab{shift}.txt", shift=shift)
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / f"tokenizer{shift}"
+    folder.mkdir(exist_ok=True)
+    write_vocab(folder / "vocab.txt", shift=shift)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def make_bert(num_layers=4, hidden=32, heads=4, vocab_size=None, num_labels=2, seed=0, tokenizer=None):
@@ -80,3 +89,33 @@ def make_text_dataset(n=64, seed=0):
         rng.shuffle(words)
         rows.append({"text": " ".join(words), "label": label})
     return datasets.Dataset.from_list(rows)
+
+
+def launch_two_processes(script_and_args, cwd=None, timeout=600):
+    """Run a script under ``accelerate launch --multi_gpu --num_processes 2`` on the CPU (two gloo processes).
+
+    ``--cpu --num_processes 2`` silently starts ONE process (shared/ASSETS.md); ``--multi_gpu`` on a machine
+    without GPUs starts two, and DistillationConfig turns ``use_cpu`` on so they form a gloo group.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *map(str, script_and_args),
+    ]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)

@@ -1,51 +1,18 @@
-"""Two real CPU processes (gloo DDP) through accelerate: both ranks train, weights stay in sync, one save.
-
-``accelerate launch --cpu --num_processes 2`` silently starts ONE process (shared/ASSETS.md); ``--multi_gpu``
-on a machine without GPUs starts two gloo processes.
-"""
+"""Two real CPU processes (gloo DDP) through accelerate: both ranks train, weights stay in sync, one save."""
 
 import hashlib
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import launch_two_processes
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.ddp
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_process_ddp(tmp_path):
-    worker = Path(__file__).parent / "ddp_worker.py"
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        str(free_port()),
-        str(worker),
-        str(tmp_path),
-    ]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    result = launch_two_processes([Path(__file__).parent / "ddp_worker.py", tmp_path])
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["backend"] == "gloo"

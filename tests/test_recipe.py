@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import make_bert, make_text_dataset, make_tokenizer
+from conftest import launch_two_processes, make_bert, make_text_dataset, make_tokenizer
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
 from hfcompress import HfCompressError
@@ -194,3 +194,14 @@ def test_cli_prints_one_line_error(assets, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "distill_bert: error: alpha must be in [0, 1], got 3.0"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.ddp
+def test_recipe_under_two_process_accelerate(assets, tmp_path):
+    out = tmp_path / "ddp"
+    result = launch_two_processes([RECIPE, *base_args(assets, out)], cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("# distill_bert report") == 1  # reported once, by the main process
+    report = json.loads((out / "report.json").read_text())
+    assert report["train_examples"] == 64
+    assert AutoModelForSequenceClassification.from_pretrained(out / "student").config.num_hidden_layers == 2
