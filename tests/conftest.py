@@ -46,7 +46,9 @@ def make_tokenizer(tmp_path, shift=0):
     folder = tmp_path / f"tokenizer{shift}"
     folder.mkdir(exist_ok=True)
     write_vocab(folder / "vocab.txt", shift=shift)
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True})
+    )
     return AutoTokenizer.from_pretrained(folder)
 
 

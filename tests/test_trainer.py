@@ -217,3 +217,25 @@ def test_needs_distillation_config(tmp_path, setup):
         )
     with pytest.raises(HfCompressError, match="needs a teacher_model"):
         DistillationTrainer(model=teacher, args=args(tmp_path))
+
+
+def test_resume_restores_projections(tmp_path, setup):
+    tok, teacher, data = setup
+
+    def run(max_steps, resume=None):
+        torch.manual_seed(0)
+        student = make_bert(num_layers=2, hidden=16, heads=2, tokenizer=tok)
+        cfg = args(tmp_path, hidden_mse_weight=1.0, max_steps=max_steps, save_strategy="steps", save_steps=4)
+        trainer = DistillationTrainer(
+            model=student, teacher_model=teacher, args=cfg, train_dataset=data["train"], processing_class=tok
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    full = run(8)
+    assert (tmp_path / "out" / "checkpoint-4" / "distillation_projections.safetensors").exists()
+    # Resume from the step-4 checkpoint: the projections continue from there and end where the full run did
+    # (this also catches gradients that leak from one step into the next).
+    resumed = run(8, resume=str(tmp_path / "out" / "checkpoint-4"))
+    assert torch.allclose(resumed.model.classifier.weight, full.model.classifier.weight, atol=1e-5)
+    assert torch.allclose(resumed.projections[0].weight, full.projections[0].weight, atol=1e-5)

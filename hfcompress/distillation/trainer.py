@@ -15,8 +15,10 @@ import os
 from collections import defaultdict
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from .. import losses
 from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same_vocabulary
@@ -25,6 +27,7 @@ from .cache import dataset_fingerprint, load_or_build_teacher_cache, teacher_fin
 from .config import DistillationConfig, parse_layer_map
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+PROJECTIONS_FILE = "distillation_projections.safetensors"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -72,6 +75,25 @@ def resolve_layer_maps(args: DistillationConfig, student_layers: int, teacher_la
     _check_pairs(hidden, "hidden_layer_map (0 = embeddings)", student_layers + 1, teacher_layers + 1)
     _check_pairs(attention, "attention_layer_map", student_layers, teacher_layers)
     return hidden, attention
+
+
+class _ProjectionsCallback(TrainerCallback):
+    """Housekeeping for the learned projections, which live outside the model: clear their gradients after
+    each optimizer step (Trainer zeroes only the model's), and write them into each checkpoint folder so a
+    resumed run continues them."""
+
+    def __init__(self, projections: nn.ModuleList):
+        self.projections = projections
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.projections.zero_grad(set_to_none=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            state_dict = {k: v.detach().cpu().contiguous() for k, v in self.projections.state_dict().items()}
+            save_file(state_dict, os.path.join(folder, PROJECTIONS_FILE))
 
 
 class DistillationTrainer(Trainer):
@@ -130,6 +152,8 @@ class DistillationTrainer(Trainer):
         self.teacher = self._prepare_teacher(teacher_model)
         self.hidden_pairs, self.attention_pairs = self._layer_pairs()
         self.projections = self._build_projections()
+        if self.projections is not None:
+            self.add_callback(_ProjectionsCallback(self.projections))
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_steps = 0
         self.teacher_logits = (
@@ -189,6 +213,22 @@ class DistillationTrainer(Trainer):
             return load_or_build_teacher_cache(path, key, build)
 
     # -- public hooks ---------------------------------------------------------------------------------------
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """``Trainer.train``, also restoring the learned projections when resuming from a checkpoint."""
+        if resume_from_checkpoint and self.projections is not None:
+            folder = (
+                get_last_checkpoint(self.args.output_dir)
+                if resume_from_checkpoint is True
+                else resume_from_checkpoint
+            )
+            path = os.path.join(folder or "", PROJECTIONS_FILE)
+            if not os.path.exists(path):
+                raise HfCompressError(
+                    f"checkpoint {folder} has no {PROJECTIONS_FILE}: it was not saved by this distillation run"
+                )
+            self.projections.load_state_dict(load_file(path))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def create_optimizer(self, *args, **kwargs):
         optimizer = super().create_optimizer(*args, **kwargs)
         if self.projections is not None:
