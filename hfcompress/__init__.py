@@ -10,6 +10,7 @@ from .distillation import (
     create_student_from_teacher,
 )
 from .errors import HfCompressError
+from .pruning import PruningCallback, PruningConfig
 
 __version__ = "0.1.0"
 
@@ -17,6 +18,8 @@ __all__ = [
     "DistillationConfig",
     "DistillationTrainer",
     "HfCompressError",
+    "PruningCallback",
+    "PruningConfig",
     "count_parameters",
     "create_student_from_teacher",
 ]
