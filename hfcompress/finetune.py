@@ -32,10 +32,9 @@ def load_tokenizer(name_or_path: str):
         raise _not_found(name_or_path, err) from None
 
 
-def has_classification_head(config, num_labels: int) -> bool:
-    """True when the checkpoint was saved with a sequence-classification head of ``num_labels`` outputs."""
-    saved_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-    return saved_head and config.num_labels == num_labels
+def has_classification_head(config) -> bool:
+    """True when the checkpoint was saved with a sequence-classification head."""
+    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
 
 
 def load_classifier(name_or_path: str, label_names: list[str], **kwargs):
@@ -50,7 +49,7 @@ def load_classifier(name_or_path: str, label_names: list[str], **kwargs):
     except (OSError, ValueError) as err:
         raise _not_found(name_or_path, err) from None
     num_labels = len(label_names)
-    saved_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    saved_head = has_classification_head(config)
     if saved_head and config.num_labels != num_labels:
         raise HfCompressError(
             f"model {name_or_path!r} has a classification head with num_labels={config.num_labels} but the "
@@ -60,7 +59,7 @@ def load_classifier(name_or_path: str, label_names: list[str], **kwargs):
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()}, **kwargs
     )
-    return model, has_classification_head(config, num_labels)
+    return model, saved_head  # a saved head of another size was refused above
 
 
 def finetune_classifier(

@@ -351,11 +351,14 @@ class DistillationTrainer(Trainer):
         return terms
 
     def _hidden_terms(self, student_hidden, teacher_hidden, attention_mask):
+        """Hidden-state MSE and cosine averaged over the layer pairs; a term with weight 0 is not computed."""
         mse, cosine = 0.0, 0.0
         for k, (s, t) in enumerate(self.hidden_pairs):
             projected = (
                 student_hidden[s] if self.projections is None else self.projections[k](student_hidden[s])
             )
-            mse = mse + losses.hidden_mse_loss(projected, teacher_hidden[t], attention_mask)
-            cosine = cosine + losses.hidden_cosine_loss(projected, teacher_hidden[t], attention_mask)
+            if self.args.hidden_mse_weight > 0:
+                mse = mse + losses.hidden_mse_loss(projected, teacher_hidden[t], attention_mask)
+            if self.args.hidden_cosine_weight > 0:
+                cosine = cosine + losses.hidden_cosine_loss(projected, teacher_hidden[t], attention_mask)
         return mse / len(self.hidden_pairs), cosine / len(self.hidden_pairs)
