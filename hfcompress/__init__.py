@@ -10,7 +10,13 @@ from .distillation import (
     create_student_from_teacher,
 )
 from .errors import HfCompressError
-from .pruning import PruningCallback, PruningConfig
+from .pruning import (
+    PruningCallback,
+    PruningConfig,
+    StructuredPruningConfig,
+    structured_prune,
+    structured_targets,
+)
 
 __version__ = "0.1.0"
 
@@ -20,6 +26,9 @@ __all__ = [
     "HfCompressError",
     "PruningCallback",
     "PruningConfig",
+    "StructuredPruningConfig",
     "count_parameters",
     "create_student_from_teacher",
+    "structured_prune",
+    "structured_targets",
 ]

@@ -13,6 +13,7 @@ from .errors import HfCompressError
 
 TOKENIZER_MODES = ("auto", "shared", "separate")
 FINETUNE_MODES = ("auto", "always", "never")
+PRUNING_KINDS = ("structured", "unstructured")
 
 
 def parse_int_list(spec: str, name: str) -> list[int]:
@@ -58,32 +59,13 @@ class DataArguments:
 
 
 @dataclass
-class DistillRecipeArguments:
-    """Models and reporting for recipes/distill_bert.py."""
+class TeacherRecipeArguments:
+    """The fine-tuned model a recipe compresses (the teacher), and what the report measures."""
 
     teacher_model_name_or_path: str = field(
         default="sentence-transformers/all-MiniLM-L6-v2",
         metadata={
             "help": "Teacher: Hub id, local folder, or offline asset; fine-tuned on the task first if needed."
-        },
-    )
-    student_model_name_or_path: Optional[str] = field(
-        default=None,
-        metadata={
-            "help": "A pretrained student. None: build the student from the teacher's layers (student_layers)."
-        },
-    )
-    student_layers: str = field(
-        default="every_other",
-        metadata={
-            "help": "Teacher layers the student keeps: 'every_other', a count like '3', or a list like '0,2,4'."
-        },
-    )
-    tokenizer_mode: str = field(
-        default="auto",
-        metadata={
-            "help": "'shared': one tokenization, vocabularies must match; 'separate': teacher and student each "
-            "tokenize the text; 'auto': shared when the vocabularies match."
         },
     )
     teacher_finetune: str = field(
@@ -108,10 +90,6 @@ class DistillRecipeArguments:
     )
 
     def __post_init__(self):
-        if self.tokenizer_mode not in TOKENIZER_MODES:
-            raise HfCompressError(
-                f"tokenizer_mode must be one of {', '.join(TOKENIZER_MODES)}, got {self.tokenizer_mode!r}"
-            )
         if self.teacher_finetune not in FINETUNE_MODES:
             raise HfCompressError(
                 f"teacher_finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.teacher_finetune!r}"
@@ -119,3 +97,53 @@ class DistillRecipeArguments:
         if self.latency_runs < 1:
             raise HfCompressError(f"latency_runs must be >= 1, got {self.latency_runs}")
         parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")
+
+
+@dataclass
+class DistillRecipeArguments(TeacherRecipeArguments):
+    """Models and reporting for recipes/distill_bert.py."""
+
+    student_model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "A pretrained student. None: build the student from the teacher's layers (student_layers)."
+        },
+    )
+    student_layers: str = field(
+        default="every_other",
+        metadata={
+            "help": "Teacher layers the student keeps: 'every_other', a count like '3', or a list like '0,2,4'."
+        },
+    )
+    tokenizer_mode: str = field(
+        default="auto",
+        metadata={
+            "help": "'shared': one tokenization, vocabularies must match; 'separate': teacher and student each "
+            "tokenize the text; 'auto': shared when the vocabularies match."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.tokenizer_mode not in TOKENIZER_MODES:
+            raise HfCompressError(
+                f"tokenizer_mode must be one of {', '.join(TOKENIZER_MODES)}, got {self.tokenizer_mode!r}"
+            )
+
+
+@dataclass
+class PruneRecipeArguments(TeacherRecipeArguments):
+    """Models and reporting for recipes/prune_bert.py."""
+
+    pruning: str = field(
+        default="structured",
+        metadata={
+            "help": "'structured': remove heads/neurons/layers (StructuredPruningConfig fields), smaller and "
+            "faster; 'unstructured': zero single weights on a schedule (PruningConfig fields), same speed."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pruning not in PRUNING_KINDS:
+            raise HfCompressError(f"pruning must be one of {', '.join(PRUNING_KINDS)}, got {self.pruning!r}")

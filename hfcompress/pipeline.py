@@ -47,12 +47,13 @@ def limit_samples(
     return datasets.DatasetDict(out)
 
 
-def stage_args(args: TrainingArguments, **changes) -> TrainingArguments:
-    """Plain ``TrainingArguments`` for a sub-stage (teacher fine-tuning, a baseline), copying the run's
-    settings (batch sizes, seed, precision) with ``changes`` applied."""
-    base = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+def stage_args(args: TrainingArguments, cls=TrainingArguments, **changes) -> TrainingArguments:
+    """Arguments of class ``cls`` (plain ``TrainingArguments`` by default) for a sub-stage (teacher
+    fine-tuning, a baseline, one pruning iteration), copying the run's settings (batch sizes, seed,
+    precision) with ``changes`` applied."""
+    base = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init}
     base.update({k: str(v) if isinstance(v, Path) else v for k, v in changes.items()})
-    return TrainingArguments(**base)
+    return cls(**base)
 
 
 def ensure_finetuned_teacher(
@@ -94,6 +95,53 @@ def ensure_finetuned_teacher(
     return trainer.model
 
 
+def finetuned_teacher(
+    recipe, data_args, args, teacher, head_ready, label_names, tokenizer, tokenized, out, compute_metrics
+):
+    """The recipes' teacher stage: ``ensure_finetuned_teacher`` with the recipe's settings, saved in
+    ``<out>/teacher`` and reused by a later run with the same record."""
+    record = {
+        "base": recipe.teacher_model_name_or_path,
+        "dataset": data_args.dataset_name,
+        "labels": label_names,
+        "max_train_samples": data_args.max_train_samples,
+        "max_seq_length": data_args.max_seq_length,
+        "epochs": recipe.teacher_num_train_epochs,
+        "learning_rate": recipe.teacher_learning_rate,
+        "seed": args.seed,
+    }
+    teacher_args = stage_args(
+        args,
+        output_dir=Path(out) / "teacher_checkpoints",
+        num_train_epochs=recipe.teacher_num_train_epochs,
+        learning_rate=recipe.teacher_learning_rate,
+        eval_strategy="no",
+        save_strategy="no",
+    )
+    return ensure_finetuned_teacher(
+        teacher,
+        head_ready,
+        recipe.teacher_finetune,
+        tokenizer,
+        tokenized,
+        teacher_args,
+        Path(out) / "teacher",
+        record,
+        compute_metrics,
+    )
+
+
+def report_columns(batch_sizes: list[int]) -> list[tuple[str, str]]:
+    """The report table's columns: metrics, size, latency at each batch size."""
+    return [
+        ("model", "model"),
+        ("test_accuracy", "accuracy"),
+        ("test_f1", "F1"),
+        ("parameters", "parameters"),
+        ("size_mb", "size (MB)"),
+    ] + [(f"latency_ms_b{b}", f"latency b{b} (ms)") for b in batch_sizes]
+
+
 def measure_model(
     model,
     saved_dir: str | Path | None,
@@ -119,3 +167,65 @@ def measure_model(
             model, tokenizer, texts, batch_size, max_length, runs
         )
     return result
+
+
+def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_metrics, out):
+    """Prune ``model`` and recover by distilling from the unpruned ``teacher``; returns (model, trainer, details).
+
+    ``config`` is a ``StructuredPruningConfig`` (each iteration: prune to the next target, then train; the
+    ``args.num_train_epochs`` of recovery are split evenly over the iterations) or a ``PruningConfig`` (one training run with ``PruningCallback``). ``args``
+    is the run's ``DistillationConfig``; every stage shares one teacher-logit cache in ``out``.
+    """
+    from torch.utils.data import DataLoader
+
+    from .data import DistillationDataCollator
+    from .distillation import DistillationConfig, DistillationTrainer
+    from .pruning import (
+        PruningCallback,
+        StructuredPruningConfig,
+        structure,
+        structured_prune,
+        structured_targets,
+    )
+
+    out = Path(out)
+    cache = args.teacher_cache_path or str(out / "teacher_logits.safetensors")
+    collator = DistillationDataCollator(tokenizer)
+
+    def distil(model, stage_dir, callbacks=None, epochs=args.num_train_epochs):
+        stage = stage_args(
+            args,
+            cls=DistillationConfig,
+            output_dir=stage_dir,
+            teacher_cache_path=cache,
+            num_train_epochs=epochs,
+        )
+        trainer = DistillationTrainer(
+            model=model,
+            teacher_model=teacher,
+            args=stage,
+            train_dataset=data["train"],
+            eval_dataset=data["validation"],
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+        )
+        trainer.train()
+        return trainer
+
+    if not isinstance(config, StructuredPruningConfig):
+        callback = PruningCallback(config)
+        trainer = distil(model, out / "training", [callback])
+        return model, trainer, {"config": config.to_dict(), "sparsity": callback.report}
+
+    shuffled = data["train"].shuffle(seed=args.seed)
+    loader = DataLoader(shuffled, batch_size=args.per_device_train_batch_size, collate_fn=collator)
+    calibration = [batch for _, batch in zip(range(config.calibration_batches), loader)]
+    steps = []
+    targets = structured_targets(model, config)
+    for k, target in enumerate(targets, start=1):
+        model, removed = structured_prune(model, target, config, calibration)
+        logger.info("Pruning iteration %d/%d removed %s; now %s", k, len(targets), removed, structure(model))
+        trainer = distil(model, out / f"iteration-{k}", epochs=args.num_train_epochs / len(targets))
+        steps.append({"iteration": k, "removed": removed, "structure": structure(model)})
+    return model, trainer, {"config": config.to_dict(), "iterations": steps, "structure": structure(model)}

@@ -33,11 +33,11 @@ from hfcompress.finetune import load_classifier, load_tokenizer
 from hfcompress.metrics import classification_metrics
 from hfcompress.parser import parse_config
 from hfcompress.pipeline import (
-    ensure_finetuned_teacher,
+    finetuned_teacher,
     guard_output_dir,
     limit_samples,
     measure_model,
-    stage_args,
+    report_columns,
 )
 
 logger = logging.getLogger("distill_bert")
@@ -84,33 +84,16 @@ def main(argv=None) -> dict | None:
 
     # 2. Teacher: fine-tuned on the task first unless it already is (transfer learning).
     teacher_data = tokenize_dataset(raw, teacher_tok, data_args.max_seq_length)
-    record = {
-        "base": recipe.teacher_model_name_or_path,
-        "dataset": data_args.dataset_name,
-        "labels": label_names,
-        "max_train_samples": data_args.max_train_samples,
-        "max_seq_length": data_args.max_seq_length,
-        "epochs": recipe.teacher_num_train_epochs,
-        "learning_rate": recipe.teacher_learning_rate,
-        "seed": args.seed,
-    }
-    teacher_args = stage_args(
+    teacher = finetuned_teacher(
+        recipe,
+        data_args,
         args,
-        output_dir=out / "teacher_checkpoints",
-        num_train_epochs=recipe.teacher_num_train_epochs,
-        learning_rate=recipe.teacher_learning_rate,
-        eval_strategy="no",
-        save_strategy="no",
-    )
-    teacher = ensure_finetuned_teacher(
         teacher,
         head_ready,
-        recipe.teacher_finetune,
+        label_names,
         teacher_tok,
         teacher_data,
-        teacher_args,
-        out / "teacher",
-        record,
+        out,
         compute_metrics,
     )
 
@@ -180,16 +163,9 @@ def main(argv=None) -> dict | None:
         "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
         "results": rows,
     }
-    columns = [
-        ("model", "model"),
-        ("test_accuracy", "accuracy"),
-        ("test_f1", "F1"),
-        ("parameters", "parameters"),
-        ("size_mb", "size (MB)"),
-    ] + [(f"latency_ms_b{b}", f"latency b{b} (ms)") for b in batch_sizes]
     markdown = (
         f"# distill_bert report\n\n{len(raw['test'])} test examples of {data_args.dataset_name}.\n\n"
-        + markdown_table(rows, columns)
+        + markdown_table(rows, report_columns(batch_sizes))
     )
     write_report(out, "report", report, markdown)
     print("\n" + markdown + f"\nSaved the student to {out / 'student'} and the report to {out / 'report.md'}")

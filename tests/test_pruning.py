@@ -72,7 +72,8 @@ def plain_trainer(tmp_path, model, tok, data, callback, **kwargs):
 
 
 @pytest.mark.parametrize(
-    "method,scope", [("magnitude", "layer"), ("magnitude", "global"), ("gradient", "layer")]
+    "method,scope",
+    [("magnitude", "layer"), ("magnitude", "global"), ("gradient", "layer"), ("movement", "global")],
 )
 def test_gradual_pruning_with_plain_trainer(tmp_path, setup, method, scope):
     tok, model, data = setup

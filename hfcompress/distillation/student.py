@@ -79,6 +79,10 @@ def create_student_from_teacher(
         getattr(config, "layer_types", None), list
     ):  # per-layer attention types (Llama 4, Gemma ...)
         config.layer_types = [config.layer_types[i] for i in keep]
+    if getattr(config, "pruned_heads", None):  # BERT heads pruned earlier (transformers 4.x): renumber
+        config.pruned_heads = {
+            new: list(config.pruned_heads[old]) for new, old in enumerate(keep) if old in config.pruned_heads
+        }
     student = type(teacher)(config).to(teacher.dtype)
 
     renumber = {old: new for new, old in enumerate(keep)}

@@ -1,15 +1,29 @@
-"""Pruning: unstructured pruning on a schedule as a TrainerCallback (structured pruning: not yet)."""
+"""Pruning: unstructured pruning on a schedule (``PruningCallback``) and structured pruning of heads, FFN
+neurons and layers that shrinks the model (``structured_targets`` + ``structured_prune``)."""
 
 from .callback import PruningCallback, prunable_linears
-from .config import PruningConfig
+from .config import PruningConfig, StructuredPruningConfig
+from .importance import block_influence, gradient_importance, magnitude_importance
+from .iterative import structure, structured_prune, structured_targets
 from .masks import masks_for_sparsity, sparsity_report
 from .schedules import cubic_sparsity
+from .structured import prune_attention_heads, prune_ffn_neurons, remove_layers
 
 __all__ = [
     "PruningCallback",
     "PruningConfig",
+    "StructuredPruningConfig",
+    "block_influence",
     "cubic_sparsity",
+    "gradient_importance",
+    "magnitude_importance",
     "masks_for_sparsity",
     "prunable_linears",
+    "prune_attention_heads",
+    "prune_ffn_neurons",
+    "remove_layers",
     "sparsity_report",
+    "structure",
+    "structured_prune",
+    "structured_targets",
 ]

@@ -54,7 +54,7 @@ class PruningCallback(TrainerCallback):
         self.config = config
         self.modules: dict[str, nn.Linear] = {}
         self.masks: dict[str, torch.Tensor] = {}
-        self.scores: dict[str, torch.Tensor] = {}  # accumulated |w * grad| for method="gradient"
+        self.scores: dict[str, torch.Tensor] = {}  # accumulated scores for "gradient" and "movement"
         self.sparsity = 0.0  # the scheduled sparsity the current masks were made for
         self.report: dict | None = None
 
@@ -68,11 +68,13 @@ class PruningCallback(TrainerCallback):
         self._update(state.global_step)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        # Accumulate |w * grad| over the steps between mask updates (reset at each update).
-        if self.config.method == "gradient" and state.global_step < self.config.end_step:
+        # gradient: |w * grad| summed over the steps between mask updates (reset at each update);
+        # movement: -w * grad summed over all steps, large when training pushes a weight away from zero.
+        if self.config.method != "magnitude" and state.global_step < self.config.end_step:
             for name, module in self.modules.items():
                 if module.weight.grad is not None:
-                    self.scores[name] += (module.weight.detach() * module.weight.grad.detach()).abs().float()
+                    product = (module.weight.detach() * module.weight.grad.detach()).float()
+                    self.scores[name] += product.abs() if self.config.method == "gradient" else -product
 
     def on_step_end(self, args, state, control, **kwargs):
         self._update(state.global_step)
@@ -114,11 +116,14 @@ class PruningCallback(TrainerCallback):
             else:
                 scores = {n: s.clone() for n, s in self.scores.items()}
             # A weight that is already pruned stays pruned: the schedule only ever raises sparsity.
-            scores = {n: torch.where(self.masks[n], s, torch.zeros_like(s)) for n, s in scores.items()}
+            scores = {
+                n: torch.where(self.masks[n], s, torch.full_like(s, -torch.inf)) for n, s in scores.items()
+            }
             self.masks = masks_for_sparsity(scores, target, self.config.scope)
             self.sparsity = target
-            for s in self.scores.values():
-                s.zero_()
+            if self.config.method == "gradient":
+                for s in self.scores.values():
+                    s.zero_()
         self._apply()
 
     @torch.no_grad()

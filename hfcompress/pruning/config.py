@@ -1,4 +1,5 @@
-"""``PruningConfig``: what ``PruningCallback`` prunes, by which criterion, on which schedule."""
+"""``PruningConfig`` (unstructured, for ``PruningCallback``) and ``StructuredPruningConfig`` (heads, FFN
+neurons, layers, for ``structured_prune``): what is pruned, by which criterion, on which schedule."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Optional
 
 from ..errors import HfCompressError
 
-METHODS = ("magnitude", "gradient")
+METHODS = ("magnitude", "gradient", "movement")
+IMPORTANCE = ("gradient", "magnitude")
 SCOPES = ("layer", "global")
 
 
@@ -19,7 +21,9 @@ class PruningConfig:
     method: str = field(
         default="magnitude",
         metadata={
-            "help": "'magnitude': |w|; 'gradient': |w * dL/dw| accumulated over the steps between updates."
+            "help": "'magnitude': |w|; 'gradient': |w * dL/dw| accumulated over the steps between updates; "
+            "'movement': -w * dL/dw accumulated over all steps (Sanh et al. 2020: keep weights moving away "
+            "from zero)."
         },
     )
     target_sparsity: float = field(
@@ -63,10 +67,68 @@ class PruningConfig:
             raise HfCompressError(f"end_step ({self.end_step}) precedes start_step ({self.start_step})")
         if self.frequency < 1:
             raise HfCompressError(f"frequency must be >= 1, got {self.frequency}")
-        if self.method == "gradient" and self.start_step < 1:
+        if self.method in ("gradient", "movement") and self.start_step < 1:
             raise HfCompressError(
-                "gradient importance needs gradients from at least one step: set start_step >= 1"
+                f"{self.method} pruning needs gradients from at least one step: set start_step >= 1"
             )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class StructuredPruningConfig:
+    """Structured pruning: remove whole attention heads, FFN neurons and layers, and shrink the matrices.
+
+    Removals are uniform across layers (every layer keeps the same number of heads and neurons), because
+    configs hold one ``num_attention_heads``/``intermediate_size`` for all layers. With
+    ``num_iterations > 1`` the targets are reached in equal steps (prune, recover, prune again).
+    """
+
+    prune_heads_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of attention heads removed from every layer, in [0, 1) (Llama-style models with "
+            "grouped KV heads: fraction of KV groups)."
+        },
+    )
+    prune_ffn_fraction: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of FFN (intermediate) neurons removed from every layer, in [0, 1)."},
+    )
+    prune_layers: int = field(
+        default=0,
+        metadata={"help": "Number of whole transformer layers removed (lowest block influence first); >= 0."},
+    )
+    importance: str = field(
+        default="gradient",
+        metadata={
+            "help": "Head/neuron ranking: 'gradient' (|sum w * dL/dw| over a head's or neuron's output weights: "
+            "Michel et al. 2019 head importance, first-order Taylor for neurons) or 'magnitude' (weight norms)."
+        },
+    )
+    num_iterations: int = field(
+        default=1, metadata={"help": "Reach the targets in this many prune-then-recover steps; >= 1."}
+    )
+    calibration_batches: int = field(
+        default=16, metadata={"help": "Training batches used to score heads, neurons and layers; >= 1."}
+    )
+
+    def __post_init__(self):
+        for name in ("prune_heads_fraction", "prune_ffn_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise HfCompressError(f"{name} must be in [0, 1), got {value}")
+        if self.prune_layers < 0:
+            raise HfCompressError(f"prune_layers must be >= 0, got {self.prune_layers}")
+        if self.importance not in IMPORTANCE:
+            raise HfCompressError(
+                f"importance must be one of {', '.join(IMPORTANCE)}, got {self.importance!r}"
+            )
+        if self.num_iterations < 1:
+            raise HfCompressError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.calibration_batches < 1:
+            raise HfCompressError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,140 @@
+"""Structured pruning as a plan of steps: what each iteration prunes, and one step that scores and prunes.
+
+A recipe alternates ``structured_prune`` with recovery training (distillation from the unpruned model):
+
+    targets = structured_targets(model, config)
+    for step in targets:
+        model = structured_prune(model, step, config, calibration_batches)
+        ... recover ...
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..distillation.student import find_layer_list
+from ..errors import HfCompressError
+from .config import StructuredPruningConfig
+from .importance import block_influence, gradient_importance, magnitude_importance
+from .structured import (
+    bert_head_pruning_supported,
+    head_layout,
+    layer_style,
+    prune_attention_heads,
+    prune_ffn_neurons,
+    remove_layers,
+)
+
+
+def structure(model: nn.Module) -> dict:
+    """Layers, attention units per layer (heads; Llama-style: KV groups) and FFN width, as they are now."""
+    _, layers = find_layer_list(model)
+    units = []
+    for layer in layers:
+        q_heads, kv_heads, _ = head_layout(layer)
+        units.append(kv_heads if layer_style(layer) == "llama" else q_heads)
+    return {
+        "num_layers": len(layers),
+        "attention_units": units,
+        "intermediate_size": model.config.intermediate_size,
+    }
+
+
+def structured_targets(model: nn.Module, config: StructuredPruningConfig) -> list[dict]:
+    """For each iteration, the structure to reach: layers, attention units per layer, FFN width.
+
+    Checked up front, before anything is pruned: a setting that would remove every head, neuron or layer,
+    or head pruning the installed transformers can't express, is an error here.
+    """
+    now = structure(model)
+    units, width, depth = min(now["attention_units"]), now["intermediate_size"], now["num_layers"]
+    if not (config.prune_heads_fraction or config.prune_ffn_fraction or config.prune_layers):
+        raise HfCompressError(
+            "structured pruning has nothing to do: set prune_heads_fraction, prune_ffn_fraction or prune_layers"
+        )
+    if len(set(now["attention_units"])) != 1 and config.prune_heads_fraction:
+        raise HfCompressError(
+            f"layers have different head counts {now['attention_units']}; can't prune uniformly"
+        )
+    final_units = units - round(config.prune_heads_fraction * units)
+    final_width = width - round(config.prune_ffn_fraction * width)
+    final_depth = depth - config.prune_layers
+    unit_name = "KV groups" if layer_style(find_layer_list(model)[1][0]) == "llama" else "attention heads"
+    if final_units < 1:
+        raise HfCompressError(
+            f"prune_heads_fraction={config.prune_heads_fraction} would remove all {units} {unit_name} of each "
+            f"layer; the most is {(units - 1) / units:.3f}"
+        )
+    if final_width < 1:
+        raise HfCompressError(
+            f"prune_ffn_fraction={config.prune_ffn_fraction} would remove all {width} FFN neurons of each layer"
+        )
+    if final_depth < 1:
+        raise HfCompressError(
+            f"prune_layers={config.prune_layers} would remove all {depth} layers; the most is {depth - 1}"
+        )
+    if final_units < units and layer_style(find_layer_list(model)[1][0]) == "bert":
+        if not bert_head_pruning_supported(model):
+            prune_attention_heads(model, {})  # raises the explanation
+    n = config.num_iterations
+    return [
+        {
+            "num_layers": depth - round(config.prune_layers * k / n),
+            "attention_units": units - round((units - final_units) * k / n),
+            "intermediate_size": width - round((width - final_width) * k / n),
+        }
+        for k in range(1, n + 1)
+    ]
+
+
+def _same_on_all_ranks(value):
+    """Rank 0's value everywhere: every process must prune exactly the same units."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return value
+
+
+def _lowest(scores: torch.Tensor, count: int) -> list[int]:
+    return sorted(torch.argsort(scores, stable=True)[:count].tolist()) if count > 0 else []
+
+
+def structured_prune(
+    model: nn.Module, target: dict, config: StructuredPruningConfig, batches
+) -> tuple[nn.Module, dict]:
+    """Prune ``model`` down to ``target`` (one entry of ``structured_targets``); returns (model, what went).
+
+    Layers go first (lowest block influence), then heads and neurons are scored on the smaller model and the
+    lowest-scoring ones removed from every layer. Layer removal builds a new model; heads and neurons are
+    pruned in place.
+    """
+    batches = list(batches)
+    removed: dict = {"layers": [], "heads": {}, "ffn_neurons": 0}
+    now = structure(model)
+    drop = now["num_layers"] - target["num_layers"]
+    if drop > 0:
+        removed["layers"] = _same_on_all_ranks(_lowest(block_influence(model, batches), drop))
+        model = remove_layers(model, removed["layers"])
+        now = structure(model)
+    drop_units = now["attention_units"][0] - target["attention_units"]
+    drop_neurons = now["intermediate_size"] - target["intermediate_size"]
+    if drop_units > 0 or drop_neurons > 0:
+        if config.importance == "gradient":
+            head_scores, neuron_scores = gradient_importance(model, batches)
+        else:
+            head_scores, neuron_scores = magnitude_importance(model)
+        head_scores, neuron_scores = _same_on_all_ranks((head_scores, neuron_scores))
+        if drop_units > 0:
+            removed["heads"] = {i: _lowest(s, drop_units) for i, s in head_scores.items()}
+            prune_attention_heads(model, removed["heads"])
+        if drop_neurons > 0:
+            keep = {
+                i: torch.argsort(s, descending=True, stable=True)[: target["intermediate_size"]]
+                for i, s in neuron_scores.items()
+            }
+            prune_ffn_neurons(model, keep)
+            removed["ffn_neurons"] = drop_neurons
+    return model, removed

@@ -1,0 +1,210 @@
+"""Structured pruning: remove attention heads, FFN neurons and whole layers, and shrink the weight matrices.
+
+The result is an ordinary model of its stock architecture whose config describes the new shapes, so it saves
+and loads with plain ``from_pretrained`` (no ``trust_remote_code``) and is really smaller and faster. What a
+config can express decides what is allowed:
+
+- FFN neurons: one ``intermediate_size`` for all layers, so every layer keeps the same number of neurons
+  (each its own most important ones).
+- Llama-style attention (``head_dim`` and ``num_key_value_heads`` in the config): whole KV groups (a KV head
+  and the query heads that share it) are removed, the same number in every layer.
+- BERT-style attention: the head size is derived as ``hidden_size / num_attention_heads``, so fewer heads are
+  only expressible through ``config.pruned_heads``, which transformers 4.x honours on load and 5.x no longer
+  does: head pruning of BERT-style models is refused there.
+- Layers: the model is rebuilt with the kept layers (as ``create_student_from_teacher``).
+
+Two layer layouts are known: BERT-style (``attention.self.query`` ... ``intermediate.dense``,
+``output.dense``) and Llama-style (``self_attn.q_proj`` ... ``mlp.gate_proj/up_proj/down_proj``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..distillation.student import create_student_from_teacher, find_layer_list
+from ..errors import HfCompressError
+
+
+# -- where the parts of a layer are -------------------------------------------------------------------------
+def layer_style(layer: nn.Module) -> str:
+    """'bert' or 'llama', from the names of the layer's submodules."""
+    names = {name for name, _ in layer.named_modules()}
+    if {"attention.self.query", "intermediate.dense", "output.dense"} <= names:
+        return "bert"
+    if {"self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"} <= names:
+        return "llama"
+    raise HfCompressError(
+        f"structured pruning knows BERT-style (attention.self.query, intermediate.dense) and Llama-style "
+        f"(self_attn.q_proj, mlp.down_proj) layers; {type(layer).__name__} is neither"
+    )
+
+
+def attention_output(layer: nn.Module) -> nn.Linear:
+    """The Linear that mixes the heads' outputs back into the hidden size (its input columns are per head)."""
+    return layer.attention.output.dense if layer_style(layer) == "bert" else layer.self_attn.o_proj
+
+
+def ffn_output(layer: nn.Module) -> nn.Linear:
+    """The FFN's down projection (its input columns are the neurons)."""
+    return layer.output.dense if layer_style(layer) == "bert" else layer.mlp.down_proj
+
+
+def ffn_inputs(layer: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) of the FFN's up projections (their output rows are the neurons)."""
+    if layer_style(layer) == "bert":
+        return [(layer.intermediate, "dense")]
+    return [(layer.mlp, name) for name in ("gate_proj", "up_proj") if hasattr(layer.mlp, name)]
+
+
+def head_layout(layer: nn.Module) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head size) of one layer as it is now."""
+    if layer_style(layer) == "bert":
+        attention = layer.attention.self
+        return attention.num_attention_heads, attention.num_attention_heads, attention.attention_head_size
+    attention = layer.self_attn
+    head_dim = attention.head_dim
+    return attention.q_proj.out_features // head_dim, attention.k_proj.out_features // head_dim, head_dim
+
+
+# -- shrinking Linear layers --------------------------------------------------------------------------------
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    new = nn.Linear(
+        weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if bias is not None:
+            new.bias.copy_(bias)
+    return new
+
+
+def keep_rows(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
+    """A Linear with only the output features ``index``."""
+    index = index.to(linear.weight.device)
+    bias = linear.bias[index] if linear.bias is not None else None
+    return _linear(linear.weight[index], bias)
+
+
+def keep_columns(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
+    """A Linear with only the input features ``index`` (bias unchanged)."""
+    index = index.to(linear.weight.device)
+    return _linear(linear.weight[:, index], linear.bias)
+
+
+def _unit_index(units: torch.Tensor, size: int) -> torch.Tensor:
+    """Feature indices of the kept units (heads), each ``size`` features wide."""
+    units = units.sort().values
+    return (units[:, None] * size + torch.arange(size)).flatten()
+
+
+# -- pruning ------------------------------------------------------------------------------------------------
+def prune_ffn_neurons(model: nn.Module, keep: dict[int, torch.Tensor]) -> None:
+    """Keep only the neurons ``keep[layer]`` (indices into the current FFN) in each layer, in place.
+
+    Every layer must keep the same number (the config has one ``intermediate_size``); layers not in
+    ``keep`` must already have that size.
+    """
+    _, layers = find_layer_list(model)
+    sizes = {len(index) for index in keep.values()}
+    if len(sizes) != 1:
+        raise HfCompressError(
+            f"FFN widths must be the same in every layer (one intermediate_size in the config), got {sorted(sizes)}"
+        )
+    width = sizes.pop()
+    if width == 0:
+        raise HfCompressError("pruning would remove every FFN neuron of a layer; keep at least one")
+    for i, layer in enumerate(layers):
+        if i not in keep:
+            if ffn_output(layer).in_features != width:
+                raise HfCompressError(f"layer {i} is not pruned but its FFN width differs from {width}")
+            continue
+        index = keep[i].sort().values
+        for parent, name in ffn_inputs(layer):
+            setattr(parent, name, keep_rows(getattr(parent, name), index))
+        if layer_style(layer) == "bert":
+            layer.output.dense = keep_columns(layer.output.dense, index)
+        else:
+            layer.mlp.down_proj = keep_columns(layer.mlp.down_proj, index)
+        if layer_style(layer) == "llama" and hasattr(layer.mlp, "intermediate_size"):
+            layer.mlp.intermediate_size = width
+    model.config.intermediate_size = width
+
+
+def bert_head_pruning_supported(model: nn.Module) -> bool:
+    """True when the installed transformers rebuilds pruned BERT heads from ``config.pruned_heads`` (4.x)."""
+    return callable(getattr(model, "prune_heads", None)) and hasattr(model.config, "pruned_heads")
+
+
+def prune_attention_heads(model: nn.Module, remove: dict[int, list[int]]) -> None:
+    """Remove heads (indices into each layer's current heads; Llama-style: KV groups), in place.
+
+    Llama-style: every layer must lose the same number of groups (one ``num_key_value_heads`` in the
+    config). BERT-style: through ``model.prune_heads``, recorded in ``config.pruned_heads`` (transformers 4.x).
+    """
+    _, layers = find_layer_list(model)
+    for i, heads in remove.items():
+        q_heads, kv_heads, _ = head_layout(layers[i])
+        units = kv_heads if layer_style(layers[i]) == "llama" else q_heads
+        if len(set(heads)) >= units:
+            raise HfCompressError(
+                f"pruning would remove every attention head of layer {i} ({units}); keep at least one"
+            )
+        if not all(0 <= h < units for h in heads):
+            raise HfCompressError(f"heads {sorted(heads)} of layer {i} are not all in 0..{units - 1}")
+    if layer_style(layers[0]) == "bert":
+        _prune_bert_heads(model, layers, remove)
+    else:
+        _prune_llama_groups(model, layers, remove)
+
+
+def _prune_bert_heads(model, layers, remove: dict[int, list[int]]) -> None:
+    if not bert_head_pruning_supported(model):
+        import transformers
+
+        raise HfCompressError(
+            f"can't prune heads of {type(model).__name__} with transformers {transformers.__version__}: BERT-style "
+            "configs derive the head size from hidden_size / num_attention_heads and this version no longer "
+            "honours config.pruned_heads, so the pruned model would not load; prune FFN neurons or layers "
+            "instead, or use transformers < 5"
+        )
+    original = {}
+    for i, heads in remove.items():
+        # prune_heads takes indices among the layer's original heads; skip the ones pruned before.
+        already = set(getattr(layers[i].attention, "pruned_heads", set()))
+        total = layers[i].attention.self.num_attention_heads + len(already)
+        alive = [h for h in range(total) if h not in already]
+        original[i] = [alive[h] for h in heads]
+    model.prune_heads(original)
+
+
+def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
+    counts = {len(set(groups)) for groups in remove.values()} | ({0} if len(remove) < len(layers) else set())
+    if len(counts) != 1:
+        raise HfCompressError(
+            "Llama-style configs hold one num_key_value_heads for all layers: remove the same number of KV "
+            f"groups from every layer, got {sorted(counts)}"
+        )
+    q_heads, kv_heads, head_dim = head_layout(layers[0])
+    group = q_heads // kv_heads
+    for i, groups in remove.items():
+        attention = layers[i].self_attn
+        kept = torch.tensor([g for g in range(kv_heads) if g not in set(groups)])
+        kept_q = (kept[:, None] * group + torch.arange(group)).flatten()
+        attention.q_proj = keep_rows(attention.q_proj, _unit_index(kept_q, head_dim))
+        attention.k_proj = keep_rows(attention.k_proj, _unit_index(kept, head_dim))
+        attention.v_proj = keep_rows(attention.v_proj, _unit_index(kept, head_dim))
+        attention.o_proj = keep_columns(attention.o_proj, _unit_index(kept_q, head_dim))
+    new_kv = kv_heads - counts.pop()
+    model.config.head_dim = head_dim  # explicit, so hidden_size // num_attention_heads no longer decides it
+    model.config.num_key_value_heads = new_kv
+    model.config.num_attention_heads = new_kv * group
+
+
+def remove_layers(model: nn.Module, layers: list[int]) -> nn.Module:
+    """A new model without the given transformer layers (weights of the others copied)."""
+    total = model.config.num_hidden_layers
+    keep = [i for i in range(total) if i not in set(layers)]
+    if not keep:
+        raise HfCompressError(f"pruning would remove all {total} layers; keep at least one")
+    return create_student_from_teacher(model, keep)

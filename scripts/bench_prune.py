@@ -1,0 +1,269 @@
+"""Benchmark: unstructured and structured pruning of the fine-tuned MiniLM teacher on Rotten Tomatoes.
+
+    python scripts/bench_prune.py                                   # all variants, full data (~1 h on 2 cores)
+    python scripts/bench_prune.py --teacher_dir scripts/results/hidden/work/teacher   # reuse a fine-tuned teacher
+    python scripts/bench_prune.py --variants layers-third+ffn-half --seeds 42,43,44   # one variant, 3 seeds
+    python scripts/bench_prune.py --max_train_samples 256 --max_eval_samples 64 --out /tmp/b   # smoke run
+
+Base settings: recipes/configs/minilm/rotten_tomatoes/prune_structured_full.yaml. Every variant starts from the
+same fine-tuned teacher, is pruned by the library (``prune_and_recover``: the code prune_bert.py runs),
+recovers by distillation from the unpruned teacher for the same number of epochs, and is saved. Then every
+saved model, the teacher included, is loaded back with plain ``AutoModelForSequenceClassification`` and
+measured in this one process: test accuracy and F1, parameters, non-zero parameters, size on disk (raw and
+gzipped), and CPU
+latency at batch 1 and 32, interleaved across models (``--rounds`` rounds of ``--runs`` timed passes; the
+median of the round medians), so the speed-ups are ratios taken side by side. Writes
+<out>/prune_benchmark.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gzip
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForSequenceClassification, set_seed
+
+from hfcompress import DistillationConfig, count_parameters
+from hfcompress.configs import DataArguments, PruneRecipeArguments
+from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
+from hfcompress.evaluation import evaluate_model, markdown_table, measure_latency, size_on_disk, write_report
+from hfcompress.finetune import load_classifier, load_tokenizer
+from hfcompress.metrics import classification_metrics
+from hfcompress.parser import parse_config
+from hfcompress.pipeline import finetuned_teacher, limit_samples, prune_and_recover
+from hfcompress.pruning import PruningConfig, StructuredPruningConfig
+
+CONFIG = (
+    Path(__file__).resolve().parents[1] / "recipes/configs/minilm/rotten_tomatoes/prune_structured_full.yaml"
+)
+
+# name -> (kind, settings). Unstructured: gradual magnitude pruning over the first 60% of recovery training
+# (cubic schedule), masks kept for the rest. Structured: 2 prune-then-recover iterations.
+VARIANTS = {
+    "unstructured-50": ("unstructured", dict(target_sparsity=0.5)),
+    "unstructured-80": ("unstructured", dict(target_sparsity=0.8)),
+    "unstructured-90": ("unstructured", dict(target_sparsity=0.9)),
+    "ffn-half": ("structured", dict(prune_ffn_fraction=0.5)),
+    "heads-half": ("structured", dict(prune_heads_fraction=0.5)),
+    "layers-third": ("structured", dict(prune_layers=2)),
+    "layers-third+ffn-half": ("structured", dict(prune_layers=2, prune_ffn_fraction=0.5)),
+}
+
+
+def pruning_config(kind: str, settings: dict, base: StructuredPruningConfig, steps_total: int):
+    if kind == "structured":
+        fields = {**base.to_dict(), "prune_ffn_fraction": 0.0, "prune_heads_fraction": 0.0, "prune_layers": 0}
+        return StructuredPruningConfig(**{**fields, **settings})
+    end = int(0.6 * steps_total)
+    return PruningConfig(
+        method="magnitude", start_step=0, end_step=end, frequency=max(1, end // 10), **settings
+    )
+
+
+def gzip_size(folder: Path) -> int:
+    """Bytes of the model's weight files after gzip (level 6): what zeros from unstructured pruning save."""
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            total += len(gzip.compress(f.read(), compresslevel=6))
+    return total
+
+
+def interleaved_latency(models: dict, tokenizer, texts, batch_size, max_length, rounds, runs) -> dict:
+    """Per model, the median over ``rounds`` of the median of ``runs`` timed passes, models interleaved."""
+    per_round = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            per_round[name].append(measure_latency(model, tokenizer, texts, batch_size, max_length, runs))
+    return {name: statistics.median(values) for name, values in per_round.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--out", default="scripts/results/pruning")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}"
+    )
+    parser.add_argument("--seeds", default="42")
+    parser.add_argument(
+        "--teacher_dir", default=None, help="an already fine-tuned teacher (skips fine-tuning)"
+    )
+    parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=10)
+    opts = parser.parse_args()
+    variants = [v.strip() for v in opts.variants.split(",")]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    seeds = [int(s) for s in opts.seeds.split(",")]
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+
+    overrides = ["--output_dir", str(Path(opts.out) / "work"), "--disable_tqdm", "true"]
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(opts, name) is not None:
+            overrides += [f"--{name}", str(getattr(opts, name))]
+    recipe, data_args, args, _, base = parse_config(
+        (PruneRecipeArguments, DataArguments, DistillationConfig, PruningConfig, StructuredPruningConfig),
+        ["--config", opts.config, *overrides],
+    )
+    work = Path(args.output_dir)
+    set_seed(args.seed)
+    raw, label_names = load_text_classification(
+        data_args.dataset_name, data_args.text_column, data_args.label_column
+    )
+    raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
+    tokenizer = load_tokenizer(recipe.teacher_model_name_or_path)
+    data = tokenize_dataset(raw, tokenizer, data_args.max_seq_length)
+    collator = DistillationDataCollator(tokenizer)
+    compute_metrics = classification_metrics(data_args.metric_names, len(label_names))
+    if opts.teacher_dir:
+        teacher, head_ready = load_classifier(opts.teacher_dir, label_names)
+        if not head_ready:
+            parser.error(f"--teacher_dir {opts.teacher_dir} has no classification head: it is not fine-tuned")
+        teacher_dir = Path(opts.teacher_dir)
+    else:
+        teacher, head_ready = load_classifier(recipe.teacher_model_name_or_path, label_names)
+        teacher = finetuned_teacher(
+            recipe, data_args, args, teacher, head_ready, label_names, tokenizer, data, work, compute_metrics
+        )
+        teacher_dir = work / "teacher"
+    steps_total = int(args.num_train_epochs * len(data["train"]) // args.per_device_train_batch_size)
+    cache = str(work / "teacher_logits.safetensors")
+
+    saved = {"teacher": teacher_dir}
+    runs = {}
+    for name in variants:
+        kind, settings = VARIANTS[name]
+        for seed in seeds:
+            config = pruning_config(kind, settings, base, steps_total)
+            run_args = copy.copy(args)
+            run_args.seed, run_args.teacher_cache_path = seed, cache
+            set_seed(seed)
+            start = time.perf_counter()
+            model, trainer, details = prune_and_recover(
+                copy.deepcopy(teacher).requires_grad_(True),
+                teacher,
+                config,
+                run_args,
+                data,
+                tokenizer,
+                compute_metrics,
+                work / f"{name}-seed{seed}",
+            )
+            key = f"{name}-seed{seed}"
+            saved[key] = work / key / "final"
+            trainer.save_model(str(saved[key]))
+            runs[key] = {
+                "variant": name,
+                "kind": kind,
+                "seed": seed,
+                "details": details,
+                "minutes": (time.perf_counter() - start) / 60,
+            }
+
+    # Load every saved model back with plain transformers and measure it here, side by side.
+    models = {k: AutoModelForSequenceClassification.from_pretrained(p).eval() for k, p in saved.items()}
+    texts = raw["test"]["text"][:64]
+    rows = {}
+    for key, model in models.items():
+        metrics = evaluate_model(model, data["test"], collator, compute_metrics)
+        nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+        rows[key] = {
+            "model": key,
+            **{f"test_{k}": v for k, v in metrics.items()},
+            "parameters": count_parameters(model),
+            "nonzero_parameters": nonzero,
+            "size_mb": size_on_disk(saved[key]) / 2**20,
+            "gzip_mb": gzip_size(saved[key]) / 2**20,
+        }
+    for batch_size in (1, 32):
+        latency = interleaved_latency(
+            models, tokenizer, texts, batch_size, data_args.max_seq_length, opts.rounds, opts.runs
+        )
+        for key, value in latency.items():
+            rows[key][f"latency_ms_b{batch_size}"] = value
+            rows[key][f"speedup_b{batch_size}"] = latency["teacher"] / value
+    for row in rows.values():
+        row["accuracy_delta_points"] = 100 * (row["test_accuracy"] - rows["teacher"]["test_accuracy"])
+
+    summary = []
+    for name in variants:
+        keys = [f"{name}-seed{s}" for s in seeds]
+        summary.append(
+            {
+                "model": name,
+                "kind": VARIANTS[name][0],
+                "test_accuracy": statistics.median(rows[k]["test_accuracy"] for k in keys),
+                "accuracy_delta_points": statistics.median(rows[k]["accuracy_delta_points"] for k in keys),
+                **{c: rows[keys[0]][c] for c in ("parameters", "nonzero_parameters", "size_mb", "gzip_mb")},
+                **{
+                    c: statistics.median(rows[k][c] for k in keys)
+                    for c in ("latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32")
+                },
+            }
+        )
+    teacher_row = {
+        **{c: rows["teacher"][c] for c in summary[0] if c in rows["teacher"]},
+        "model": "teacher (unpruned)",
+        "kind": "-",
+    }
+    result = {
+        "benchmark": "prune",
+        "command": " ".join(sys.argv),
+        "config": opts.config,
+        "teacher_dir": str(teacher_dir),
+        "seeds": seeds,
+        "train_examples": len(raw["train"]),
+        "test_examples": len(raw["test"]),
+        "recovery_epochs": args.num_train_epochs,
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "latency": {"rounds": opts.rounds, "runs": opts.runs, "max_length": data_args.max_seq_length},
+        "summary": [teacher_row, *summary],
+        "runs": [{**runs.get(k, {}), **row} for k, row in rows.items()],
+    }
+    columns = [
+        ("model", "variant"),
+        ("kind", "kind"),
+        ("test_accuracy", "test acc"),
+        ("accuracy_delta_points", "Δ acc (pts)"),
+        ("parameters", "params"),
+        ("nonzero_parameters", "non-zero params"),
+        ("size_mb", "size MB"),
+        ("gzip_mb", "gzip MB"),
+        ("latency_ms_b1", "b1 ms"),
+        ("latency_ms_b32", "b32 ms"),
+        ("speedup_b1", "speed-up b1"),
+        ("speedup_b32", "speed-up b32"),
+    ]
+    markdown = (
+        f"# Pruning benchmark\n\n`{result['command']}`\n\nTeacher: fine-tuned all-MiniLM-L6-v2 ({teacher_dir}); "
+        f"{len(raw['train'])} training / {len(raw['test'])} test examples; recovery: distillation from the unpruned "
+        f"teacher, {args.num_train_epochs:g} epochs in all per variant; seeds {opts.seeds} (medians). Latency: CPU, "
+        f"{torch.get_num_threads()} threads, median of {opts.rounds} interleaved rounds of {opts.runs} runs.\n\n"
+        + markdown_table(result["summary"], columns)
+        + "\nPer run:\n\n"
+        + markdown_table(list(rows.values()), [("model", "run")] + columns[2:])
+    )
+    write_report(opts.out, "prune_benchmark", result, markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
