@@ -147,3 +147,55 @@ class PruneRecipeArguments(TeacherRecipeArguments):
         super().__post_init__()
         if self.pruning not in PRUNING_KINDS:
             raise HfCompressError(f"pruning must be one of {', '.join(PRUNING_KINDS)}, got {self.pruning!r}")
+
+
+@dataclass
+class QuantizeRecipeArguments(TeacherRecipeArguments):
+    """Models, methods and reporting for recipes/quantize.py (the 'teacher' is the model that is quantized)."""
+
+    methods: str = field(
+        default="onnx-int8-dynamic,onnx-int8-static,bnb-int8,bnb-nf4",
+        metadata={
+            "help": "Comma-separated quantization methods to run and compare (see QuantizationConfig)."
+        },
+    )
+    plots: bool = field(
+        default=True,
+        metadata={"help": "Write accuracy-vs-latency and accuracy-vs-size PNGs (needs matplotlib)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .quantization.config import METHODS
+
+        for method in self.method_list:
+            if method not in METHODS:
+                raise HfCompressError(f"methods: {method!r} is not one of {', '.join(METHODS)}")
+
+    @property
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+
+def recipe_config_types(recipe: str) -> tuple:
+    """The dataclasses a recipe's YAML configs are made of (``recipes/configs/**/<recipe>_*.yaml``)."""
+    from transformers import TrainingArguments
+
+    from .distillation import DistillationConfig
+    from .pruning import PruningConfig, StructuredPruningConfig
+    from .quantization.config import QuantizationOptions
+
+    types = {
+        "distill": (DistillRecipeArguments, DataArguments, DistillationConfig),
+        "prune": (
+            PruneRecipeArguments,
+            DataArguments,
+            DistillationConfig,
+            PruningConfig,
+            StructuredPruningConfig,
+        ),
+        "quantize": (QuantizeRecipeArguments, DataArguments, QuantizationOptions, TrainingArguments),
+    }
+    if recipe not in types:
+        raise HfCompressError(f"unknown recipe {recipe!r}; known: {', '.join(types)}")
+    return types[recipe]

@@ -19,11 +19,17 @@ from torch.utils.data import DataLoader
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".gguf")
 
 
+def _prepare(model) -> torch.device:
+    """Eval mode (PyTorch models) and the device inputs go to; ONNX Runtime models (Optimum) run on CPU here."""
+    if hasattr(model, "eval"):
+        model.eval()
+    return getattr(model, "device", None) or torch.device("cpu")
+
+
 @torch.inference_mode()
 def predict(model, dataset, collator, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels of ``model`` on a tokenized dataset."""
-    model.eval()
-    device = next(model.parameters()).device
+    """Logits and labels of ``model`` (PyTorch or Optimum ONNX Runtime) on a tokenized dataset."""
+    device = _prepare(model)
     all_logits, all_labels = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collator):
         labels = batch.pop("labels")
@@ -47,8 +53,7 @@ def measure_latency(
     model, tokenizer, texts: list[str], batch_size: int, max_length: int, runs: int = 10, warmup: int = 3
 ) -> float:
     """Median milliseconds per forward pass on a batch of ``batch_size`` of ``texts``."""
-    model.eval()
-    device = next(model.parameters()).device
+    device = _prepare(model)
     batch = [texts[i % len(texts)] for i in range(batch_size)]
     inputs = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(
         device
@@ -61,6 +66,24 @@ def measure_latency(
         model(**inputs)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+def interleaved_latency(
+    models: dict,
+    tokenizer,
+    texts: list[str],
+    batch_size: int,
+    max_length: int,
+    rounds: int = 5,
+    runs: int = 10,
+) -> dict[str, float]:
+    """Per model, the median over ``rounds`` of ``measure_latency`` (median of ``runs``), the models taking
+    turns within each round, so that ratios between them are measured side by side on a noisy machine."""
+    per_round = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            per_round[name].append(measure_latency(model, tokenizer, texts, batch_size, max_length, runs))
+    return {name: statistics.median(values) for name, values in per_round.items()}
 
 
 def size_on_disk(folder: str | os.PathLike) -> int:

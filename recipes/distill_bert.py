@@ -18,8 +18,8 @@ from pathlib import Path
 import transformers
 from transformers import set_seed
 
-from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError, create_student_from_teacher
-from hfcompress.configs import DataArguments, DistillRecipeArguments, parse_int_list
+from hfcompress import DistillationTrainer, HfCompressError, create_student_from_teacher
+from hfcompress.configs import parse_int_list, recipe_config_types
 from hfcompress.data import (
     DistillationDataCollator,
     load_text_classification,
@@ -48,7 +48,7 @@ def main(argv=None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:  # no config: the offline default, with any flags applied on top
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    recipe, data_args, args = parse_config((DistillRecipeArguments, DataArguments, DistillationConfig), argv)
+    recipe, data_args, args = parse_config(recipe_config_types("distill"), argv)
     out = Path(args.output_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()

@@ -22,8 +22,8 @@ from pathlib import Path
 import transformers
 from transformers import set_seed
 
-from hfcompress import DistillationConfig, HfCompressError, count_parameters
-from hfcompress.configs import DataArguments, PruneRecipeArguments, parse_int_list
+from hfcompress import HfCompressError, count_parameters
+from hfcompress.configs import parse_int_list, recipe_config_types
 from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
 from hfcompress.distillation.trainer import resolve_layer_maps
 from hfcompress.evaluation import markdown_table, write_report
@@ -38,7 +38,7 @@ from hfcompress.pipeline import (
     prune_and_recover,
     report_columns,
 )
-from hfcompress.pruning import PruningConfig, StructuredPruningConfig, prunable_linears, structured_targets
+from hfcompress.pruning import prunable_linears, structured_targets
 
 logger = logging.getLogger("prune_bert")
 DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/prune_default.yaml"
@@ -48,10 +48,7 @@ def main(argv=None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:  # no config: the offline default, with any flags applied on top
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    recipe, data_args, args, unstructured, structured = parse_config(
-        (PruneRecipeArguments, DataArguments, DistillationConfig, PruningConfig, StructuredPruningConfig),
-        argv,
-    )
+    recipe, data_args, args, unstructured, structured = parse_config(recipe_config_types("prune"), argv)
     out = Path(args.output_dir)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()

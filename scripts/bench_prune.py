@@ -32,10 +32,16 @@ import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, set_seed
 
-from hfcompress import DistillationConfig, count_parameters
-from hfcompress.configs import DataArguments, PruneRecipeArguments
+from hfcompress import count_parameters
+from hfcompress.configs import recipe_config_types
 from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
-from hfcompress.evaluation import evaluate_model, markdown_table, measure_latency, size_on_disk, write_report
+from hfcompress.evaluation import (
+    evaluate_model,
+    interleaved_latency,
+    markdown_table,
+    size_on_disk,
+    write_report,
+)
 from hfcompress.finetune import load_classifier, load_tokenizer
 from hfcompress.metrics import classification_metrics
 from hfcompress.parser import parse_config
@@ -78,15 +84,6 @@ def gzip_size(folder: Path) -> int:
     return total
 
 
-def interleaved_latency(models: dict, tokenizer, texts, batch_size, max_length, rounds, runs) -> dict:
-    """Per model, the median over ``rounds`` of the median of ``runs`` timed passes, models interleaved."""
-    per_round = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            per_round[name].append(measure_latency(model, tokenizer, texts, batch_size, max_length, runs))
-    return {name: statistics.median(values) for name, values in per_round.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(CONFIG))
@@ -97,6 +94,9 @@ def main():
     parser.add_argument("--seeds", default="42")
     parser.add_argument(
         "--teacher_dir", default=None, help="an already fine-tuned teacher (skips fine-tuning)"
+    )
+    parser.add_argument(
+        "--num_train_epochs", type=float, default=None, help="recovery epochs (default: the config's)"
     )
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None)
@@ -112,11 +112,11 @@ def main():
     transformers.utils.logging.set_verbosity_warning()
 
     overrides = ["--output_dir", str(Path(opts.out) / "work"), "--disable_tqdm", "true"]
-    for name in ("max_train_samples", "max_eval_samples"):
+    for name in ("max_train_samples", "max_eval_samples", "num_train_epochs"):
         if getattr(opts, name) is not None:
             overrides += [f"--{name}", str(getattr(opts, name))]
     recipe, data_args, args, _, base = parse_config(
-        (PruneRecipeArguments, DataArguments, DistillationConfig, PruningConfig, StructuredPruningConfig),
+        recipe_config_types("prune"),
         ["--config", opts.config, *overrides],
     )
     work = Path(args.output_dir)

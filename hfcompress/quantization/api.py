@@ -1,0 +1,146 @@
+"""``quantize``: one entry point from a saved full-precision model to a saved quantized artifact.
+
+Every method writes into a temporary folder next to ``output_dir`` and renames it into place only when
+complete, so a failure leaves no half-written output and never touches an earlier result. The artifact
+holds the tokenizer and ``hfcompress_quantization.json`` (method, settings, source), and loads with
+``load_quantized`` or directly: plain ``from_pretrained`` for bitsandbytes, ``ORTModelFor...`` for ONNX.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import HfCompressError
+from .backends import require_backend
+from .config import QuantizationConfig
+
+RECORD = "hfcompress_quantization.json"
+
+
+def _check_source(model_dir: Path) -> None:
+    if not (model_dir / "config.json").is_file():
+        raise HfCompressError(f"{model_dir} is not a saved model folder (no config.json)")
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("quantization_config") or (model_dir / RECORD).exists():
+        method = config.get("quantization_config", {}).get("quant_method") or json.loads(
+            (model_dir / RECORD).read_text()
+        ).get("method")
+        raise HfCompressError(
+            f"{model_dir} is already quantized ({method}); quantize the full-precision model it came from"
+        )
+    if any(model_dir.glob("*.onnx")):
+        raise HfCompressError(
+            f"{model_dir} holds an ONNX model; quantize the PyTorch model it was exported from"
+        )
+
+
+def calibration_features(
+    dataset, tokenizer, input_names: list[str], text_column: str, samples: int, max_length: int, seed: int = 0
+):
+    """The ONNX inputs for static calibration: ``samples`` examples, tokenized from ``text_column`` unless the
+    dataset already holds the inputs."""
+    if dataset is None:
+        raise HfCompressError("onnx-int8-static needs calibration data (examples of the task's own text)")
+    columns = dataset.column_names
+    dataset = dataset.shuffle(seed=seed).select(range(min(samples, len(dataset))))
+    if not all(name in columns for name in input_names):
+        if text_column not in columns:
+            raise HfCompressError(
+                f"calibration data needs a {text_column!r} text column or the model inputs "
+                f"{', '.join(input_names)}; it has {', '.join(columns)}"
+            )
+        dataset = dataset.map(
+            lambda batch: tokenizer(batch[text_column], truncation=True, max_length=max_length),
+            batched=True,
+        )
+    return dataset.remove_columns([c for c in dataset.column_names if c not in input_names])
+
+
+def quantize(
+    model_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: QuantizationConfig | None = None,
+    calibration_dataset=None,
+    text_column: str = "text",
+    max_length: int = 128,
+    overwrite: bool = False,
+    **settings,
+) -> Path:
+    """Quantize the model saved in ``model_dir`` into ``output_dir``; returns ``output_dir``.
+
+    ``config`` or keyword ``settings`` (fields of ``QuantizationConfig``, e.g. ``method="bnb-nf4"``) choose
+    the method. ``calibration_dataset`` (static ONNX int8 only): raw text in ``text_column`` or tokenized.
+    """
+    config = config or QuantizationConfig(**settings)
+    require_backend(config.method)
+    model_dir, output_dir = Path(model_dir), Path(output_dir)
+    _check_source(model_dir)
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise HfCompressError(
+            f"{output_dir} already exists and is not empty; pass overwrite=True to replace it"
+        )
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        if config.backend == "bitsandbytes":
+            from .bnb import quantize_bnb
+
+            quantize_bnb(model_dir, work, config)
+        elif config.method == "onnx-fp32":
+            from .onnx import export_onnx
+
+            export_onnx(model_dir, work)
+        else:
+            from .onnx import export_onnx, onnx_inputs, quantize_onnx
+
+            exported = work / "fp32"
+            export_onnx(model_dir, exported)
+            calibration = None
+            if config.method == "onnx-int8-static":
+                calibration = calibration_features(
+                    calibration_dataset,
+                    tokenizer,
+                    onnx_inputs(exported),
+                    text_column,
+                    config.calibration_samples,
+                    max_length,
+                )
+            quantize_onnx(exported, work, config, calibration)
+            shutil.rmtree(exported)
+        tokenizer.save_pretrained(work)
+        record = {"method": config.method, "settings": config.to_dict(), "source": str(model_dir)}
+        (work / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(work, output_dir)
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    return output_dir
+
+
+def load_quantized(path: str | os.PathLike):
+    """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier)."""
+    path = Path(path)
+    method = json.loads((path / RECORD).read_text())["method"] if (path / RECORD).exists() else None
+    if method and method.startswith("onnx"):
+        require_backend(method)
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+
+        file_name = "model.onnx" if method == "onnx-fp32" else "model_quantized.onnx"
+        return ORTModelForSequenceClassification.from_pretrained(path, file_name=file_name)
+    if method and method.startswith("bnb"):
+        require_backend(method)
+        from .bnb import load_bnb
+
+        return load_bnb(path)
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(path)

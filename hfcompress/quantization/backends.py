@@ -1,0 +1,30 @@
+"""Optional backends, imported lazily: the core installs and imports without them."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from ..errors import HfCompressError
+from .config import METHODS
+
+
+def is_bitsandbytes_available() -> bool:
+    return importlib.util.find_spec("bitsandbytes") is not None
+
+
+def is_optimum_onnx_available() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "optimum")) and (
+        importlib.util.find_spec("optimum.onnxruntime") is not None
+    )
+
+
+AVAILABLE = {"bitsandbytes": is_bitsandbytes_available, "optimum-onnx": is_optimum_onnx_available}
+
+
+def require_backend(method: str) -> None:
+    """Raise a one-line error naming the extra to install when ``method``'s backend is missing."""
+    backend, extra = METHODS[method]
+    if not AVAILABLE[backend]():
+        raise HfCompressError(
+            f"method {method!r} needs {backend}, which is not installed: pip install 'hfcompress[{extra}]'"
+        )

@@ -1,0 +1,94 @@
+"""``QuantizationConfig``: which quantization method, with which settings."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import HfCompressError
+
+# method -> (backend, extra to install)
+METHODS = {
+    "bnb-int8": ("bitsandbytes", "bnb"),
+    "bnb-nf4": ("bitsandbytes", "bnb"),
+    "bnb-fp4": ("bitsandbytes", "bnb"),
+    "onnx-fp32": ("optimum-onnx", "onnx"),
+    "onnx-int8-dynamic": ("optimum-onnx", "onnx"),
+    "onnx-int8-static": ("optimum-onnx", "onnx"),
+}
+PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+CALIBRATION_METHODS = ("minmax", "percentiles", "entropy")
+
+
+@dataclass
+class QuantizationOptions:
+    """Settings shared by the quantization methods; a field that doesn't apply to a method is ignored."""
+
+    preset: str = field(
+        default="avx512_vnni",
+        metadata={"help": "ONNX Runtime int8 preset for the target CPU: avx512_vnni, avx512, avx2, arm64."},
+    )
+    per_channel: bool = field(
+        default=False,
+        metadata={"help": "ONNX int8: one weight scale per output channel instead of per tensor."},
+    )
+    calibration_samples: int = field(
+        default=256,
+        metadata={"help": "onnx-int8-static: training examples used to calibrate activations; >= 1."},
+    )
+    calibration_method: str = field(
+        default="minmax",
+        metadata={"help": "onnx-int8-static: activation range estimate: minmax, percentiles, entropy."},
+    )
+    double_quant: bool = field(
+        default=True,
+        metadata={
+            "help": "bnb 4-bit: quantize the quantization constants too. Also keeps the error low when the "
+            "saved model ran inference first (without it the error roughly doubles, shared/ASSETS.md)."
+        },
+    )
+    compute_dtype: str = field(
+        default="float32", metadata={"help": "bnb 4-bit: dtype of the matmuls: float32, bfloat16, float16."}
+    )
+
+    def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise HfCompressError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise HfCompressError(
+                f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}"
+            )
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise HfCompressError(
+                f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.calibration_method!r}"
+            )
+        if self.calibration_samples < 1:
+            raise HfCompressError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class QuantizationConfig(QuantizationOptions):
+    """Settings of ``quantize``: the method and its options."""
+
+    method: str = field(
+        default="onnx-int8-dynamic",
+        metadata={
+            "help": "bnb-int8 (LLM.int8), bnb-nf4, bnb-fp4 (bitsandbytes 4-bit); onnx-fp32 (export only), "
+            "onnx-int8-dynamic, onnx-int8-static (ONNX Runtime through Optimum)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise HfCompressError(
+                f"quantization method must be one of {', '.join(METHODS)}, got {self.method!r}"
+            )
+        super().__post_init__()
+
+    @property
+    def backend(self) -> str:
+        return METHODS[self.method][0]

@@ -1,0 +1,158 @@
+"""Measurements only quantization needs: peak memory of a fresh process, and the trade-off plots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import HfCompressError
+
+_PEAK_SCRIPT = """
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from hfcompress.quantization import load_quantized
+from hfcompress.quantization.api import RECORD
+from pathlib import Path
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
+path, max_length = sys.argv[1], int(sys.argv[2])
+texts = json.loads(sys.stdin.read())
+tokenizer = AutoTokenizer.from_pretrained(path)
+with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark left by the imports
+    f.write("5")
+base = status("VmRSS:")
+if (Path(path) / RECORD).exists():
+    model = load_quantized(path)
+else:
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+with torch.inference_mode():
+    model(**inputs)
+print(json.dumps({"peak_rss_mb": status("VmHWM:"), "model_peak_mb": status("VmHWM:") - base}))
+"""
+
+
+def peak_memory_mb(model_dir: str | Path, texts: list[str], max_length: int = 128, timeout: int = 600) -> dict:
+    """Memory of a fresh Python process that loads the saved model and runs one forward pass on ``texts``
+    (Linux): ``peak_rss_mb``, its peak resident memory from the moment the libraries were imported on, and
+    ``model_peak_mb``, that peak minus the resident memory before loading: what the model itself costs."""
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(model_dir), str(max_length)],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith('{"peak_rss_mb"')]
+    if result.returncode != 0 or not lines:
+        raise HfCompressError(f"measuring peak memory of {model_dir} failed: {result.stderr.strip()[-300:]}")
+    return json.loads(lines[-1])
+
+
+def measure_artifacts(
+    artifacts: dict,
+    baseline: str,
+    tokenizer,
+    dataset,
+    compute_metrics,
+    texts: list[str],
+    batch_sizes: list[int],
+    max_length: int,
+    rounds: int = 3,
+    runs: int = 10,
+    memory: bool = True,
+) -> list[dict]:
+    """Load each saved model in ``artifacts`` (name -> folder; fp32 PyTorch folders and ``quantize`` outputs)
+    and measure it: test metrics, size on disk, peak memory of a fresh process, CPU latency at each batch size
+    with the models taking turns; ratios against the ``baseline`` entry."""
+    from transformers import AutoModelForSequenceClassification
+
+    from ..data import DistillationDataCollator
+    from ..evaluation import evaluate_model, interleaved_latency, size_on_disk
+    from .api import RECORD, load_quantized
+
+    models = {
+        name: load_quantized(path)
+        if (Path(path) / RECORD).exists()
+        else AutoModelForSequenceClassification.from_pretrained(path)
+        for name, path in artifacts.items()
+    }
+    collator = DistillationDataCollator(tokenizer)
+    rows = {}
+    for name, model in models.items():
+        metrics = evaluate_model(model, dataset, collator, compute_metrics)
+        rows[name] = {
+            "model": name,
+            **{f"test_{k}": v for k, v in metrics.items()},
+            "size_mb": size_on_disk(artifacts[name]) / 2**20,
+            **(peak_memory_mb(artifacts[name], texts[:32], max_length) if memory else {}),
+        }
+    for batch_size in batch_sizes:
+        latency = interleaved_latency(models, tokenizer, texts, batch_size, max_length, rounds, runs)
+        for name, value in latency.items():
+            rows[name][f"latency_ms_b{batch_size}"] = value
+            rows[name][f"speedup_b{batch_size}"] = latency[baseline] / value
+    base = rows[baseline]
+    for row in rows.values():
+        row["accuracy_delta_points"] = 100 * (row["test_accuracy"] - base["test_accuracy"])
+        row["size_ratio"] = base["size_mb"] / row["size_mb"]
+    return list(rows.values())
+
+
+def report_columns(batch_sizes: list[int]) -> list[tuple[str, str]]:
+    columns = [
+        ("model", "method"),
+        ("test_accuracy", "accuracy"),
+        ("accuracy_delta_points", "Δ acc (pts)"),
+        ("size_mb", "size (MB)"),
+        ("peak_rss_mb", "peak RSS (MB)"),
+        ("model_peak_mb", "model's share (MB)"),
+    ]
+    for b in batch_sizes:
+        columns += [(f"latency_ms_b{b}", f"b{b} ms"), (f"speedup_b{b}", f"speed-up b{b}")]
+    return columns
+
+
+def plot_tradeoffs(rows: list[dict], out_dir: str | Path, batch_size: int = 32) -> list[Path]:
+    """accuracy_vs_latency.png and accuracy_vs_size.png, one labelled point per row."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise HfCompressError(
+            "plots need matplotlib: pip install 'hfcompress[plots]' (or set plots false)"
+        ) from None
+    written = []
+    for key, label, name in (
+        (f"latency_ms_b{batch_size}", f"CPU latency at batch {batch_size} (ms)", "accuracy_vs_latency.png"),
+        ("size_mb", "size on disk (MB)", "accuracy_vs_size.png"),
+    ):
+        points = [r for r in rows if r.get(key) is not None and r.get("test_accuracy") is not None]
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+        for row in points:
+            ax.scatter(row[key], row["test_accuracy"])
+            ax.annotate(
+                row["model"],
+                (row[key], row["test_accuracy"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = Path(out_dir) / name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written

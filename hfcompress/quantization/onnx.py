@@ -1,0 +1,77 @@
+"""ONNX export and ONNX Runtime int8 through Optimum (optimum-onnx): dynamic, or static with calibration.
+
+The results load back with Optimum's ``ORTModelFor...`` classes. Presets pick the int8 kernels of the target
+CPU (AVX512-VNNI, AVX512, AVX2, ARM64). Optimum's O2 graph optimisation is not applied before quantizing: the
+quantizer's shape inference fails on its output (shared/ASSETS.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import HfCompressError
+from .config import QuantizationConfig
+
+ONNX_FILE = "model.onnx"
+QUANTIZED_SUFFIX = "quantized"
+
+
+def export_onnx(model_dir: str | Path, out: str | Path) -> None:
+    """Export a sequence-classification model to ``out/model.onnx`` (fp32) with its config."""
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    try:
+        model = ORTModelForSequenceClassification.from_pretrained(model_dir, export=True)
+    except (ValueError, KeyError, NotImplementedError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HfCompressError(f"Optimum can't export {model_dir} to ONNX: {reason}") from None
+    model.save_pretrained(out)
+
+
+def onnx_inputs(onnx_dir: str | Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(Path(onnx_dir) / ONNX_FILE), load_external_data=False).graph
+    return [i.name for i in graph.input]
+
+
+def is_quantized_onnx(path: str | Path) -> bool:
+    """True when an ONNX file already holds int8 operators."""
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    return bool(
+        ops
+        & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "DequantizeLinear"}
+    )
+
+
+def quantize_onnx(
+    onnx_dir: str | Path, out: str | Path, config: QuantizationConfig, calibration=None
+) -> None:
+    """int8-quantize ``onnx_dir/model.onnx`` into ``out/model_quantized.onnx``.
+
+    ``calibration`` (static only): a ``datasets.Dataset`` with the ONNX model's input columns.
+    """
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig, AutoQuantizationConfig
+
+    static = config.method == "onnx-int8-static"
+    qconfig = getattr(AutoQuantizationConfig, config.preset)(is_static=static, per_channel=config.per_channel)
+    quantizer = ORTQuantizer.from_pretrained(onnx_dir, file_name=ONNX_FILE)
+    ranges = None
+    if static:
+        calibration_config = getattr(AutoCalibrationConfig, config.calibration_method)(calibration)
+        ranges = quantizer.fit(
+            dataset=calibration,
+            calibration_config=calibration_config,
+            operators_to_quantize=qconfig.operators_to_quantize,
+            onnx_augmented_model_name=str(Path(out) / "augmented_model.onnx"),
+        )
+        (Path(out) / "augmented_model.onnx").unlink(missing_ok=True)
+    quantizer.quantize(
+        quantization_config=qconfig,
+        save_dir=out,
+        file_suffix=QUANTIZED_SUFFIX,
+        calibration_tensors_range=ranges,
+    )

@@ -1,0 +1,190 @@
+"""Benchmark: quantization of the fine-tuned MiniLM teacher on Rotten Tomatoes against PyTorch fp32.
+
+    python scripts/bench_quantize.py --teacher_dir scripts/results/hidden/work/teacher   # reuse a fine-tuned teacher
+    python scripts/bench_quantize.py                            # fine-tunes the teacher first (~15 min more)
+    python scripts/bench_quantize.py --max_eval_samples 64 --rounds 1 --runs 2 --out /tmp/q   # smoke run
+
+Settings: recipes/configs/minilm/rotten_tomatoes/quantize_full.yaml. Every method quantizes the same fp32
+folder through ``hfcompress.quantization.quantize`` (what recipes/quantize.py runs); every artifact is loaded
+back (ONNX with Optimum's ORTModelForSequenceClassification, bitsandbytes with plain from_pretrained) and
+measured in this one process: test accuracy, size on disk, peak RSS of a fresh process, CPU latency at batch
+1 and 32 with the models taking turns (median of ``--rounds`` rounds of ``--runs`` timed passes). Target:
+ONNX Runtime int8 >= 1.7x PyTorch fp32 throughput at batch 32 with <= 0.5 points of accuracy lost. Also
+writes the k-bit (min/max) weight-error analysis per layer. Output: <out>/quantize_benchmark.{json,md}, PNGs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoModelForSequenceClassification
+
+from hfcompress.configs import recipe_config_types
+from hfcompress.data import load_text_classification, tokenize_dataset
+from hfcompress.evaluation import markdown_table, write_report
+from hfcompress.finetune import load_classifier, load_tokenizer
+from hfcompress.metrics import classification_metrics
+from hfcompress.parser import parse_config
+from hfcompress.pipeline import finetuned_teacher, limit_samples
+from hfcompress.quantization import (
+    QuantizationConfig,
+    kbit_error_report,
+    measure_artifacts,
+    plot_tradeoffs,
+    quantize,
+)
+from hfcompress.quantization.measure import report_columns
+
+CONFIG = Path(__file__).resolve().parents[1] / "recipes/configs/minilm/rotten_tomatoes/quantize_full.yaml"
+
+# name -> QuantizationConfig fields on top of the config's options
+VARIANTS = {
+    "onnx-fp32": dict(method="onnx-fp32"),
+    "onnx-int8-dynamic (avx512_vnni)": dict(method="onnx-int8-dynamic", preset="avx512_vnni"),
+    "onnx-int8-dynamic (avx512_vnni per-channel)": dict(
+        method="onnx-int8-dynamic", preset="avx512_vnni", per_channel=True
+    ),
+    "onnx-int8-dynamic (avx2)": dict(method="onnx-int8-dynamic", preset="avx2"),
+    "onnx-int8-static (avx512_vnni minmax)": dict(method="onnx-int8-static", preset="avx512_vnni"),
+    "onnx-int8-static (avx512_vnni percentiles per-channel)": dict(
+        method="onnx-int8-static", preset="avx512_vnni", calibration_method="percentiles", per_channel=True
+    ),
+    "bnb-int8": dict(method="bnb-int8"),
+    "bnb-nf4": dict(method="bnb-nf4"),
+}
+BASELINE = "fp32 (PyTorch)"
+
+
+def layer_kind(name: str) -> str:
+    """'attention.self.query' etc. without the layer index, for averaging the k-bit errors."""
+    parts = name.split(".")
+    return ".".join(p for p in parts if not p.isdigit() and p not in ("bert", "encoder", "layer"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--out", default="scripts/results/quantization")
+    parser.add_argument("--teacher_dir", default=None, help="an already fine-tuned model (skips fine-tuning)")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--max_eval_samples", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=10)
+    opts = parser.parse_args()
+    variants = [v.strip() for v in opts.variants.split(",")]
+    if any(v not in VARIANTS for v in variants):
+        parser.error(f"variants are {', '.join(VARIANTS)}")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+
+    overrides = ["--output_dir", str(Path(opts.out) / "work")]
+    if opts.max_eval_samples:
+        overrides += ["--max_eval_samples", str(opts.max_eval_samples)]
+    recipe, data_args, options, args = parse_config(
+        recipe_config_types("quantize"), ["--config", opts.config, *overrides]
+    )
+    work = Path(args.output_dir)
+    raw, label_names = load_text_classification(
+        data_args.dataset_name, data_args.text_column, data_args.label_column
+    )
+    raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
+    tokenizer = load_tokenizer(opts.teacher_dir or recipe.teacher_model_name_or_path)
+    data = tokenize_dataset(raw, tokenizer, data_args.max_seq_length)
+    compute_metrics = classification_metrics(data_args.metric_names, len(label_names))
+    if opts.teacher_dir:
+        source = Path(opts.teacher_dir)
+    else:
+        model, head_ready = load_classifier(recipe.teacher_model_name_or_path, label_names)
+        finetuned_teacher(
+            recipe, data_args, args, model, head_ready, label_names, tokenizer, data, work, compute_metrics
+        )
+        source = work / "teacher"
+
+    artifacts = {BASELINE: source}
+    for name in variants:
+        config = QuantizationConfig(**{**options.to_dict(), **VARIANTS[name]})
+        folder = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
+        artifacts[name] = quantize(
+            source,
+            folder,
+            config,
+            calibration_dataset=raw["train"],
+            max_length=data_args.max_seq_length,
+            overwrite=True,
+        )
+    texts = list(raw["test"]["text"][:64])
+    rows = measure_artifacts(
+        artifacts,
+        BASELINE,
+        tokenizer,
+        data["test"],
+        compute_metrics,
+        texts,
+        [1, 32],
+        data_args.max_seq_length,
+        rounds=opts.rounds,
+        runs=opts.runs,
+    )
+    plots = plot_tradeoffs(rows, opts.out, 32)
+
+    # k-bit analysis of the fp32 weights: mean relative error per kind of layer, and the most sensitive layers.
+    errors = kbit_error_report(AutoModelForSequenceClassification.from_pretrained(source))
+    by_kind = defaultdict(lambda: defaultdict(list))
+    for name, per_bits in errors.items():
+        for bits, value in per_bits.items():
+            by_kind[layer_kind(name)][bits].append(value)
+    kbit_rows = [
+        {"layer": kind, **{f"{b} bits": statistics.mean(v) for b, v in per_bits.items()}}
+        for kind, per_bits in sorted(by_kind.items())
+    ]
+
+    int8 = [r for r in rows if r["model"].startswith("onnx-int8")]
+    target = {
+        "rule": "ONNX Runtime int8 speed-up at batch 32 >= 1.7 with accuracy loss <= 0.5 points",
+        "met_by": [
+            r["model"] for r in int8 if r["speedup_b32"] >= 1.7 and r["accuracy_delta_points"] >= -0.5
+        ],
+    }
+    result = {
+        "benchmark": "quantize",
+        "command": " ".join(sys.argv),
+        "source": str(source),
+        "test_examples": len(raw["test"]),
+        "settings": options.to_dict(),
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "latency": {"rounds": opts.rounds, "runs": opts.runs, "max_length": data_args.max_seq_length},
+        "target": target,
+        "results": rows,
+        "kbit_errors_by_layer_kind": kbit_rows,
+        "kbit_errors": errors,
+        "plots": [str(p) for p in plots],
+    }
+    kbit_columns = [("layer", "layer")] + [(f"{b} bits", f"{b} bits") for b in range(2, 9)]
+    markdown = (
+        f"# Quantization benchmark\n\n`{result['command']}`\n\nModel: {source} (fine-tuned all-MiniLM-L6-v2), "
+        f"{len(raw['test'])} test examples. CPU: {torch.get_num_threads()} threads; latency is the median of "
+        f"{opts.rounds} interleaved rounds of {opts.runs} runs; speed-ups are against PyTorch fp32 in the same "
+        f"run. Peak RSS: a fresh process loading the model and running one batch of 32, counted from after its imports; the model's share: that peak minus the memory before loading.\n\n"
+        + markdown_table(rows, report_columns([1, 32]))
+        + f"\nTarget ({target['rule']}): met by {', '.join(target['met_by']) or 'none'}.\n\n"
+        + "## k-bit weight error (min/max linear, per tensor): mean ||W - Q(W)|| / ||W|| by layer kind\n\n"
+        + markdown_table(kbit_rows, kbit_columns)
+    )
+    write_report(opts.out, "quantize_benchmark", result, markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""recipes/quantize.py end to end on a tiny model: every method, report, plots; and its bad input."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from test_recipe import assets, base_args  # noqa: F401  (assets is a fixture)
+
+from hfcompress import HfCompressError
+from hfcompress.quantization import backends, is_bitsandbytes_available, is_optimum_onnx_available
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "quantize.py"
+
+
+def load_recipe():
+    spec = importlib.util.spec_from_file_location("quantize_recipe", RECIPE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def quantize_args(assets, out, *extra):  # noqa: F811
+    args = base_args(assets, out, *extra)
+    i = args.index("--num_train_epochs")  # the quantize recipe trains only the teacher stage
+    del args[i : i + 2]
+    return args
+
+
+@pytest.mark.skipif(
+    not (is_optimum_onnx_available() and is_bitsandbytes_available()),
+    reason="needs the [onnx] and [bnb] extras",
+)
+def test_quantize_end_to_end(assets, tmp_path):  # noqa: F811
+    out = tmp_path / "q"
+    methods = "onnx-int8-dynamic,onnx-int8-static,bnb-int8,bnb-nf4"
+    report = load_recipe().main(
+        quantize_args(assets, out, "--methods", methods, "--calibration_samples", "8")
+    )
+    names = [r["model"] for r in report["results"]]
+    assert names == ["fp32 (PyTorch)", *methods.split(",")]
+    for row in report["results"]:
+        assert 0 <= row["test_accuracy"] <= 1 and row["size_mb"] > 0 and row["model_peak_mb"] > 0
+        assert row["latency_ms_b1"] > 0 and row["latency_ms_b4"] > 0
+    assert (out / "accuracy_vs_latency.png").stat().st_size > 1000 and (out / "accuracy_vs_size.png").exists()
+    assert json.loads((out / "report.json").read_text())["plots"]
+    assert "| onnx-int8-static |" in (out / "report.md").read_text()
+    for method in methods.split(","):
+        assert (out / "quantized" / method / "hfcompress_quantization.json").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--methods", "onnx-int8-dynamic,int3"], "methods: 'int3' is not one of"),
+        (["--preset", "avx9"], "preset must be one of"),
+        (["--teacher_model_name_or_path", "/no/such/model"], "model '/no/such/model' not found"),
+    ],
+)
+def test_bad_input_stops_before_writing(assets, tmp_path, extra, message):  # noqa: F811
+    out = tmp_path / "never"
+    with pytest.raises(HfCompressError, match=message):
+        load_recipe().main(quantize_args(assets, out, *extra))
+    assert not out.exists()
+
+
+def test_missing_backend_stops_before_writing(assets, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setitem(backends.AVAILABLE, "bitsandbytes", lambda: False)
+    out = tmp_path / "never"
+    with pytest.raises(HfCompressError, match=r"pip install 'hfcompress\[bnb\]'"):
+        load_recipe().main(quantize_args(assets, out, "--methods", "bnb-int8"))
+    assert not out.exists()
