@@ -39,7 +39,9 @@ print(json.dumps({"peak_rss_mb": status("VmHWM:"), "model_peak_mb": status("VmHW
 """
 
 
-def peak_memory_mb(model_dir: str | Path, texts: list[str], max_length: int = 128, timeout: int = 600) -> dict:
+def peak_memory_mb(
+    model_dir: str | Path, texts: list[str], max_length: int = 128, timeout: int = 600
+) -> dict:
     """Memory of a fresh Python process that loads the saved model and runs one forward pass on ``texts``
     (Linux): ``peak_rss_mb``, its peak resident memory from the moment the libraries were imported on, and
     ``model_peak_mb``, that peak minus the resident memory before loading: what the model itself costs."""
