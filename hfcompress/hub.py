@@ -1,0 +1,284 @@
+"""Sharing compressed variants: names, model cards built from a run's own report, export, push to the Hub.
+
+``export_variant`` writes exactly the folder that ``push_variant`` uploads: the model's config, weights
+(safetensors or ONNX only: pickled ``.bin`` files are refused), tokenizer files and a ``README.md`` model card.
+The card is made with huggingface_hub's ``ModelCard``: ``base_model`` and ``base_model_relation``, datasets,
+metrics in model-index form, tags, and a compression section whose figures come from the run's report,
+never typed in. The token comes from huggingface_hub's usual sources (``HF_TOKEN``, ``hf auth login``) and
+is never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import HfCompressError
+
+WEIGHT_FILES = ("*.safetensors", "*.onnx")
+PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+SHIPPED = (
+    "config.json",
+    "generation_config.json",
+    "ort_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "adapter_config.json",
+    "hfcompress_quantization.json",
+)
+RELATIONS = {  # our kind of variant -> the Hub's base_model_relation
+    "finetuned": "finetune",
+    "distilled": "finetune",
+    "pruned": "finetune",
+    "quantized": "quantized",
+    "onnx": "quantized",
+    "adapter": "adapter",
+}
+TAGS = {
+    "distilled": ["distillation"],
+    "pruned": ["pruning"],
+    "quantized": ["quantization"],
+    "onnx": ["onnx", "quantization"],
+    "adapter": ["peft", "lora"],
+    "finetuned": [],
+}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def variant_name(base_model: str, task: str, *suffix: str) -> str:
+    """``<base>-<task>-<suffix...>``, e.g. ``all-minilm-l6-v2-rotten-tomatoes-distilled-3L``; the base is the
+    last part of a Hub id or path; case is kept in the suffix (``3L``)."""
+    parts = [_slug(Path(base_model.rstrip("/")).name), _slug(task)]
+    parts += [re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-") for s in suffix if s]
+    return "-".join(p for p in parts if p)
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HfCompressError(f"invalid repo id {repo_id!r}: {str(err).splitlines()[0]}") from None
+    if "/" not in repo_id:
+        raise HfCompressError(f"invalid repo id {repo_id!r}: write it as '<user or org>/<name>'")
+
+
+def check_model_folder(folder: str | os.PathLike) -> list[Path]:
+    """The files to ship from a saved model folder; refuses folders that are not a model and pickled weights."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HfCompressError(f"{folder} is not a folder")
+    weights = [p for pattern in WEIGHT_FILES for p in folder.glob(pattern)]
+    adapter = (folder / "adapter_config.json").exists()
+    if not ((folder / "config.json").exists() or adapter) or not weights:
+        pickled = [p.name for pattern in PICKLED for p in folder.glob(pattern)]
+        hint = f" (it has pickled weights {pickled}: save with safetensors)" if pickled else ""
+        raise HfCompressError(
+            f"{folder} is not a saved model: it needs config.json (or adapter_config.json) and .safetensors or "
+            f".onnx weights{hint}"
+        )
+    return sorted(set(weights) | {folder / name for name in SHIPPED if (folder / name).exists()})
+
+
+@dataclass
+class CompressionInfo:
+    """What a model card says about one variant; the figures come from a run's report."""
+
+    kind: str  # finetuned, distilled, pruned, quantized, onnx, adapter
+    base_model: str
+    dataset: str
+    task_name: str = "Text Classification"
+    task_type: str = "text-classification"
+    method: str = ""
+    settings: dict = field(default_factory=dict)
+    teacher: str | None = None
+    metrics: dict = field(default_factory=dict)  # this model: test_accuracy, parameters, size_mb, latency...
+    reference: dict = field(default_factory=dict)  # the uncompressed model, same keys
+    command: str = ""
+    license: str | None = None
+
+    def __post_init__(self):
+        if self.kind not in RELATIONS:
+            raise HfCompressError(f"kind must be one of {', '.join(RELATIONS)}, got {self.kind!r}")
+
+
+REQUIRED_FIGURES = ("test_accuracy", "size_mb")
+
+
+def build_model_card(info: CompressionInfo, repo_name: str):
+    """A ``huggingface_hub.ModelCard`` for a compressed variant; missing figures are an error."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    missing = [k for k in REQUIRED_FIGURES if info.metrics.get(k) is None]
+    if missing or not info.command:
+        absent = missing + ([] if info.command else ["command"])
+        raise HfCompressError(
+            f"model card figures missing: {', '.join(absent)} (take them from the run's report)"
+        )
+    metrics = {k.removeprefix("test_"): v for k, v in info.metrics.items() if k.startswith("test_")}
+    eval_results = [
+        EvalResult(
+            task_type=info.task_type,
+            task_name=info.task_name,
+            dataset_type=info.dataset,
+            dataset_name=info.dataset,
+            dataset_split="test",
+            metric_type=name,
+            metric_value=round(float(value), 4),
+        )
+        for name, value in metrics.items()
+    ]
+    data = ModelCardData(
+        model_name=repo_name,
+        base_model=info.base_model,
+        base_model_relation=RELATIONS[info.kind],
+        datasets=[info.dataset],
+        metrics=sorted(metrics),
+        tags=["hfcompress", *TAGS[info.kind]],
+        library_name="onnx" if info.kind == "onnx" else "transformers",
+        pipeline_tag=info.task_type,
+        eval_results=eval_results,
+        license=info.license,
+    )
+    content = f"---\n{data.to_yaml()}\n---\n\n" + _card_body(info, repo_name)
+    return ModelCard(content)
+
+
+def _figure(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _card_body(info: CompressionInfo, repo_name: str) -> str:
+    keys = [k for k in info.metrics if k.startswith(("test_", "parameters", "size_mb", "latency_ms_"))]
+    rows = "\n".join(
+        f"| {k} | {_figure(info.metrics.get(k))} | {_figure(info.reference.get(k))} |" for k in keys
+    )
+    settings = "\n".join(f"- `{k}`: {v}" for k, v in info.settings.items()) or "- (defaults)"
+    teacher = f"Teacher: `{info.teacher}`.\n\n" if info.teacher else ""
+    how = (
+        "from optimum.onnxruntime import ORTModelForSequenceClassification\n"
+        f'model = ORTModelForSequenceClassification.from_pretrained("{repo_name}", file_name="model_quantized.onnx")'
+        if info.kind == "onnx"
+        else "from transformers import AutoModelForSequenceClassification\n"
+        f'model = AutoModelForSequenceClassification.from_pretrained("{repo_name}")'
+    )
+    return f"""# {repo_name}
+
+A {info.kind} variant of [`{info.base_model}`](https://huggingface.co/{info.base_model}) for
+{info.task_name.lower()} on `{info.dataset}`, made with hfcompress.
+
+```python
+{how}
+```
+
+## Compression
+
+Method: {info.method or info.kind}.
+
+{teacher}Settings:
+{settings}
+
+Measured by the run that produced this model (test split of `{info.dataset}`; latency on CPU, median of
+several runs):
+
+| figure | this model | uncompressed |
+|---|---|---|
+{rows}
+
+Reproduce:
+
+```bash
+{info.command}
+```
+"""
+
+
+def export_variant(folder: str | os.PathLike, out: str | os.PathLike, card) -> Path:
+    """Write exactly what ``push_variant`` uploads into ``out`` (a new folder), atomically."""
+    files = check_model_folder(folder)
+    out = Path(out)
+    if out.exists():
+        raise HfCompressError(f"{out} already exists; export into a new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for path in files:
+            shutil.copy2(path, staging / path.name)
+        card.save(staging / "README.md")
+        os.replace(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out
+
+
+def push_variant(
+    folder: str | os.PathLike,
+    repo_id: str,
+    card,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload compressed variant (hfcompress)",
+) -> str:
+    """Create ``repo_id`` if needed and upload the exported variant; returns the commit URL.
+
+    The local folder is never modified. Errors (no token, refused token, dropped connection) are one line
+    saying what happened; nothing is retried silently.
+    """
+    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from requests.exceptions import ConnectionError as RequestsConnectionError
+
+    check_repo_id(repo_id)
+    check_model_folder(folder)
+    token = token or get_token()
+    if not token:
+        raise HfCompressError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login`; nothing was uploaded"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    api = HfApi(endpoint=endpoint, token=token)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = export_variant(folder, Path(tmp) / "variant", card)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=staged, revision=revision, commit_message=commit_message
+            )
+        except OfflineModeIsEnabled:
+            raise HfCompressError(
+                "HF_HUB_OFFLINE is set: pushing needs the Hub; export_variant works offline"
+            ) from None
+        except HfHubHTTPError as err:
+            status = err.response.status_code if err.response is not None else "?"
+            reason = "the token was refused" if status in (401, 403) else "the Hub answered with an error"
+            raise HfCompressError(
+                f"push of {folder} to {repo_id} failed: {reason} (HTTP {status}); the local folder is unchanged"
+            ) from None
+        except (RequestsConnectionError, OSError) as err:
+            raise HfCompressError(
+                f"push of {folder} to {repo_id} failed: connection to {endpoint} lost ({type(err).__name__}); "
+                "the local folder is unchanged, run again to retry"
+            ) from None
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,173 @@
+"""Naming, model cards from a run's figures, export, and push against a local stand-in for the Hub."""
+
+import json
+
+import pytest
+import yaml
+from conftest import make_bert, make_tokenizer
+from hub_server import FakeHub
+from transformers import AutoModelForSequenceClassification
+
+from hfcompress import HfCompressError
+from hfcompress.hub import CompressionInfo, build_model_card, export_variant, push_variant, variant_name
+
+TOKEN = "hf_secret_token_1234567890"
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    tok = make_tokenizer(tmp_path)
+    model = make_bert(num_layers=2, tokenizer=tok)
+    model.save_pretrained(tmp_path / "student")
+    tok.save_pretrained(tmp_path / "student")
+    return tmp_path / "student"
+
+
+def info(**changes):
+    base = dict(
+        kind="distilled",
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        dataset="rotten_tomatoes",
+        method="knowledge distillation (T=2, alpha=0.5)",
+        settings={"student_layers": "every_other", "temperature": 2.0},
+        teacher="sentence-transformers/all-MiniLM-L6-v2 (fine-tuned)",
+        metrics={
+            "test_accuracy": 0.8314,
+            "test_f1": 0.8543,
+            "parameters": 17390594,
+            "size_mb": 66.4,
+            "latency_ms_b32": 78.4,
+        },
+        reference={
+            "test_accuracy": 0.8371,
+            "test_f1": 0.8646,
+            "parameters": 22713986,
+            "size_mb": 86.7,
+            "latency_ms_b32": 155.7,
+        },
+        command="accelerate launch recipes/distill_bert.py --config recipes/configs/minilm/rotten_tomatoes/distill_full_hidden.yaml",
+    )
+    return CompressionInfo(**{**base, **changes})
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+    def start(mode="ok"):
+        server = FakeHub(mode)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)  # what a user sets; huggingface_hub reads it at import
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", server.url)
+        return server
+
+    return start
+
+
+def test_variant_names():
+    assert variant_name("sentence-transformers/all-MiniLM-L6-v2", "rotten_tomatoes", "distilled", "3L") == (
+        "all-minilm-l6-v2-rotten-tomatoes-distilled-3L"
+    )
+    assert variant_name("outputs/x/student/", "sst2", "onnx", "int8") == "student-sst2-onnx-int8"
+
+
+def test_card_metadata_and_figures():
+    card = build_model_card(info(), "me/all-minilm-l6-v2-rotten-tomatoes-distilled-3L")
+    meta = yaml.safe_load(str(card).split("---")[1])
+    assert (
+        meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+        and meta["base_model_relation"] == "finetune"
+    )
+    assert "distillation" in meta["tags"] and meta["datasets"] == ["rotten_tomatoes"]
+    results = meta["model-index"][0]["results"][0]
+    assert {m["type"]: m["value"] for m in results["metrics"]} == {"accuracy": 0.8314, "f1": 0.8543}
+    text = str(card)
+    assert "| test_accuracy | 0.8314 | 0.8371 |" in text and "distill_full_hidden.yaml" in text
+    assert "Teacher: `sentence-transformers/all-MiniLM-L6-v2 (fine-tuned)`" in text
+    quantized = build_model_card(
+        info(kind="onnx", metrics={"test_accuracy": 0.83, "size_mb": 22.0}), "me/x-onnx-int8"
+    )
+    assert yaml.safe_load(str(quantized).split("---")[1])["base_model_relation"] == "quantized"
+    assert "ORTModelForSequenceClassification" in str(quantized)
+
+
+def test_card_with_missing_figures_is_refused():
+    with pytest.raises(HfCompressError, match="model card figures missing: size_mb"):
+        build_model_card(info(metrics={"test_accuracy": 0.8}), "me/x")
+    with pytest.raises(HfCompressError, match="missing: command"):
+        build_model_card(info(command=""), "me/x")
+
+
+def test_export_writes_exactly_the_pushed_folder(model_dir, tmp_path):
+    (model_dir / "training_args.bin").write_bytes(b"pickle")  # never shipped
+    out = export_variant(model_dir, tmp_path / "export", build_model_card(info(), "me/x"))
+    names = sorted(p.name for p in out.iterdir())
+    assert "README.md" in names and "model.safetensors" in names and "config.json" in names
+    assert "training_args.bin" not in names and "vocab.txt" in names
+    assert AutoModelForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 2
+    with pytest.raises(HfCompressError, match="already exists"):
+        export_variant(model_dir, out, build_model_card(info(), "me/x"))
+
+
+def test_not_a_model_is_refused(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(HfCompressError, match="is not a saved model.*pickled weights"):
+        export_variant(tmp_path / "junk", tmp_path / "out", None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_push_uploads_the_export(model_dir, hub):
+    with hub() as server:
+        url = push_variant(
+            model_dir, "me/tiny-distilled-2L", build_model_card(info(), "me/tiny-distilled-2L"), private=True
+        )
+    assert url.endswith("/commit/abc")
+    assert json.loads(json.dumps(server.repos["me/tiny-distilled-2L"]))["private"] is True
+    pushed = {path for (repo, _, path) in server.files}
+    assert {"README.md", "model.safetensors", "config.json", "tokenizer_config.json"} <= pushed
+    assert f"Bearer {TOKEN}" in server.auth
+    readme = next(v for (r, _, p), v in server.files.items() if p == "README.md").decode()
+    assert TOKEN not in readme and all(TOKEN.encode() not in v for v in server.files.values())
+
+
+def test_push_to_a_revision(model_dir, hub):
+    with hub() as server:
+        push_variant(model_dir, "me/tiny", build_model_card(info(), "me/tiny"), revision="int8")
+    assert any("/branch/int8" in r for r in server.requests)
+    assert {rev for (_, rev, _) in server.files} == {"int8"}
+
+
+@pytest.mark.parametrize(
+    "mode,message",
+    [
+        ("401", r"the token was refused \(HTTP 401\); the local folder is unchanged"),
+        ("drop", "connection to .* lost"),
+    ],
+)
+def test_push_failures_leave_the_folder_intact(model_dir, hub, mode, message):
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    with hub(mode):
+        with pytest.raises(HfCompressError, match=message):
+            push_variant(model_dir, "me/tiny", build_model_card(info(), "me/tiny"))
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+
+
+def test_push_without_token(model_dir, hub, monkeypatch, tmp_path):
+    hub()
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(HfCompressError, match="no Hugging Face token"):
+        push_variant(model_dir, "me/tiny", build_model_card(info(), "me/tiny"))
+
+
+@pytest.mark.parametrize("repo_id", ["no-namespace", "me/bad name", "me/--x", "a/b/c"])
+def test_invalid_repo_ids(model_dir, repo_id):
+    with pytest.raises(HfCompressError, match="invalid repo id"):
+        push_variant(model_dir, repo_id, None)
