@@ -88,8 +88,31 @@ class TeacherRecipeArguments:
         default=False,
         metadata={"help": "Replace the results of an earlier run in output_dir (refused otherwise)."},
     )
+    share_namespace: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Push the compressed model(s) to <share_namespace>/<base>-<task>-<variant> with a model card "
+            "(token from HF_TOKEN or `hf auth login`). None: don't push."
+        },
+    )
+    share_export_dir: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Write exactly what would be pushed (model, tokenizer, README.md card) under this folder."
+        },
+    )
+    share_private: bool = field(default=False, metadata={"help": "Create pushed repos as private."})
+    share_revision: Optional[str] = field(
+        default=None, metadata={"help": "Push to this branch (created if needed)."}
+    )
 
     def __post_init__(self):
+        if self.share_namespace is not None and (
+            "/" in self.share_namespace or not self.share_namespace.strip()
+        ):
+            raise HfCompressError(
+                f"share_namespace must be a user or organization name, got {self.share_namespace!r}"
+            )
         if self.teacher_finetune not in FINETUNE_MODES:
             raise HfCompressError(
                 f"teacher_finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.teacher_finetune!r}"

@@ -59,8 +59,11 @@ def _slug(text: str) -> str:
 
 
 def variant_name(base_model: str, task: str, *suffix: str) -> str:
-    """``<base>-<task>-<suffix...>``, e.g. ``all-minilm-l6-v2-rotten-tomatoes-distilled-3L``; the base is the
-    last part of a Hub id or path; case is kept in the suffix (``3L``)."""
+    """``<base>-<task>-<suffix...>``, e.g. ``all-minilm-l6-v2-rotten-tomatoes-distilled-3L``; base and task
+    are the last part of a Hub id or path (a data file without its extension); case is kept in the suffix."""
+    task = Path(task.rstrip("/")).name
+    if Path(task).suffix in (".csv", ".tsv", ".json", ".jsonl", ".parquet"):
+        task = Path(task).stem
     parts = [_slug(Path(base_model.rstrip("/")).name), _slug(task)]
     parts += [re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-") for s in suffix if s]
     return "-".join(p for p in parts if p)

@@ -229,3 +229,41 @@ def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_met
         trainer = distil(model, out / f"iteration-{k}", epochs=args.num_train_epochs / len(targets))
         steps.append({"iteration": k, "removed": removed, "structure": structure(model)})
     return model, trainer, {"config": config.to_dict(), "iterations": steps, "structure": structure(model)}
+
+
+def check_sharing(recipe) -> None:
+    """Before any work: a push needs a token and a valid namespace; an export folder must not hold files
+    that this run would overwrite is checked per variant later (export refuses existing folders)."""
+    if recipe.share_namespace:
+        from huggingface_hub import get_token
+
+        from .hub import check_repo_id
+
+        check_repo_id(f"{recipe.share_namespace}/variant")
+        if not get_token():
+            raise HfCompressError(
+                "share_namespace is set but there is no Hugging Face token: set HF_TOKEN or run `hf auth login`"
+            )
+
+
+def share_variant(recipe, folder, info, *suffix: str) -> dict:
+    """Export and/or push one compressed variant as the recipe's share_* fields ask; returns where it went.
+
+    The repo name follows ``variant_name(base, dataset, *suffix)``; the card is built from ``info`` (figures
+    from the run's own report).
+    """
+    from .hub import build_model_card, export_variant, push_variant, variant_name
+
+    if not (recipe.share_namespace or recipe.share_export_dir):
+        return {}
+    name = variant_name(info.base_model, info.dataset, *suffix)
+    repo_id = f"{recipe.share_namespace or 'local'}/{name}"
+    card = build_model_card(info, repo_id)
+    shared = {"repo_id": repo_id}
+    if recipe.share_export_dir:
+        shared["export"] = str(export_variant(folder, Path(recipe.share_export_dir) / name, card))
+    if recipe.share_namespace:
+        shared["commit_url"] = push_variant(
+            folder, repo_id, card, private=recipe.share_private, revision=recipe.share_revision
+        )
+    return shared

@@ -30,17 +30,29 @@ from hfcompress.distillation import select_layers
 from hfcompress.distillation.trainer import check_shared_vocabulary, resolve_layer_maps
 from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.finetune import load_classifier, load_tokenizer
+from hfcompress.hub import CompressionInfo
 from hfcompress.metrics import classification_metrics
 from hfcompress.parser import parse_config
 from hfcompress.pipeline import (
+    check_sharing,
     finetuned_teacher,
     guard_output_dir,
     limit_samples,
     measure_model,
     report_columns,
+    share_variant,
 )
 
 logger = logging.getLogger("distill_bert")
+DISTILL_SETTINGS = (
+    "temperature",
+    "alpha",
+    "hidden_mse_weight",
+    "hidden_cosine_weight",
+    "attention_weight",
+    "num_train_epochs",
+    "learning_rate",
+)
 DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/distill_default.yaml"
 
 
@@ -53,6 +65,7 @@ def main(argv=None) -> dict | None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     guard_output_dir(out, recipe.overwrite_output)
+    check_sharing(recipe)
     set_seed(args.seed)
 
     # 1. Data and models; every check that can fail on bad input happens here, before anything is written.
@@ -168,6 +181,24 @@ def main(argv=None) -> dict | None:
         + markdown_table(rows, report_columns(batch_sizes))
     )
     write_report(out, "report", report, markdown)
+
+    # 6. Share: export and/or push with a model card made from the figures above.
+    info = CompressionInfo(
+        kind="distilled",
+        base_model=recipe.teacher_model_name_or_path,
+        dataset=data_args.dataset_name,
+        method=f"knowledge distillation into {student.config.num_hidden_layers} layers",
+        settings={k: getattr(args, k) for k in DISTILL_SETTINGS} | {"student_layers": recipe.student_layers},
+        teacher=f"{recipe.teacher_model_name_or_path} (fine-tuned on {data_args.dataset_name})",
+        metrics=rows[1],
+        reference=rows[0],
+        command=report["command"],
+    )
+    report["hub"] = share_variant(
+        recipe, out / "student", info, "distilled", f"{student.config.num_hidden_layers}L"
+    )
+    if report["hub"]:
+        write_report(out, "report", report, markdown)
     print("\n" + markdown + f"\nSaved the student to {out / 'student'} and the report to {out / 'report.md'}")
     return report
 

@@ -28,17 +28,20 @@ from hfcompress.data import DistillationDataCollator, load_text_classification, 
 from hfcompress.distillation.trainer import resolve_layer_maps
 from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.finetune import load_classifier, load_tokenizer
+from hfcompress.hub import CompressionInfo
 from hfcompress.metrics import classification_metrics
 from hfcompress.parser import parse_config
 from hfcompress.pipeline import (
+    check_sharing,
     finetuned_teacher,
     guard_output_dir,
     limit_samples,
     measure_model,
     prune_and_recover,
     report_columns,
+    share_variant,
 )
-from hfcompress.pruning import prunable_linears, structured_targets
+from hfcompress.pruning import prunable_linears, structure, structured_targets
 
 logger = logging.getLogger("prune_bert")
 DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/prune_default.yaml"
@@ -53,6 +56,7 @@ def main(argv=None) -> dict | None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     guard_output_dir(out, recipe.overwrite_output)
+    check_sharing(recipe)
     set_seed(args.seed)
 
     # 1. Data and teacher; every check that can fail on bad input happens here, before anything is written.
@@ -133,6 +137,28 @@ def main(argv=None) -> dict | None:
         f"{data_args.dataset_name}. {gain}\n\n" + markdown_table(rows, report_columns(batch_sizes))
     )
     write_report(out, "report", report, markdown)
+
+    # 5. Share: export and/or push with a model card made from the figures above.
+    final = structure(model) if recipe.pruning == "structured" else None
+    suffix = (
+        [f"{final['num_layers']}L", f"ffn{final['intermediate_size']}"]
+        if final
+        else [f"sparse{round(100 * unstructured.target_sparsity)}"]
+    )
+    info = CompressionInfo(
+        kind="pruned",
+        base_model=recipe.teacher_model_name_or_path,
+        dataset=data_args.dataset_name,
+        method=f"{recipe.pruning} pruning, recovered by distillation from the unpruned model",
+        settings=details["config"],
+        teacher=f"{recipe.teacher_model_name_or_path} (fine-tuned, unpruned)",
+        metrics=rows[1],
+        reference=rows[0],
+        command=report["command"],
+    )
+    report["hub"] = share_variant(recipe, out / "pruned", info, "pruned", *suffix)
+    if report["hub"]:
+        write_report(out, "report", report, markdown)
     print(
         "\n"
         + markdown

@@ -28,9 +28,16 @@ from hfcompress.evaluation import (
     write_report,
 )
 from hfcompress.finetune import load_classifier, load_tokenizer
+from hfcompress.hub import CompressionInfo
 from hfcompress.metrics import classification_metrics
 from hfcompress.parser import parse_config
-from hfcompress.pipeline import finetuned_teacher, guard_output_dir, limit_samples
+from hfcompress.pipeline import (
+    check_sharing,
+    finetuned_teacher,
+    guard_output_dir,
+    limit_samples,
+    share_variant,
+)
 from hfcompress.quantization import QuantizationConfig, measure_artifacts, plot_tradeoffs, quantize
 from hfcompress.quantization.backends import require_backend
 from hfcompress.quantization.measure import report_columns
@@ -48,6 +55,7 @@ def main(argv=None) -> dict | None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     guard_output_dir(out, recipe.overwrite_output)
+    check_sharing(recipe)
     set_seed(args.seed)
     configs = [QuantizationConfig(method=m, **options.to_dict()) for m in recipe.method_list]
     for config in configs:
@@ -116,6 +124,23 @@ def main(argv=None) -> dict | None:
         + markdown_table(rows, report_columns(batch_sizes))
     )
     write_report(out, "report", report, markdown)
+
+    # 5. Share each artifact: export and/or push with a model card made from the figures above.
+    report["hub"] = {}
+    for config, row in zip(configs, rows[1:]):
+        info = CompressionInfo(
+            kind="onnx" if config.method.startswith("onnx") else "quantized",
+            base_model=recipe.teacher_model_name_or_path,
+            dataset=data_args.dataset_name,
+            method=config.method,
+            settings=config.to_dict(),
+            metrics=row,
+            reference=rows[0],
+            command=report["command"],
+        )
+        report["hub"][config.method] = share_variant(recipe, artifacts[config.method], info, config.method)
+    if any(report["hub"].values()):
+        write_report(out, "report", report, markdown)
     print("\n" + markdown + f"\nArtifacts in {out / 'quantized'}; report in {out / 'report.md'}")
     return report
 

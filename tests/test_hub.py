@@ -72,6 +72,9 @@ def test_variant_names():
         "all-minilm-l6-v2-rotten-tomatoes-distilled-3L"
     )
     assert variant_name("outputs/x/student/", "sst2", "onnx", "int8") == "student-sst2-onnx-int8"
+    assert (
+        variant_name("m", "/data/my reviews.csv", "pruned", "4L", "ffn768") == "m-my-reviews-pruned-4L-ffn768"
+    )
 
 
 def test_card_metadata_and_figures():
@@ -171,3 +174,58 @@ def test_push_without_token(model_dir, hub, monkeypatch, tmp_path):
 def test_invalid_repo_ids(model_dir, repo_id):
     with pytest.raises(HfCompressError, match="invalid repo id"):
         push_variant(model_dir, repo_id, None)
+
+
+def test_recipe_exports_and_pushes_with_figures_from_its_report(hub, tmp_path):
+    from test_recipe import assets as assets_fixture  # noqa: F401
+    from test_recipe import base_args, load_recipe
+
+    root = tmp_path / "assets"
+    root.mkdir()
+    from transformers import BertConfig, BertModel
+
+    tok = make_tokenizer(root)
+    BertModel(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    from conftest import make_text_dataset
+
+    make_text_dataset(80).to_pandas().rename(columns={"text": "review", "label": "fresh"}).to_csv(
+        root / "reviews.csv", index=False
+    )
+    out = tmp_path / "run"
+    with hub() as server:
+        report = load_recipe().main(
+            base_args(root, out, "--share_namespace", "me", "--share_export_dir", str(tmp_path / "export"))
+        )
+    name = "base-reviews-distilled-1L"
+    assert report["hub"]["repo_id"] == f"me/{name}"
+    card = (tmp_path / "export" / name / "README.md").read_text()
+    accuracy = report["results"][1]["test_accuracy"]
+    assert f"| test_accuracy | {accuracy:.4g} |" in card and "recipes/distill_bert.py" in card
+    pushed = {p: v for (r, _, p), v in server.files.items() if r == f"me/{name}"}
+    assert pushed["README.md"].decode() == card
+    assert set(pushed) == {p.name for p in (tmp_path / "export" / name).iterdir()}
+
+
+def test_recipe_push_without_token_stops_before_writing(hub, tmp_path, monkeypatch):
+    from test_recipe import base_args, load_recipe
+
+    hub()
+    monkeypatch.delenv("HF_TOKEN")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "none"))
+    with pytest.raises(HfCompressError, match="no Hugging Face token"):
+        load_recipe().main(base_args(tmp_path, tmp_path / "never", "--share_namespace", "me"))
+    with pytest.raises(HfCompressError, match="share_namespace must be a user or organization"):
+        load_recipe().main(base_args(tmp_path, tmp_path / "never", "--share_namespace", "me/repo"))
+    assert not (tmp_path / "never").exists()
