@@ -59,25 +59,9 @@ class DataArguments:
 
 
 @dataclass
-class TeacherRecipeArguments:
-    """The fine-tuned model a recipe compresses (the teacher), and what the report measures."""
+class ReportingArguments:
+    """What every recipe measures, whether it may replace an earlier run, and where it shares the result."""
 
-    teacher_model_name_or_path: str = field(
-        default="sentence-transformers/all-MiniLM-L6-v2",
-        metadata={
-            "help": "Teacher: Hub id, local folder, or offline asset; fine-tuned on the task first if needed."
-        },
-    )
-    teacher_finetune: str = field(
-        default="auto",
-        metadata={
-            "help": "'auto': fine-tune the teacher when it has no head for these labels; 'always'; 'never'."
-        },
-    )
-    teacher_num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
-    teacher_learning_rate: float = field(
-        default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."}
-    )
     latency_batch_sizes: str = field(
         default="1,32", metadata={"help": "Batch sizes at which CPU latency is measured for the report."}
     )
@@ -113,13 +97,64 @@ class TeacherRecipeArguments:
             raise HfCompressError(
                 f"share_namespace must be a user or organization name, got {self.share_namespace!r}"
             )
+        if self.latency_runs < 1:
+            raise HfCompressError(f"latency_runs must be >= 1, got {self.latency_runs}")
+        parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")
+
+
+@dataclass
+class TeacherRecipeArguments(ReportingArguments):
+    """The fine-tuned model a compression recipe starts from (the teacher), fine-tuned first if needed."""
+
+    teacher_model_name_or_path: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={
+            "help": "Teacher: Hub id, local folder, or offline asset; fine-tuned on the task first if needed."
+        },
+    )
+    teacher_finetune: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto': fine-tune the teacher when it has no head for these labels; 'always'; 'never'."
+        },
+    )
+    teacher_num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of teacher fine-tuning."})
+    teacher_learning_rate: float = field(
+        default=5e-5, metadata={"help": "Learning rate of teacher fine-tuning."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.teacher_finetune not in FINETUNE_MODES:
             raise HfCompressError(
                 f"teacher_finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.teacher_finetune!r}"
             )
-        if self.latency_runs < 1:
-            raise HfCompressError(f"latency_runs must be >= 1, got {self.latency_runs}")
-        parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")
+
+
+@dataclass
+class FinetuneRecipeArguments(ReportingArguments):
+    """The pretrained model and the task for recipes/finetune.py."""
+
+    model_name_or_path: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={
+            "help": "Pretrained model: Hub id, local folder, or offline asset. It gets a new task head."
+        },
+    )
+    task_type: str = field(
+        default="single_label_classification",
+        metadata={
+            "help": "single_label_classification, multi_label_classification (label column holds lists) or "
+            "token_classification (text column holds word lists, label column a tag per word)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .tasks import TASK_TYPES
+
+        if self.task_type not in TASK_TYPES:
+            raise HfCompressError(f"task_type must be one of {', '.join(TASK_TYPES)}, got {self.task_type!r}")
 
 
 @dataclass
@@ -205,6 +240,7 @@ def recipe_config_types(recipe: str) -> tuple:
     from transformers import TrainingArguments
 
     from .distillation import DistillationConfig
+    from .finetune import FinetuneConfig
     from .pruning import PruningConfig, StructuredPruningConfig
     from .quantization.config import QuantizationOptions
 
@@ -218,6 +254,7 @@ def recipe_config_types(recipe: str) -> tuple:
             StructuredPruningConfig,
         ),
         "quantize": (QuantizeRecipeArguments, DataArguments, QuantizationOptions, TrainingArguments),
+        "finetune": (FinetuneRecipeArguments, DataArguments, FinetuneConfig, TrainingArguments),
     }
     if recipe not in types:
         raise HfCompressError(f"unknown recipe {recipe!r}; known: {', '.join(types)}")

@@ -88,18 +88,21 @@ def _load_raw(name_or_path: str) -> tuple[datasets.DatasetDict, list[str] | None
         ) from None
 
 
-def load_text_classification(
+def is_list_feature(feature) -> bool:
+    """True for a column of lists (``Sequence``/``List`` in datasets 4/5)."""
+    return isinstance(feature, list) or type(feature).__name__ in ("Sequence", "List", "LargeList")
+
+
+def load_splits(
     name_or_path: str,
     text_column: str = "text",
     label_column: str = "label",
     validation_fraction: float = 0.1,
     seed: int = 42,
-) -> tuple[datasets.DatasetDict, list[str]]:
-    """Load a text-classification dataset with train/validation/test splits and integer ``label``s.
-
-    Returns the splits (columns ``text`` and ``label``, renamed from the given ones) and the label names.
-    Missing validation/test splits are carved out of train deterministically.
-    """
+) -> tuple[datasets.DatasetDict, list[str] | None]:
+    """train/validation/test splits with only the two columns, renamed ``text`` and ``label``; missing
+    validation/test splits are carved out of train deterministically. Also returns the label names the
+    dataset declares, if any."""
     raw, label_names = _load_raw(name_or_path)
     if "train" not in raw:
         raise HfCompressError(f"dataset {name_or_path!r} has no 'train' split; found {', '.join(raw)}")
@@ -118,8 +121,29 @@ def load_text_classification(
         raw = raw.rename_column(text_column, "text")
     if label_column != "label":
         raw = raw.rename_column(label_column, "label")
+    return raw, label_names
+
+
+def load_text_classification(
+    name_or_path: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    validation_fraction: float = 0.1,
+    seed: int = 42,
+) -> tuple[datasets.DatasetDict, list[str]]:
+    """Load a text-classification dataset with train/validation/test splits and integer ``label``s.
+
+    Returns the splits (columns ``text`` and ``label``, renamed from the given ones) and the label names.
+    Missing validation/test splits are carved out of train deterministically.
+    """
+    raw, label_names = load_splits(name_or_path, text_column, label_column, validation_fraction, seed)
 
     feature = raw["train"].features["label"]
+    if is_list_feature(feature):
+        raise HfCompressError(
+            f"label column {label_column!r} holds lists of labels: that is multi-label data, use "
+            "task_type multi_label_classification"
+        )
     if isinstance(feature, datasets.ClassLabel):
         label_names = list(feature.names)
     elif "string" in str(getattr(feature, "dtype", "")):  # "string" or "large_string"

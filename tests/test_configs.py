@@ -57,10 +57,12 @@ def test_yamls_exist():
 
 @pytest.mark.parametrize("path", YAMLS, ids=[str(p.relative_to(ROOT)) for p in YAMLS])
 def test_every_recipe_yaml_parses(path):
-    """Each YAML against the dataclasses of the recipe its name starts with (distill_, prune_, quantize_)."""
+    """Each YAML against the dataclasses of the recipe its name starts with (distill_, prune_, quantize_,
+    finetune_)."""
     parsed = parse_config(recipe_config_types(path.stem.split("_")[0]), ["--config", str(path)])
     recipe, data, args = parsed[0], parsed[1], parsed[2 if path.stem.startswith(("distill", "prune")) else 3]
-    assert args.output_dir and recipe.teacher_model_name_or_path and data.dataset_name
+    model = getattr(recipe, "teacher_model_name_or_path", None) or recipe.model_name_or_path
+    assert args.output_dir and model and data.dataset_name
 
 
 def test_cli_overrides_yaml(tmp_path):
