@@ -233,6 +233,19 @@ def export_variant(folder: str | os.PathLike, out: str | os.PathLike, card) -> P
     return out
 
 
+def _connection_errors() -> tuple:
+    """Lost-connection exceptions of the HTTP client huggingface_hub uses (requests in 0.x, httpx later)."""
+    import importlib
+
+    errors: list = [OSError]  # requests' exceptions are OSErrors
+    for name in ("httpx", "httpx2"):  # huggingface_hub 1.x uses httpx; 2.x ships it as httpx2
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
 def push_variant(
     folder: str | os.PathLike,
     repo_id: str,
@@ -249,7 +262,6 @@ def push_variant(
     """
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-    from requests.exceptions import ConnectionError as RequestsConnectionError
 
     check_repo_id(repo_id)
     check_model_folder(folder)
@@ -279,7 +291,7 @@ def push_variant(
             raise HfCompressError(
                 f"push of {folder} to {repo_id} failed: {reason} (HTTP {status}); the local folder is unchanged"
             ) from None
-        except (RequestsConnectionError, OSError) as err:
+        except _connection_errors() as err:
             raise HfCompressError(
                 f"push of {folder} to {repo_id} failed: connection to {endpoint} lost ({type(err).__name__}); "
                 "the local folder is unchanged, run again to retry"

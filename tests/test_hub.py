@@ -109,7 +109,7 @@ def test_export_writes_exactly_the_pushed_folder(model_dir, tmp_path):
     out = export_variant(model_dir, tmp_path / "export", build_model_card(info(), "me/x"))
     names = sorted(p.name for p in out.iterdir())
     assert "README.md" in names and "model.safetensors" in names and "config.json" in names
-    assert "training_args.bin" not in names and "vocab.txt" in names
+    assert "training_args.bin" not in names and "tokenizer_config.json" in names
     assert AutoModelForSequenceClassification.from_pretrained(out).config.num_hidden_layers == 2
     with pytest.raises(HfCompressError, match="already exists"):
         export_variant(model_dir, out, build_model_card(info(), "me/x"))
@@ -129,7 +129,10 @@ def test_push_uploads_the_export(model_dir, hub):
             model_dir, "me/tiny-distilled-2L", build_model_card(info(), "me/tiny-distilled-2L"), private=True
         )
     assert url.endswith("/commit/abc")
-    assert json.loads(json.dumps(server.repos["me/tiny-distilled-2L"]))["private"] is True
+    created = server.repos["me/tiny-distilled-2L"]
+    assert (
+        created.get("private") is True or created.get("visibility") == "private"
+    )  # huggingface_hub 0.x / 1.x+
     pushed = {path for (repo, _, path) in server.files}
     assert {"README.md", "model.safetensors", "config.json", "tokenizer_config.json"} <= pushed
     assert f"Bearer {TOKEN}" in server.auth
