@@ -1,6 +1,5 @@
 """Naming, model cards from a run's figures, export, and push against a local stand-in for the Hub."""
 
-import json
 
 import pytest
 import yaml
