@@ -24,6 +24,41 @@ REPORT_NAME = "report"
 TEACHER_RECORD = "hfcompress_finetune.json"
 
 
+def start_recipe(name: str, default_config: str | Path, argv: list[str] | None = None):
+    """A recipe's first step: parse its YAML config (``default_config`` when no ``--config`` is given) and
+    command-line overrides, set up logging, refuse to run over a finished run, check sharing settings.
+    Returns (argv as used, the parsed dataclasses in ``recipe_config_types(name)`` order)."""
+    import sys
+
+    import transformers
+
+    from .configs import recipe_config_types
+    from .parser import parse_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" not in argv:  # no config: the offline default, with any flags applied on top
+        argv = ["--config", str(default_config), *argv]
+    parsed = parse_config(recipe_config_types(name), argv)
+    recipe = parsed[0]
+    args = next(p for p in parsed if isinstance(p, TrainingArguments))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    guard_output_dir(args.output_dir, recipe.overwrite_output)
+    check_sharing(recipe)
+    return argv, parsed
+
+
+def run_recipe(main, name: str) -> None:
+    """Run a recipe's ``main`` as a command: bad input prints ``<name>: error: ...`` and exits with 2."""
+    import sys
+
+    try:
+        main()
+    except HfCompressError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
 def guard_output_dir(output_dir: str | Path, overwrite: bool) -> None:
     """Refuse to run over the finished results of an earlier run unless ``overwrite`` is set."""
     report = Path(output_dir) / f"{REPORT_NAME}.json"

@@ -14,10 +14,8 @@ written. The compression recipes' teacher stage runs the same ``hfcompress.finet
 """
 
 import logging
-import sys
 from pathlib import Path
 
-import transformers
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -28,14 +26,19 @@ from transformers import (
 )
 
 from hfcompress import HfCompressError, count_parameters
-from hfcompress.configs import parse_int_list, recipe_config_types
+from hfcompress.configs import parse_int_list
 from hfcompress.data import load_text_classification, tokenize_dataset
 from hfcompress.evaluation import markdown_table, measure_latency, size_on_disk, write_report
 from hfcompress.finetune import finetune, load_classifier, load_qlora_base, load_tokenizer, merge_adapter
 from hfcompress.hub import CompressionInfo
 from hfcompress.metrics import classification_metrics
-from hfcompress.parser import parse_config
-from hfcompress.pipeline import check_sharing, guard_output_dir, limit_samples, share_variant, stage_args
+from hfcompress.pipeline import (
+    limit_samples,
+    run_recipe,
+    share_variant,
+    stage_args,
+    start_recipe,
+)
 from hfcompress.tasks import (
     load_multilabel_classification,
     load_token_classification,
@@ -74,15 +77,8 @@ def load_task(task_type, data_args, tokenizer, seed):
 
 
 def main(argv=None) -> dict | None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:  # no config: the offline default, with any flags applied on top
-        argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    recipe, data_args, config, args = parse_config(recipe_config_types("finetune"), argv)
+    argv, (recipe, data_args, config, args) = start_recipe("finetune", DEFAULT_CONFIG, argv)
     out = Path(args.output_dir)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    guard_output_dir(out, recipe.overwrite_output)
-    check_sharing(recipe)
     if config.early_stopping_patience is not None and (
         args.eval_strategy == "no" or not args.load_best_model_at_end
     ):
@@ -210,8 +206,4 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except HfCompressError as err:
-        print(f"finetune: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_recipe(main, "finetune")

@@ -16,30 +16,27 @@ is written.
 
 import copy
 import logging
-import sys
 from pathlib import Path
 
-import transformers
 from transformers import set_seed
 
-from hfcompress import HfCompressError, count_parameters
-from hfcompress.configs import parse_int_list, recipe_config_types
+from hfcompress import count_parameters
+from hfcompress.configs import parse_int_list
 from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
 from hfcompress.distillation.trainer import resolve_layer_maps
 from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.finetune import load_classifier, load_tokenizer
 from hfcompress.hub import CompressionInfo
 from hfcompress.metrics import classification_metrics
-from hfcompress.parser import parse_config
 from hfcompress.pipeline import (
-    check_sharing,
     finetuned_teacher,
-    guard_output_dir,
     limit_samples,
     measure_model,
     prune_and_recover,
     report_columns,
+    run_recipe,
     share_variant,
+    start_recipe,
 )
 from hfcompress.pruning import prunable_linears, structure, structured_targets
 
@@ -48,15 +45,8 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/prune_d
 
 
 def main(argv=None) -> dict | None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:  # no config: the offline default, with any flags applied on top
-        argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    recipe, data_args, args, unstructured, structured = parse_config(recipe_config_types("prune"), argv)
+    argv, (recipe, data_args, args, unstructured, structured) = start_recipe("prune", DEFAULT_CONFIG, argv)
     out = Path(args.output_dir)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    guard_output_dir(out, recipe.overwrite_output)
-    check_sharing(recipe)
     set_seed(args.seed)
 
     # 1. Data and teacher; every check that can fail on bad input happens here, before anything is written.
@@ -168,8 +158,4 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except HfCompressError as err:
-        print(f"prune_bert: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_recipe(main, "prune_bert")

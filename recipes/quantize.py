@@ -14,14 +14,11 @@ in the main process.
 """
 
 import logging
-import sys
 from pathlib import Path
 
-import transformers
 from transformers import set_seed
 
-from hfcompress import HfCompressError
-from hfcompress.configs import parse_int_list, recipe_config_types
+from hfcompress.configs import parse_int_list
 from hfcompress.data import load_text_classification, tokenize_dataset
 from hfcompress.evaluation import (
     markdown_table,
@@ -30,13 +27,12 @@ from hfcompress.evaluation import (
 from hfcompress.finetune import load_classifier, load_tokenizer
 from hfcompress.hub import CompressionInfo
 from hfcompress.metrics import classification_metrics
-from hfcompress.parser import parse_config
 from hfcompress.pipeline import (
-    check_sharing,
     finetuned_teacher,
-    guard_output_dir,
     limit_samples,
+    run_recipe,
     share_variant,
+    start_recipe,
 )
 from hfcompress.quantization import QuantizationConfig, measure_artifacts, plot_tradeoffs, quantize
 from hfcompress.quantization.backends import require_backend
@@ -47,15 +43,8 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/quantiz
 
 
 def main(argv=None) -> dict | None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" not in argv:  # no config: the offline default, with any flags applied on top
-        argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    recipe, data_args, options, args = parse_config(recipe_config_types("quantize"), argv)
+    argv, (recipe, data_args, options, args) = start_recipe("quantize", DEFAULT_CONFIG, argv)
     out = Path(args.output_dir)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    guard_output_dir(out, recipe.overwrite_output)
-    check_sharing(recipe)
     set_seed(args.seed)
     configs = [QuantizationConfig(method=m, **options.to_dict()) for m in recipe.method_list]
     for config in configs:
@@ -146,8 +135,4 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except HfCompressError as err:
-        print(f"quantize: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_recipe(main, "quantize")

@@ -1,13 +1,13 @@
 """recipes/finetune.py on tiny models: full with freezing and early stopping, LoRA, QLoRA, multi-label, token
 classification; and its bad input."""
 
-import importlib.util
 import json
 import random
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_recipe as load_conftest_recipe
 from test_recipe import assets, base_args  # noqa: F401  (assets is a fixture)
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
@@ -21,10 +21,7 @@ WORDS = ["good", "bad", "film", "music", "great", "worst", "acting", "story", "l
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("finetune_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_conftest_recipe("finetune")
 
 
 def args_for(assets, out, *extra):  # noqa: F811

@@ -1,6 +1,5 @@
 """Naming, model cards from a run's figures, export, and push against a local stand-in for the Hub."""
 
-
 import pytest
 import yaml
 from conftest import make_bert, make_tokenizer

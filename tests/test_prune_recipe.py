@@ -1,12 +1,12 @@
 """recipes/prune_bert.py end to end on tiny random models (structured and unstructured), and its bad input."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import launch_two_processes
+from conftest import load_recipe as load_conftest_recipe
 from test_recipe import assets, base_args  # noqa: F401  (assets is a fixture)
 from transformers import AutoModelForSequenceClassification
 
@@ -18,10 +18,7 @@ RECIPE = ROOT / "recipes" / "prune_bert.py"
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("prune_bert", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_conftest_recipe("prune_bert")
 
 
 def test_structured_end_to_end(assets, tmp_path):  # noqa: F811

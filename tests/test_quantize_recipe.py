@@ -1,10 +1,10 @@
 """recipes/quantize.py end to end on a tiny model: every method, report, plots; and its bad input."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_recipe as load_conftest_recipe
 from test_recipe import assets, base_args  # noqa: F401  (assets is a fixture)
 
 from hfcompress import HfCompressError
@@ -15,10 +15,7 @@ RECIPE = ROOT / "recipes" / "quantize.py"
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("quantize_recipe", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_conftest_recipe("quantize")
 
 
 def quantize_args(assets, out, *extra):  # noqa: F811

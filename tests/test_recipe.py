@@ -1,6 +1,5 @@
 """recipes/distill_bert.py end to end on tiny random models, and its bad-input errors (nothing written)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launch_two_processes, make_bert, make_text_dataset, make_tokenizer
+from conftest import load_recipe as load_conftest_recipe
 from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
 
 from hfcompress import HfCompressError
@@ -17,10 +17,7 @@ RECIPE = ROOT / "recipes" / "distill_bert.py"
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("distill_bert", RECIPE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_conftest_recipe("distill_bert")
 
 
 @pytest.fixture(scope="module")
