@@ -229,23 +229,25 @@ def finetune(
     freeze(model, config.freeze_embeddings, config.freeze_layers)
     if config.use_lora and not hasattr(model, "peft_config"):
         model = apply_lora(model, config, task_type)
-    collator = (
-        DataCollatorForTokenClassification(tokenizer)
-        if task_type == "token_classification"
-        else DataCollatorWithPadding(tokenizer)
-    )
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        data_collator=collator,
+        data_collator=task_collator(tokenizer, task_type),
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
     trainer.train()
     return trainer
+
+
+def task_collator(tokenizer, task_type: str = "single_label_classification"):
+    """Dynamic padding; for token classification the labels are padded with -100 too."""
+    if task_type == "token_classification":
+        return DataCollatorForTokenClassification(tokenizer)
+    return DataCollatorWithPadding(tokenizer)
 
 
 def finetune_classifier(

@@ -19,8 +19,6 @@ from pathlib import Path
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    DataCollatorForTokenClassification,
-    DataCollatorWithPadding,
     Trainer,
     set_seed,
 )
@@ -29,7 +27,14 @@ from hfcompress import HfCompressError, count_parameters
 from hfcompress.configs import parse_int_list
 from hfcompress.data import load_text_classification, tokenize_dataset
 from hfcompress.evaluation import markdown_table, measure_latency, size_on_disk, write_report
-from hfcompress.finetune import finetune, load_classifier, load_qlora_base, load_tokenizer, merge_adapter
+from hfcompress.finetune import (
+    finetune,
+    load_classifier,
+    load_qlora_base,
+    load_tokenizer,
+    merge_adapter,
+    task_collator,
+)
 from hfcompress.hub import CompressionInfo
 from hfcompress.metrics import classification_metrics
 from hfcompress.pipeline import (
@@ -129,11 +134,6 @@ def main(argv=None) -> dict | None:
         else AutoModelForSequenceClassification
     )
     final = auto.from_pretrained(out / "model")
-    collator = (
-        DataCollatorForTokenClassification(tokenizer)
-        if task == "token_classification"
-        else DataCollatorWithPadding(tokenizer)
-    )
     evaluator = Trainer(
         model=final,
         args=stage_args(
@@ -143,7 +143,7 @@ def main(argv=None) -> dict | None:
             save_strategy="no",
             load_best_model_at_end=False,
         ),
-        data_collator=collator,
+        data_collator=task_collator(tokenizer, task),
         compute_metrics=compute_metrics,
     )
     test = evaluator.evaluate(data["test"], metric_key_prefix="test")
