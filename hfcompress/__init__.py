@@ -10,6 +10,7 @@ from .distillation import (
     create_student_from_teacher,
 )
 from .errors import HfCompressError
+from .finetune import FinetuneConfig, finetune
 from .pruning import (
     PruningCallback,
     PruningConfig,
@@ -17,18 +18,24 @@ from .pruning import (
     structured_prune,
     structured_targets,
 )
+from .quantization import QuantizationConfig, load_quantized, quantize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DistillationConfig",
     "DistillationTrainer",
+    "FinetuneConfig",
     "HfCompressError",
     "PruningCallback",
     "PruningConfig",
+    "QuantizationConfig",
     "StructuredPruningConfig",
     "count_parameters",
     "create_student_from_teacher",
+    "finetune",
+    "load_quantized",
+    "quantize",
     "structured_prune",
     "structured_targets",
 ]
