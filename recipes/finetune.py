@@ -13,6 +13,7 @@ can start from. Writes <output_dir>/report.json and report.md. Bad input stops t
 written. The compression recipes' teacher stage runs the same ``hfcompress.finetune.finetune``.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -198,8 +199,15 @@ def main(argv=None) -> dict | None:
         metrics=row,
         command=report["command"],
     )
-    report["hub"] = share_variant(recipe, out / "model", info, "lora" if config.use_lora else "finetuned")
-    if report["hub"]:
+    report["hub"] = {
+        "model": share_variant(recipe, out / "model", info, "lora-merged" if config.use_lora else "finetuned")
+    }
+    if config.use_lora:  # the adapter on its own, for users who keep the base model
+        adapter = dataclasses.replace(
+            info, kind="adapter", method="LoRA adapter (load with peft onto the base)"
+        )
+        report["hub"]["adapter"] = share_variant(recipe, out / "adapter", adapter, "lora-adapter")
+    if any(report["hub"].values()):
         write_report(out, "report", report, markdown)
     print("\n" + markdown + f"\nSaved the model to {out / 'model'} and the report to {out / 'report.md'}")
     return report

@@ -120,8 +120,16 @@ def test_freeze_leaves_the_rest_trainable():
 
 def test_lora_saves_adapter_and_merged_plain_model(assets, tmp_path):  # noqa: F811
     out = tmp_path / "lora"
-    report = load_recipe().main(args_for(assets, out, "--use_lora", "true", "--learning_rate", "5e-3"))
+    export = tmp_path / "export"
+    report = load_recipe().main(
+        args_for(assets, out, "--use_lora", "true", "--learning_rate", "5e-3", "--share_export_dir", str(export))
+    )
     assert (out / "adapter" / "adapter_config.json").exists()
+    exported = {p.name for p in export.iterdir()}
+    assert exported == {"base-reviews-lora-merged", "base-reviews-lora-adapter"}
+    adapter_card = (export / "base-reviews-lora-adapter" / "README.md").read_text()
+    assert "base_model_relation: adapter" in adapter_card and "peft" in adapter_card
+    assert (export / "base-reviews-lora-adapter" / "adapter_config.json").exists()
     assert not (out / "model" / "adapter_config.json").exists()
     merged = AutoModelForSequenceClassification.from_pretrained(out / "model")  # plain transformers
     assert not any("lora" in n for n, _ in merged.named_parameters())
