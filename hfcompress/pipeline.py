@@ -227,13 +227,20 @@ def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_met
     cache = args.teacher_cache_path or str(out / "teacher_logits.safetensors")
     collator = DistillationDataCollator(tokenizer)
 
-    def distil(model, stage_dir, callbacks=None, epochs=args.num_train_epochs):
+    def distil(model, stage_dir, callbacks=None, epochs=args.num_train_epochs, kept=None):
+        maps = {}
+        if kept is not None:  # a kept layer learns from the teacher layer it was (not a uniform map)
+            if args.hidden_layer_map == "auto":
+                maps["hidden_layer_map"] = ",".join(f"{i + 1}:{k + 1}" for i, k in enumerate(kept))
+            if args.attention_layer_map == "auto":
+                maps["attention_layer_map"] = ",".join(f"{i}:{k}" for i, k in enumerate(kept))
         stage = stage_args(
             args,
             cls=DistillationConfig,
             output_dir=stage_dir,
             teacher_cache_path=cache,
             num_train_epochs=epochs,
+            **maps,
         )
         trainer = DistillationTrainer(
             model=model,
@@ -258,12 +265,24 @@ def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_met
     calibration = [batch for _, batch in zip(range(config.calibration_batches), loader)]
     steps = []
     targets = structured_targets(model, config)
+    kept = list(range(model.config.num_hidden_layers))  # the teacher layer each remaining layer comes from
     for k, target in enumerate(targets, start=1):
         model, removed = structured_prune(model, target, config, calibration)
+        kept = [layer for i, layer in enumerate(kept) if i not in removed["layers"]]
         logger.info("Pruning iteration %d/%d removed %s; now %s", k, len(targets), removed, structure(model))
-        trainer = distil(model, out / f"iteration-{k}", epochs=args.num_train_epochs / len(targets))
-        steps.append({"iteration": k, "removed": removed, "structure": structure(model)})
-    return model, trainer, {"config": config.to_dict(), "iterations": steps, "structure": structure(model)}
+        trainer = distil(
+            model, out / f"iteration-{k}", epochs=args.num_train_epochs / len(targets), kept=kept
+        )
+        steps.append(
+            {"iteration": k, "removed": removed, "structure": structure(model), "teacher_layers": kept}
+        )
+    details = {
+        "config": config.to_dict(),
+        "iterations": steps,
+        "structure": structure(model),
+        "teacher_layers": kept,
+    }
+    return model, trainer, details
 
 
 def check_sharing(recipe) -> None:

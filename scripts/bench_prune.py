@@ -62,6 +62,7 @@ VARIANTS = {
     "heads-half": ("structured", dict(prune_heads_fraction=0.5)),
     "layers-third": ("structured", dict(prune_layers=2)),
     "layers-third+ffn-half": ("structured", dict(prune_layers=2, prune_ffn_fraction=0.5)),
+    "layers-half": ("structured", dict(prune_layers=3)),
 }
 
 

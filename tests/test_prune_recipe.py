@@ -25,12 +25,15 @@ def test_structured_end_to_end(assets, tmp_path):  # noqa: F811
     out = tmp_path / "structured"
     heads = bert_head_pruning_supported(AutoModelForSequenceClassification.from_pretrained(assets / "base"))
     extra = ["--prune_layers", "1", "--prune_ffn_fraction", "0.5", "--num_iterations", "2"]
+    extra += ["--hidden_mse_weight", "1", "--cache_teacher_logits", "false"]  # kept layers learn from their own
     if heads:  # transformers 4.x: BERT heads through config.pruned_heads
         extra += ["--prune_heads_fraction", "0.5"]
     report = load_recipe().main(base_args(assets, out, *extra))
     assert [r["model"] for r in report["results"]] == ["teacher", "pruned (structured)"]
     assert report["results"][1]["parameters"] < report["results"][0]["parameters"]
     assert [s["structure"]["intermediate_size"] for s in report["details"]["iterations"]] == [48, 32]
+    kept = report["details"]["teacher_layers"]
+    assert len(kept) == 3 and kept == sorted(kept) and set(kept) <= {0, 1, 2, 3}
     assert json.loads((out / "report.json").read_text())["pruning"] == "structured"
     assert "smaller and faster" in (out / "report.md").read_text()
     pruned = AutoModelForSequenceClassification.from_pretrained(out / "pruned")

@@ -54,7 +54,10 @@ def calibration_features(
                 f"{', '.join(input_names)}; it has {', '.join(columns)}"
             )
         dataset = dataset.map(
-            lambda batch: tokenizer(batch[text_column], truncation=True, max_length=max_length),
+            # one fixed length: the percentile and entropy calibrators stack all activations into one array
+            lambda batch: tokenizer(
+                batch[text_column], truncation=True, max_length=max_length, padding="max_length"
+            ),
             batched=True,
         )
     return dataset.remove_columns([c for c in dataset.column_names if c not in input_names])
