@@ -54,8 +54,8 @@ VARIANTS = {
     ),
     "onnx-int8-dynamic (avx2)": dict(method="onnx-int8-dynamic", preset="avx2"),
     "onnx-int8-static (avx512_vnni minmax)": dict(method="onnx-int8-static", preset="avx512_vnni"),
-    "onnx-int8-static (avx512_vnni percentiles per-channel)": dict(
-        method="onnx-int8-static", preset="avx512_vnni", calibration_method="percentiles", per_channel=True
+    "onnx-int8-static (avx512_vnni minmax per-channel)": dict(
+        method="onnx-int8-static", preset="avx512_vnni", per_channel=True
     ),
     "bnb-int8": dict(method="bnb-int8"),
     "bnb-nf4": dict(method="bnb-nf4"),

@@ -62,12 +62,18 @@ def quantize_onnx(
     ranges = None
     if static:
         calibration_config = getattr(AutoCalibrationConfig, config.calibration_method)(calibration)
-        ranges = quantizer.fit(
-            dataset=calibration,
-            calibration_config=calibration_config,
-            operators_to_quantize=qconfig.operators_to_quantize,
-            onnx_augmented_model_name=str(Path(out) / "augmented_model.onnx"),
-        )
+        try:
+            ranges = quantizer.fit(
+                dataset=calibration,
+                calibration_config=calibration_config,
+                operators_to_quantize=qconfig.operators_to_quantize,
+                onnx_augmented_model_name=str(Path(out) / "augmented_model.onnx"),
+            )
+        except ValueError as err:  # e.g. histogram calibrators on a constant activation ("Too many bins")
+            raise HfCompressError(
+                f"ONNX Runtime's {config.calibration_method} calibration failed on this model "
+                f"({str(err).splitlines()[0]}); try calibration_method minmax"
+            ) from None
         (Path(out) / "augmented_model.onnx").unlink(missing_ok=True)
     quantizer.quantize(
         quantization_config=qconfig,
