@@ -113,7 +113,13 @@ def quantize(
                     onnx_inputs(exported),
                     text_column,
                     config.calibration_samples,
-                    max_length,
+                    # calibration pads to one length: never past the model's position embeddings
+                    min(
+                        max_length,
+                        json.loads((model_dir / "config.json").read_text()).get(
+                            "max_position_embeddings", max_length
+                        ),
+                    ),
                 )
             quantize_onnx(exported, work, config, calibration)
             shutil.rmtree(exported)
