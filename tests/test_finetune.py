@@ -122,7 +122,9 @@ def test_lora_saves_adapter_and_merged_plain_model(assets, tmp_path):  # noqa: F
     out = tmp_path / "lora"
     export = tmp_path / "export"
     report = load_recipe().main(
-        args_for(assets, out, "--use_lora", "true", "--learning_rate", "5e-3", "--share_export_dir", str(export))
+        args_for(
+            assets, out, "--use_lora", "true", "--learning_rate", "5e-3", "--share_export_dir", str(export)
+        )
     )
     assert (out / "adapter" / "adapter_config.json").exists()
     exported = {p.name for p in export.iterdir()}

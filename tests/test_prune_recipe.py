@@ -25,7 +25,12 @@ def test_structured_end_to_end(assets, tmp_path):  # noqa: F811
     out = tmp_path / "structured"
     heads = bert_head_pruning_supported(AutoModelForSequenceClassification.from_pretrained(assets / "base"))
     extra = ["--prune_layers", "1", "--prune_ffn_fraction", "0.5", "--num_iterations", "2"]
-    extra += ["--hidden_mse_weight", "1", "--cache_teacher_logits", "false"]  # kept layers learn from their own
+    extra += [
+        "--hidden_mse_weight",
+        "1",
+        "--cache_teacher_logits",
+        "false",
+    ]  # kept layers learn from their own
     if heads:  # transformers 4.x: BERT heads through config.pruned_heads
         extra += ["--prune_heads_fraction", "0.5"]
     report = load_recipe().main(base_args(assets, out, *extra))

@@ -216,3 +216,9 @@ def test_bert_heads_refused_where_not_expressible():
     model = make_bert(num_layers=2, hidden=32, heads=4, vocab_size=100)
     with pytest.raises(HfCompressError, match="no longer honours config.pruned_heads"):
         structured_targets(model, StructuredPruningConfig(prune_heads_fraction=0.5))
+
+
+def test_gradient_importance_of_a_frozen_model_is_refused():
+    model = make_bert(num_layers=2, hidden=32, heads=4, vocab_size=100).requires_grad_(False)
+    with pytest.raises(HfCompressError, match=r"layers \[0, 1\] are frozen"):
+        gradient_importance(model, batches(1))

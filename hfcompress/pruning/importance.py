@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..distillation.student import find_layer_list
+from ..errors import HfCompressError
 from .structured import attention_output, ffn_inputs, ffn_output, head_layout, layer_style
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
@@ -47,6 +48,16 @@ def gradient_importance(model: nn.Module, batches) -> tuple[dict[int, torch.Tens
     device = next(model.parameters()).device
     heads = {i: torch.zeros(head_layout(layer)[0]) for i, layer in enumerate(layers)}
     neurons = {i: torch.zeros(ffn_output(layer).in_features) for i, layer in enumerate(layers)}
+    frozen = [
+        i
+        for i, layer in enumerate(layers)
+        if not (attention_output(layer).weight.requires_grad and ffn_output(layer).weight.requires_grad)
+    ]
+    if frozen:
+        raise HfCompressError(
+            f"gradient importance needs gradients, but the output projections of layers {frozen} are frozen "
+            "(requires_grad=False); unfreeze them or use importance='magnitude'"
+        )
     was_training = model.training
     model.eval()  # no dropout: score the network that will be kept
     for batch in batches:
