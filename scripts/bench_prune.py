@@ -63,6 +63,7 @@ VARIANTS = {
     "layers-third": ("structured", dict(prune_layers=2)),
     "layers-third+ffn-half": ("structured", dict(prune_layers=2, prune_ffn_fraction=0.5)),
     "layers-half": ("structured", dict(prune_layers=3)),
+    "layers-half-spread": ("structured", dict(prune_layers=3, layer_selection="spread")),
 }
 
 

@@ -222,3 +222,13 @@ def test_gradient_importance_of_a_frozen_model_is_refused():
     model = make_bert(num_layers=2, hidden=32, heads=4, vocab_size=100).requires_grad_(False)
     with pytest.raises(HfCompressError, match=r"layers \[0, 1\] are frozen"):
         gradient_importance(model, batches(1))
+
+
+def test_spread_layer_selection_keeps_every_other_layer():
+    model = make_bert(num_layers=6, hidden=32, heads=4, vocab_size=100)
+    config = StructuredPruningConfig(prune_layers=3, layer_selection="spread")
+    (target,) = structured_targets(model, config)
+    pruned, removed = structured_prune(model, target, config, batches(1))
+    assert removed["layers"] == [1, 3, 5] and pruned.config.num_hidden_layers == 3
+    with pytest.raises(HfCompressError, match="layer_selection must be one of"):
+        StructuredPruningConfig(prune_layers=1, layer_selection="random")

@@ -11,6 +11,7 @@ from ..errors import HfCompressError
 
 METHODS = ("magnitude", "gradient", "movement")
 IMPORTANCE = ("gradient", "magnitude")
+LAYER_SELECTIONS = ("block_influence", "spread")
 SCOPES = ("layer", "global")
 
 
@@ -113,6 +114,13 @@ class StructuredPruningConfig:
     calibration_batches: int = field(
         default=16, metadata={"help": "Training batches used to score heads, neurons and layers; >= 1."}
     )
+    layer_selection: str = field(
+        default="block_influence",
+        metadata={
+            "help": "Which layers prune_layers removes: 'block_influence' (the layers that change their input "
+            "least) or 'spread' (keep layers spread evenly, DistilBERT's rule: 6 -> 3 keeps 0, 2, 4)."
+        },
+    )
 
     def __post_init__(self):
         for name in ("prune_heads_fraction", "prune_ffn_fraction"):
@@ -127,6 +135,10 @@ class StructuredPruningConfig:
             )
         if self.num_iterations < 1:
             raise HfCompressError(f"num_iterations must be >= 1, got {self.num_iterations}")
+        if self.layer_selection not in LAYER_SELECTIONS:
+            raise HfCompressError(
+                f"layer_selection must be one of {', '.join(LAYER_SELECTIONS)}, got {self.layer_selection!r}"
+            )
         if self.calibration_batches < 1:
             raise HfCompressError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..distillation.student import find_layer_list
+from ..distillation.student import find_layer_list, select_layers
 from ..errors import HfCompressError
 from .config import StructuredPruningConfig
 from .importance import block_influence, gradient_importance, magnitude_importance
@@ -107,7 +107,7 @@ def structured_prune(
 ) -> tuple[nn.Module, dict]:
     """Prune ``model`` down to ``target`` (one entry of ``structured_targets``); returns (model, what went).
 
-    Layers go first (lowest block influence), then heads and neurons are scored on the smaller model and the
+    Layers go first (lowest block influence, or spread evenly with ``layer_selection="spread"``), then heads and neurons are scored on the smaller model and the
     lowest-scoring ones removed from every layer. Layer removal builds a new model; heads and neurons are
     pruned in place.
     """
@@ -116,7 +116,12 @@ def structured_prune(
     now = structure(model)
     drop = now["num_layers"] - target["num_layers"]
     if drop > 0:
-        removed["layers"] = _same_on_all_ranks(_lowest(block_influence(model, batches), drop))
+        if config.layer_selection == "spread":  # keep layers spread evenly over the current depth
+            keep = select_layers(target["num_layers"], now["num_layers"])
+            chosen = [i for i in range(now["num_layers"]) if i not in keep]
+        else:
+            chosen = _lowest(block_influence(model, batches), drop)
+        removed["layers"] = _same_on_all_ranks(chosen)
         model = remove_layers(model, removed["layers"])
         now = structure(model)
     drop_units = now["attention_units"][0] - target["attention_units"]
