@@ -1,14 +1,16 @@
 # hfcompress developer commands. On a fresh machine:
 #   make demo   -> set up, fetch the offline assets, run the default distillation recipe
 #   make test   -> set up, run the test suite (CPU, offline, a few minutes)
+#   make test-v5 -> the same suite against transformers 5 in .venv-v5 (where torchao int8 runs; no ONNX)
 PYTHON ?= python3
 VENV ?= .venv
+VENV5 ?= .venv-v5
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup assets demo test test-slow lint bench clean
+.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint bench bench-torchao clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +20,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[dev,onnx,bnb,plots]"
+	touch $@
+
+# transformers 5 (constraints-v5.txt): Optimum ONNX Runtime needs transformers<4.58, torchao int8 needs 5.
+setup-v5: $(VENV5)/.installed
+
+$(VENV5)/.installed: pyproject.toml constraints-v5.txt
+	$(PYTHON) -m venv $(VENV5)
+	$(VENV5)/bin/python -m pip install -q --upgrade pip
+	$(VENV5)/bin/python -m pip install -q torch==2.13.0
+	$(VENV5)/bin/python -m pip install -q -c constraints-v5.txt -e ".[dev,bnb,torchao,plots]"
 	touch $@
 
 assets: setup
@@ -30,6 +42,9 @@ demo: assets
 test: setup
 	$(OFFLINE) HF_HOME=$$(mktemp -d) $(PY) -m pytest -q
 
+test-v5: setup-v5
+	$(OFFLINE) HF_HOME=$$(mktemp -d) $(VENV5)/bin/python -m pytest -q
+
 test-slow: assets
 	$(OFFLINE) HF_HOME=$$(mktemp -d) $(PY) -m pytest -q -m slow
 
@@ -41,5 +56,9 @@ bench: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_prune.py --teacher_dir scripts/results/work/teacher --num_train_epochs 1
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_quantize.py --teacher_dir scripts/results/work/teacher
 
+# torchao int8 needs transformers 5, so its row comes from the .venv-v5 environment
+bench-torchao: setup-v5 assets
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV5)/bin/python scripts/bench_quantize.py --teacher_dir scripts/results/work/teacher --variants torchao-int8 --out scripts/results/quantization_torchao
+
 clean:
-	rm -rf $(VENV) outputs .cache
+	rm -rf $(VENV) $(VENV5) outputs .cache

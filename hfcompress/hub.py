@@ -176,13 +176,22 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
     )
     settings = "\n".join(f"- `{k}`: {v}" for k, v in info.settings.items()) or "- (defaults)"
     teacher = f"Teacher: `{info.teacher}`.\n\n" if info.teacher else ""
-    how = (
-        "from optimum.onnxruntime import ORTModelForSequenceClassification\n"
-        f'model = ORTModelForSequenceClassification.from_pretrained("{repo_name}", file_name="model_quantized.onnx")'
-        if info.kind == "onnx"
-        else "from transformers import AutoModelForSequenceClassification\n"
-        f'model = AutoModelForSequenceClassification.from_pretrained("{repo_name}")'
-    )
+    if info.kind == "onnx":
+        onnx_file = "model.onnx" if info.method == "onnx-fp32" else "model_quantized.onnx"
+        how = (
+            "import onnxruntime\n"
+            "from optimum.onnxruntime import ORTModelForSequenceClassification\n\n"
+            "options = onnxruntime.SessionOptions()\n"
+            'options.add_session_config_entry("session.set_denormal_as_zero", "1")  # fast softmax on x86 CPUs\n'
+            "model = ORTModelForSequenceClassification.from_pretrained(\n"
+            f'    "{repo_name}", file_name="{onnx_file}", session_options=options\n)'
+        )
+    else:
+        needs = "# needs: pip install torchao\n" if (info.method or "").startswith("torchao") else ""
+        how = (
+            f"{needs}from transformers import AutoModelForSequenceClassification\n"
+            f'model = AutoModelForSequenceClassification.from_pretrained("{repo_name}")'
+        )
     return f"""# {repo_name}
 
 A {info.kind} variant of [`{info.base_model}`](https://huggingface.co/{info.base_model}) for

@@ -6,8 +6,8 @@
 
 Steps: load the data; load the model (fine-tuned on the task first if it has no head for these labels, saved
 in <output_dir>/teacher); quantize it with each of ``methods`` into <output_dir>/quantized/<method> (each
-written whole or not at all); load every artifact back (plain from_pretrained for bitsandbytes, Optimum's
-ORTModelForSequenceClassification for ONNX) and measure test accuracy, size on disk, CPU latency at each batch
+written whole or not at all); load every artifact back (plain from_pretrained for bitsandbytes and torchao,
+Optimum's ORTModelForSequenceClassification for ONNX, denormals flushed to zero) and measure test accuracy, size on disk, CPU latency at each batch
 size (models interleaved, median of rounds), and the peak memory of a fresh process; write
 <output_dir>/report.json, report.md and the trade-off plots (PNG). Quantization is inference-only: it runs
 in the main process.

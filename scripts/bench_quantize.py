@@ -7,7 +7,8 @@
 Settings: recipes/configs/minilm/rotten_tomatoes/quantize_full.yaml. Every method quantizes the same fp32
 folder through ``hfcompress.quantization.quantize`` (what recipes/quantize.py runs); every artifact is loaded
 back (ONNX with Optimum's ORTModelForSequenceClassification, bitsandbytes with plain from_pretrained) and
-measured in this one process: test accuracy, size on disk, peak RSS of a fresh process, CPU latency at batch
+measured in this one process (ONNX through load_quantized: denormals flushed to zero, plus rows with ONNX
+Runtime's default session for comparison): test accuracy, size on disk, peak RSS of a fresh process, CPU latency at batch
 1 and 32 with the models taking turns (median of ``--rounds`` rounds of ``--runs`` timed passes). Target:
 ONNX Runtime int8 >= 1.7x PyTorch fp32 throughput at batch 32 with <= 0.5 points of accuracy lost. Also
 writes the k-bit (min/max) weight-error analysis per layer. Output: <out>/quantize_benchmark.{json,md}, PNGs.
@@ -41,6 +42,7 @@ from hfcompress.quantization import (
     plot_tradeoffs,
     quantize,
 )
+from hfcompress.quantization.backends import method_available
 from hfcompress.quantization.measure import report_columns
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes/configs/minilm/rotten_tomatoes/quantize_full.yaml"
@@ -59,6 +61,13 @@ VARIANTS = {
     ),
     "bnb-int8": dict(method="bnb-int8"),
     "bnb-nf4": dict(method="bnb-nf4"),
+    "torchao-int8": dict(method="torchao-int8"),
+}
+# name -> the variant whose artifact it loads with ONNX Runtime's default session options (denormals kept),
+# to show what flushing denormals to zero (load_quantized's default) is worth
+DEFAULT_SESSION = {
+    "onnx-fp32 (default ORT session)": "onnx-fp32",
+    "onnx-int8-dynamic (avx512_vnni per-channel; default ORT session)": "onnx-int8-dynamic (avx512_vnni per-channel)",
 }
 BASELINE = "fp32 (PyTorch)"
 
@@ -74,16 +83,27 @@ def main():
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--out", default="scripts/results/quantization")
     parser.add_argument("--teacher_dir", default=None, help="an already fine-tuned model (skips fine-tuning)")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated; default: every variant whose backend this environment has (torchao-int8 needs "
+        "transformers 5, the ONNX ones Optimum ONNX Runtime, which needs transformers 4.57: make bench-torchao)",
+    )
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=10)
     opts = parser.parse_args()
-    variants = [v.strip() for v in opts.variants.split(",")]
-    if any(v not in VARIANTS for v in variants):
-        parser.error(f"variants are {', '.join(VARIANTS)}")
+    if opts.variants is None:
+        variants = [v for v in VARIANTS if method_available(VARIANTS[v]["method"])]
+        variants += [v for v, base in DEFAULT_SESSION.items() if base in variants]
+    else:
+        variants = [v.strip() for v in opts.variants.split(",")]
+    if any(v not in VARIANTS and v not in DEFAULT_SESSION for v in variants):
+        parser.error(f"variants are {', '.join([*VARIANTS, *DEFAULT_SESSION])}")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
+    # PyTorch gets denormals flushed too (as ONNX Runtime does through load_quantized): a fair baseline
+    torch.set_flush_denormal(True)
 
     overrides = ["--output_dir", str(Path(opts.out) / "work")]
     if opts.max_eval_samples:
@@ -109,7 +129,8 @@ def main():
         source = work / "teacher"
 
     artifacts = {BASELINE: source}
-    for name in variants:
+    quantized = [v for v in VARIANTS if v in variants or v in {DEFAULT_SESSION.get(n) for n in variants}]
+    for name in quantized:
         config = QuantizationConfig(**{**options.to_dict(), **VARIANTS[name]})
         folder = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
         artifacts[name] = quantize(
@@ -120,6 +141,9 @@ def main():
             max_length=data_args.max_seq_length,
             overwrite=True,
         )
+    for name in [v for v in variants if v in DEFAULT_SESSION]:
+        artifacts[name] = artifacts[DEFAULT_SESSION[name]]
+    artifacts = {name: artifacts[name] for name in [BASELINE, *variants]}
     texts = list(raw["test"]["text"][:64])
     rows = measure_artifacts(
         artifacts,
@@ -132,6 +156,7 @@ def main():
         data_args.max_seq_length,
         rounds=opts.rounds,
         runs=opts.runs,
+        load_kwargs={name: {"denormal_as_zero": False} for name in DEFAULT_SESSION},
     )
     plots = plot_tradeoffs(rows, opts.out, 32)
 
@@ -146,7 +171,7 @@ def main():
         for kind, per_bits in sorted(by_kind.items())
     ]
 
-    int8 = [r for r in rows if r["model"].startswith("onnx-int8")]
+    int8 = [r for r in rows if r["model"].startswith("onnx-int8") and r["model"] not in DEFAULT_SESSION]
     target = {
         "rule": "ONNX Runtime int8 speed-up at batch 32 >= 1.7 with accuracy loss <= 0.5 points",
         "met_by": [
@@ -176,7 +201,9 @@ def main():
         f"# Quantization benchmark\n\n`{result['command']}`\n\nModel: {source} (fine-tuned all-MiniLM-L6-v2), "
         f"{len(raw['test'])} test examples. CPU: {torch.get_num_threads()} threads; latency is the median of "
         f"{opts.rounds} interleaved rounds of {opts.runs} runs; speed-ups are against PyTorch fp32 in the same "
-        f"run. Peak RSS: a fresh process loading the model and running one batch of 32, counted from after its imports; the model's share: that peak minus the memory before loading.\n\n"
+        f"run, PyTorch with denormals flushed to zero (`torch.set_flush_denormal`), ONNX Runtime through "
+        f"`load_quantized` (session option `session.set_denormal_as_zero`) except the rows marked default ORT "
+        f"session. Peak RSS: a fresh process loading the model and running one batch of 32, counted from after its imports; the model's share: that peak minus the memory before loading.\n\n"
         + markdown_table(rows, report_columns([1, 32]))
         + f"\nTarget ({target['rule']}): met by {', '.join(target['met_by']) or 'none'}.\n\n"
         + "## k-bit weight error (min/max linear, per tensor): mean ||W - Q(W)|| / ||W|| by layer kind\n\n"

@@ -14,6 +14,7 @@ from hfcompress.quantization import (
     backends,
     is_bitsandbytes_available,
     is_optimum_onnx_available,
+    is_torchao_available,
     kbit_error_report,
     linear_quantize,
     load_quantized,
@@ -22,6 +23,10 @@ from hfcompress.quantization import (
 
 needs_onnx = pytest.mark.skipif(not is_optimum_onnx_available(), reason="needs the [onnx] extra")
 needs_bnb = pytest.mark.skipif(not is_bitsandbytes_available(), reason="needs the [bnb] extra")
+needs_torchao = pytest.mark.skipif(
+    not is_torchao_available() or backends.transformers_major() < 5,
+    reason="needs the [torchao] extra and transformers>=5 (make test-v5)",
+)
 
 
 @pytest.fixture
@@ -79,7 +84,39 @@ def test_missing_backend_names_the_extra(saved, tmp_path, monkeypatch):
         quantize(saved[0], tmp_path / "q", method="onnx-int8-dynamic")
     with pytest.raises(HfCompressError, match=r"hfcompress\[bnb\]"):
         quantize(saved[0], tmp_path / "q", method="bnb-nf4")
+    monkeypatch.setitem(backends.AVAILABLE, "torchao", lambda: False)
+    with pytest.raises(
+        HfCompressError, match=r"needs torchao, which is not installed: .*hfcompress\[torchao\]"
+    ):
+        quantize(saved[0], tmp_path / "q", method="torchao-int8")
+    monkeypatch.setitem(backends.AVAILABLE, "torchao", lambda: True)
+    monkeypatch.setattr(backends, "transformers_major", lambda: 4)
+    with pytest.raises(
+        HfCompressError, match=r"'torchao-int8' needs transformers>=5 \(found .*use onnx-int8"
+    ):
+        quantize(saved[0], tmp_path / "q", method="torchao-int8")
     assert not (tmp_path / "q").exists()
+
+
+def card_snippet_model(artifact, method, kind):
+    """Run the usage snippet of the model card ``share_variant`` would write, with the repo id replaced by the
+    local artifact folder; returns the ``model`` it loads."""
+    from hfcompress.hub import CompressionInfo, build_model_card
+
+    info = CompressionInfo(
+        kind=kind,
+        base_model="tiny",
+        dataset="toy",
+        method=method,
+        settings={},
+        metrics={"test_accuracy": 0.5, "size_mb": 1.0},
+        reference={"test_accuracy": 0.5, "size_mb": 1.0},
+        command="test",
+    )
+    card = str(build_model_card(info, "me/x")).replace('"me/x"', repr(str(artifact)))
+    scope = {}
+    exec(card.split("```python\n")[1].split("```")[0], scope)
+    return scope["model"]
 
 
 def leftovers(folder):
@@ -106,6 +143,19 @@ def test_onnx_fp32_dynamic_static(saved, tmp_path):
         result = logits(loaded, tok, texts)
         assert result.shape == reference.shape and torch.isfinite(result).all()
         assert (result - reference).abs().max() < 0.5  # int8 stays close to fp32
+        # what load_quantized and the model card's snippet do: the same model, denormals flushed to zero
+        for fast in (load_quantized(out), card_snippet_model(out, method, "onnx")):
+            options = fast.model.get_session_options()
+            assert options.get_session_config_entry("session.set_denormal_as_zero") == "1"
+            torch.testing.assert_close(logits(fast, tok, texts), result, rtol=1e-4, atol=1e-4)
+    # this process made other sessions first, so ONNX Runtime left this thread alone: load_quantized sets it
+    assert torch.tensor([1e-39]).item() == 0.0  # a float32 denormal, flushed
+    torch.set_flush_denormal(False)
+    slow = load_quantized(out, denormal_as_zero=False).model.get_session_options()
+    assert torch.tensor([1e-39]).item() != 0.0
+    with pytest.raises(Exception, match="does not have configuration with key"):
+        slow.get_session_config_entry("session.set_denormal_as_zero")
+    assert type(card_snippet_model(tmp_path / "onnx", "onnx-fp32", "onnx")).__name__.startswith("ORTModel")
     assert leftovers(tmp_path) == []
 
 
@@ -155,3 +205,26 @@ def test_bnb_saves_and_reloads_with_plain_transformers(saved, tmp_path, method):
     assert torch.isfinite(result).all() and (result - logits(model, tok, texts)).abs().max() < 0.5
     with pytest.raises(HfCompressError, match="already quantized \\(bitsandbytes\\)"):
         quantize(out, tmp_path / "again", method="bnb-int8")
+
+
+@needs_torchao
+@pytest.mark.torchao
+def test_torchao_int8_safetensors_reload_with_plain_transformers(saved, tmp_path):
+    source, tok, model, texts = saved
+    out = quantize(source, tmp_path / "ao", method="torchao-int8")
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)  # plain transformers
+    assert str(loaded.config.quantization_config.quant_method.value) == "torchao"
+    weight = loaded.bert.encoder.layer[0].attention.self.query.weight
+    assert type(weight).__name__ == "Int8Tensor" and weight.qdata.dtype == torch.int8
+    assert type(loaded.classifier.weight) in (torch.nn.Parameter, torch.Tensor)  # head in full precision
+    reference = logits(model, tok, texts)
+    result = logits(loaded, tok, texts)
+    assert (result - reference).abs().max() < 0.05 and not torch.equal(result, reference)
+    # the saved int8 weights are exactly what was quantized: reloading twice gives the same model
+    torch.testing.assert_close(logits(load_quantized(out), tok, texts), result, rtol=0, atol=0)
+    torch.testing.assert_close(
+        logits(card_snippet_model(out, "torchao-int8", "quantized"), tok, texts), result
+    )
+    with pytest.raises(HfCompressError, match="already quantized \\(torchao\\)"):
+        quantize(out, tmp_path / "again", method="torchao-int8")

@@ -55,7 +55,9 @@ def test_quantize_end_to_end(assets, tmp_path):  # noqa: F811
         (["--teacher_model_name_or_path", "/no/such/model"], "model '/no/such/model' not found"),
     ],
 )
-def test_bad_input_stops_before_writing(assets, tmp_path, extra, message):  # noqa: F811
+def test_bad_input_stops_before_writing(assets, tmp_path, extra, message, monkeypatch):  # noqa: F811
+    for backend in backends.AVAILABLE:  # the default methods' backends: checked before the model is
+        monkeypatch.setitem(backends.AVAILABLE, backend, lambda: True)
     out = tmp_path / "never"
     with pytest.raises(HfCompressError, match=message):
         load_recipe().main(quantize_args(assets, out, *extra))
@@ -68,3 +70,28 @@ def test_missing_backend_stops_before_writing(assets, tmp_path, monkeypatch):  #
     with pytest.raises(HfCompressError, match=r"pip install 'hfcompress\[bnb\]'"):
         load_recipe().main(quantize_args(assets, out, "--methods", "bnb-int8"))
     assert not out.exists()
+
+
+def test_torchao_on_transformers_4_stops_before_writing(assets, tmp_path, monkeypatch):  # noqa: F811
+    for backend in backends.AVAILABLE:
+        monkeypatch.setitem(backends.AVAILABLE, backend, lambda: True)
+    monkeypatch.setattr(backends, "transformers_major", lambda: 4)
+    out = tmp_path / "never"
+    with pytest.raises(HfCompressError, match=r"'torchao-int8' needs transformers>=5"):
+        load_recipe().main(quantize_args(assets, out, "--methods", "onnx-int8-dynamic,torchao-int8"))
+    assert not out.exists()
+
+
+@pytest.mark.skipif(
+    not backends.method_available("torchao-int8"), reason="needs torchao and transformers>=5 (make test-v5)"
+)
+def test_torchao_end_to_end(assets, tmp_path):  # noqa: F811
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "q"
+    report = load_recipe().main(quantize_args(assets, out, "--methods", "torchao-int8"))
+    row = report["results"][1]
+    assert row["model"] == "torchao-int8" and 0 <= row["test_accuracy"] <= 1
+    assert row["size_mb"] < report["results"][0]["size_mb"] and row["latency_ms_b4"] > 0
+    model = AutoModelForSequenceClassification.from_pretrained(out / "quantized" / "torchao-int8")
+    assert model.config.quantization_config.quant_method == "torchao"

@@ -3,7 +3,8 @@
 Every method writes into a temporary folder next to ``output_dir`` and renames it into place only when
 complete, so a failure leaves no half-written output and never touches an earlier result. The artifact
 holds the tokenizer and ``hfcompress_quantization.json`` (method, settings, source), and loads with
-``load_quantized`` or directly: plain ``from_pretrained`` for bitsandbytes, ``ORTModelFor...`` for ONNX.
+``load_quantized`` or directly: plain ``from_pretrained`` for bitsandbytes and torchao, ``ORTModelFor...`` for
+ONNX.
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def quantize(
             from .bnb import quantize_bnb
 
             quantize_bnb(model_dir, work, config)
+        elif config.backend == "torchao":
+            from .torchao_int8 import quantize_torchao
+
+            quantize_torchao(model_dir, work, config)
         elif config.method == "onnx-fp32":
             from .onnx import export_onnx
 
@@ -135,21 +140,42 @@ def quantize(
     return output_dir
 
 
-def load_quantized(path: str | os.PathLike):
-    """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier)."""
+def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True):
+    """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier).
+
+    ONNX artifacts get ``onnx.session_options(denormal_as_zero)``: flushing denormals to zero is what makes
+    ONNX Runtime's attention softmax fast on x86 (see ``hfcompress.quantization.onnx``). ONNX Runtime applies
+    that option to its own threads, but to the calling thread (which does a share of every run) only for the
+    first session of the process, so when an earlier session (an export, a calibration) came first the
+    calling thread would keep denormals and hold every run back; it is therefore set on the calling thread
+    here too (``torch.set_flush_denormal``). Threads that call the model are those that need it."""
     path = Path(path)
     method = json.loads((path / RECORD).read_text())["method"] if (path / RECORD).exists() else None
     if method and method.startswith("onnx"):
         require_backend(method)
         from optimum.onnxruntime import ORTModelForSequenceClassification
 
+        from .onnx import session_options
+
         file_name = "model.onnx" if method == "onnx-fp32" else "model_quantized.onnx"
-        return ORTModelForSequenceClassification.from_pretrained(path, file_name=file_name)
+        model = ORTModelForSequenceClassification.from_pretrained(
+            path, file_name=file_name, session_options=session_options(denormal_as_zero)
+        )
+        if denormal_as_zero:
+            import torch
+
+            torch.set_flush_denormal(True)
+        return model
     if method and method.startswith("bnb"):
         require_backend(method)
         from .bnb import load_bnb
 
         return load_bnb(path)
+    if method and method.startswith("torchao"):
+        require_backend(method)
+        from .torchao_int8 import quiet_torchao
+
+        quiet_torchao()
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(path)

@@ -18,7 +18,21 @@ def is_optimum_onnx_available() -> bool:
     )
 
 
-AVAILABLE = {"bitsandbytes": is_bitsandbytes_available, "optimum-onnx": is_optimum_onnx_available}
+def is_torchao_available() -> bool:
+    return importlib.util.find_spec("torchao") is not None
+
+
+AVAILABLE = {
+    "bitsandbytes": is_bitsandbytes_available,
+    "optimum-onnx": is_optimum_onnx_available,
+    "torchao": is_torchao_available,
+}
+
+
+def transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
 
 
 def require_backend(method: str) -> None:
@@ -28,3 +42,19 @@ def require_backend(method: str) -> None:
         raise HfCompressError(
             f"method {method!r} needs {backend}, which is not installed: pip install 'hfcompress[{extra}]'"
         )
+    if backend == "torchao" and transformers_major() < 5:
+        import transformers
+
+        raise HfCompressError(
+            f"method {method!r} needs transformers>=5 (found {transformers.__version__}): 4.x can't save or "
+            "reload torchao int8 weights as safetensors; use onnx-int8-dynamic or bnb-int8 with this version"
+        )
+
+
+def method_available(method: str) -> bool:
+    """Whether ``require_backend(method)`` passes in this environment."""
+    try:
+        require_backend(method)
+    except HfCompressError:
+        return False
+    return True

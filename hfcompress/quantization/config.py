@@ -15,6 +15,7 @@ METHODS = {
     "onnx-fp32": ("optimum-onnx", "onnx"),
     "onnx-int8-dynamic": ("optimum-onnx", "onnx"),
     "onnx-int8-static": ("optimum-onnx", "onnx"),
+    "torchao-int8": ("torchao", "torchao"),
 }
 PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
@@ -78,7 +79,8 @@ class QuantizationConfig(QuantizationOptions):
         default="onnx-int8-dynamic",
         metadata={
             "help": "bnb-int8 (LLM.int8), bnb-nf4, bnb-fp4 (bitsandbytes 4-bit); onnx-fp32 (export only), "
-            "onnx-int8-dynamic, onnx-int8-static (ONNX Runtime through Optimum)."
+            "onnx-int8-dynamic, onnx-int8-static (ONNX Runtime through Optimum); torchao-int8 (int8 weight-only, "
+            "PyTorch-native, safetensors)."
         },
     )
 

@@ -70,10 +70,12 @@ def measure_artifacts(
     rounds: int = 3,
     runs: int = 10,
     memory: bool = True,
+    load_kwargs: dict[str, dict] | None = None,
 ) -> list[dict]:
     """Load each saved model in ``artifacts`` (name -> folder; fp32 PyTorch folders and ``quantize`` outputs)
     and measure it: test metrics, size on disk, peak memory of a fresh process, CPU latency at each batch size
-    with the models taking turns; ratios against the ``baseline`` entry."""
+    with the models taking turns; ratios against the ``baseline`` entry. ``load_kwargs`` (name -> keyword
+    arguments of ``load_quantized``) loads an artifact differently, e.g. ``{"denormal_as_zero": False}``."""
     from transformers import AutoModelForSequenceClassification
 
     from ..data import DistillationDataCollator
@@ -81,7 +83,7 @@ def measure_artifacts(
     from .api import RECORD, load_quantized
 
     models = {
-        name: load_quantized(path)
+        name: load_quantized(path, **(load_kwargs or {}).get(name, {}))
         if (Path(path) / RECORD).exists()
         else AutoModelForSequenceClassification.from_pretrained(path)
         for name, path in artifacts.items()
