@@ -33,17 +33,14 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> None:
     model.save_pretrained(out)
 
 
-def session_options(denormal_as_zero: bool = True, threads: int | None = None):
-    """``onnxruntime.SessionOptions`` for ``ORTModelFor....from_pretrained(..., session_options=...)``:
-    denormals flushed to zero (``session.set_denormal_as_zero``), and ``threads`` intra-op threads (``None``:
-    ONNX Runtime's default, one per physical core)."""
+def session_options(denormal_as_zero: bool = True):
+    """``onnxruntime.SessionOptions`` for ``ORTModelFor....from_pretrained(..., session_options=...)``, with
+    denormals flushed to zero (``session.set_denormal_as_zero``) unless ``denormal_as_zero`` is False."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if denormal_as_zero:
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
-    if threads:
-        options.intra_op_num_threads = threads
     return options
 
 
