@@ -55,6 +55,7 @@ bench: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_distill.py --seeds 42,43,44
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_prune.py --teacher_dir scripts/results/work/teacher --num_train_epochs 1
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_quantize.py --teacher_dir scripts/results/work/teacher
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_qat.py --teacher_dir scripts/results/work/teacher
 
 # torchao int8 needs transformers 5, so its row comes from the .venv-v5 environment
 bench-torchao: setup-v5 assets

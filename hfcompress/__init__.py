@@ -18,7 +18,7 @@ from .pruning import (
     structured_prune,
     structured_targets,
 )
-from .quantization import QuantizationConfig, load_quantized, quantize
+from .quantization import QuantizationAwareCallback, QuantizationConfig, load_quantized, quantize
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "HfCompressError",
     "PruningCallback",
     "PruningConfig",
+    "QuantizationAwareCallback",
     "QuantizationConfig",
     "StructuredPruningConfig",
     "count_parameters",
