@@ -23,6 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..distillation.student import find_layer_list
 from ..errors import HfCompressError
+from ..linears import matching_linears
 from .config import PruningConfig
 from .masks import masks_for_sparsity, sparsity_report
 from .schedules import cubic_sparsity
@@ -37,14 +38,7 @@ def prunable_linears(model: nn.Module, pattern: str | None = None) -> dict[str, 
     if pattern is None:
         prefix, _ = find_layer_list(model)
         pattern = rf"^{re.escape(prefix)}\."
-    regex = re.compile(pattern)
-    found = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and regex.search(name)}
-    if not found:
-        examples = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][:4]
-        raise HfCompressError(
-            f"target_modules {pattern!r} matches no nn.Linear; Linear layers are named like {examples}"
-        )
-    return found
+    return matching_linears(model, pattern)
 
 
 class PruningCallback(TrainerCallback):

@@ -15,7 +15,6 @@ score matmuls, which ONNX Runtime also quantizes dynamically.
 
 from __future__ import annotations
 
-import re
 import types
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import TrainerCallback
 
-from ..errors import HfCompressError
+from ..linears import matching_linears
 
 
 def fake_quant_weight(weight: torch.Tensor, per_channel: bool = False) -> torch.Tensor:
@@ -50,22 +49,10 @@ def _qat_forward(self, x):
     return F.linear(x, fake_quant_weight(self.weight, self.qat_per_channel), self.bias)
 
 
-def qat_linears(model: nn.Module, pattern: str | None = None) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules whose name matches ``pattern``; by default all of them (ONNX Runtime's dynamic
-    int8 quantizes every Linear, task head included)."""
-    regex = re.compile(pattern or ".")
-    found = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and regex.search(n)}
-    if not found:
-        examples = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:4]
-        raise HfCompressError(
-            f"target_modules {pattern!r} matches no nn.Linear; Linear layers are named like {examples}"
-        )
-    return found
-
-
 def attach_fake_quant(model: nn.Module, per_channel=False, activations=True, pattern=None) -> list[str]:
     """Make the selected Linear layers compute with fake-quantized weights (and inputs); returns their names."""
-    modules = qat_linears(model, pattern)
+    # by default every Linear: ONNX Runtime's dynamic int8 quantizes them all, task head included
+    modules = matching_linears(model, pattern or ".")
     for module in modules.values():
         module.qat_per_channel, module.qat_activations = per_channel, activations
         module.forward = types.MethodType(_qat_forward, module)
