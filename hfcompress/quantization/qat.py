@@ -65,7 +65,7 @@ def bake_fake_quant(model: nn.Module) -> int:
     how many were baked."""
     count = 0
     for module in model.modules():
-        if isinstance(module, nn.Linear) and "forward" in module.__dict__:
+        if isinstance(module, nn.Linear) and hasattr(module, "qat_per_channel"):  # ours, not other hooks
             module.weight.copy_(fake_quant_weight(module.weight, module.qat_per_channel))
             del module.forward, module.qat_per_channel, module.qat_activations
             count += 1
