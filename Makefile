@@ -14,7 +14,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 setup: $(VENV)/.installed
 
-# torch first and alone: a range would pull a CUDA build of several GB (shared/ASSETS.md).
+# torch first and alone: a range would pull a CUDA build of several GB (docs/install.md).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

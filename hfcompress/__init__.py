@@ -3,18 +3,15 @@
 The public API is flat: ``from hfcompress import DistillationConfig, DistillationTrainer``.
 """
 
-from .distillation import (
-    DistillationConfig,
-    DistillationTrainer,
-    count_parameters,
-    create_student_from_teacher,
-)
+from .distillation import DistillationConfig, DistillationTrainer, create_student_from_teacher
 from .errors import HfCompressError
 from .finetune import FinetuneConfig, finetune
+from .modeling import count_parameters
 from .pruning import (
     PruningCallback,
     PruningConfig,
     StructuredPruningConfig,
+    prune_and_recover,
     structured_prune,
     structured_targets,
 )
@@ -36,6 +33,7 @@ __all__ = [
     "create_student_from_teacher",
     "finetune",
     "load_quantized",
+    "prune_and_recover",
     "quantize",
     "structured_prune",
     "structured_targets",

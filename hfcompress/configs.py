@@ -1,7 +1,8 @@
-"""Recipe-level dataclass configs: which data, which models, what to report.
+"""Recipe-level dataclass configs: which data, which models, what to report and where to share it.
 
 Training hyper-parameters live in the trainer configs (``DistillationConfig`` extends ``TrainingArguments``);
-these hold what a recipe wires together. Every field has help text and is checked in ``__post_init__``.
+these hold what a recipe wires together. Every field has help text and is checked in ``__post_init__``. Each
+recipe declares the tuple of dataclasses its YAML configs are made of (``CONFIG_TYPES`` in the script).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import HfCompressError
+from .errors import HfCompressError, check_choice
 
 TOKENIZER_MODES = ("auto", "shared", "separate")
 FINETUNE_MODES = ("auto", "always", "never")
@@ -125,10 +126,7 @@ class TeacherRecipeArguments(ReportingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.teacher_finetune not in FINETUNE_MODES:
-            raise HfCompressError(
-                f"teacher_finetune must be one of {', '.join(FINETUNE_MODES)}, got {self.teacher_finetune!r}"
-            )
+        check_choice("teacher_finetune", self.teacher_finetune, FINETUNE_MODES)
 
 
 @dataclass
@@ -151,10 +149,9 @@ class FinetuneRecipeArguments(ReportingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        from .tasks import TASK_TYPES
+        from .data import TASK_TYPES
 
-        if self.task_type not in TASK_TYPES:
-            raise HfCompressError(f"task_type must be one of {', '.join(TASK_TYPES)}, got {self.task_type!r}")
+        check_choice("task_type", self.task_type, TASK_TYPES)
 
 
 @dataclass
@@ -183,10 +180,7 @@ class DistillRecipeArguments(TeacherRecipeArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.tokenizer_mode not in TOKENIZER_MODES:
-            raise HfCompressError(
-                f"tokenizer_mode must be one of {', '.join(TOKENIZER_MODES)}, got {self.tokenizer_mode!r}"
-            )
+        check_choice("tokenizer_mode", self.tokenizer_mode, TOKENIZER_MODES)
 
 
 @dataclass
@@ -203,8 +197,7 @@ class PruneRecipeArguments(TeacherRecipeArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pruning not in PRUNING_KINDS:
-            raise HfCompressError(f"pruning must be one of {', '.join(PRUNING_KINDS)}, got {self.pruning!r}")
+        check_choice("pruning", self.pruning, PRUNING_KINDS)
 
 
 @dataclass
@@ -227,35 +220,8 @@ class QuantizeRecipeArguments(TeacherRecipeArguments):
         from .quantization.config import METHODS
 
         for method in self.method_list:
-            if method not in METHODS:
-                raise HfCompressError(f"methods: {method!r} is not one of {', '.join(METHODS)}")
+            check_choice("each of methods", method, METHODS)
 
     @property
     def method_list(self) -> list[str]:
         return [m.strip() for m in self.methods.split(",") if m.strip()]
-
-
-def recipe_config_types(recipe: str) -> tuple:
-    """The dataclasses a recipe's YAML configs are made of (``recipes/configs/**/<recipe>_*.yaml``)."""
-    from transformers import TrainingArguments
-
-    from .distillation import DistillationConfig
-    from .finetune import FinetuneConfig
-    from .pruning import PruningConfig, StructuredPruningConfig
-    from .quantization.config import QuantizationOptions
-
-    types = {
-        "distill": (DistillRecipeArguments, DataArguments, DistillationConfig),
-        "prune": (
-            PruneRecipeArguments,
-            DataArguments,
-            DistillationConfig,
-            PruningConfig,
-            StructuredPruningConfig,
-        ),
-        "quantize": (QuantizeRecipeArguments, DataArguments, QuantizationOptions, TrainingArguments),
-        "finetune": (FinetuneRecipeArguments, DataArguments, FinetuneConfig, TrainingArguments),
-    }
-    if recipe not in types:
-        raise HfCompressError(f"unknown recipe {recipe!r}; known: {', '.join(types)}")
-    return types[recipe]

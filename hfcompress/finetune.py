@@ -1,29 +1,31 @@
 """Transfer learning: load a pretrained model with a new head for the task's labels and fine-tune it (full,
 with frozen embeddings/first layers, or LoRA/QLoRA through peft), with early stopping on the validation
 metric. ``finetune`` is the one implementation: recipes/finetune.py and the teacher stage of the compression
-recipes (``finetune_classifier``) both run it.
+recipes (``finetuned_teacher``) both run it. Loading a model with a head for the labels is
+``hfcompress.modeling.load_classifier``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import re
+import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    DataCollatorForTokenClassification,
-    DataCollatorWithPadding,
-    EarlyStoppingCallback,
-    Trainer,
-)
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 
-from .assets import ASSETS, resolve_model
+from .data import task_collator
 from .errors import HfCompressError
+from .evaluation import write_text_atomic
+from .modeling import find_layer_list, load_classifier
+from .training_args import stage_args
+
+logger = logging.getLogger(__name__)
+TEACHER_RECORD = "hfcompress_finetune.json"
 
 LORA_TARGETS = r"(query|key|value|dense|q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|qkv_proj|c_attn|c_proj|fc1|fc2)"
 
@@ -79,64 +81,8 @@ class FinetuneConfig:
         return dataclasses.asdict(self)
 
 
-def _not_found(name_or_path: str, err: Exception) -> HfCompressError:
-    known = ", ".join(sorted(n for a in ASSETS.values() if a.kind == "model" for n in (a.name, *a.hub_ids)))
-    return HfCompressError(
-        f"model {name_or_path!r} not found: not a local folder, not an offline asset ({known}), and the Hub "
-        f"could not provide it ({type(err).__name__})"
-    )
-
-
-def load_tokenizer(name_or_path: str):
-    path = resolve_model(name_or_path)
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise _not_found(name_or_path, err) from None
-
-
-def has_classification_head(config) -> bool:
-    """True when the checkpoint was saved with a sequence-classification head."""
-    return any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-
-
-def load_classifier(
-    name_or_path: str, label_names: list[str], task_type: str = "single_label_classification", **kwargs
-):
-    """``AutoModelForSequenceClassification`` for these labels; returns (model, head_was_pretrained).
-
-    A base model gets a new head with ``id2label``/``label2id`` from the dataset. A checkpoint that already
-    has a classification head of another size is refused: its labels don't fit the task.
-    """
-    path = resolve_model(name_or_path)
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise _not_found(name_or_path, err) from None
-    num_labels = len(label_names)
-    saved_head = has_classification_head(config)
-    if saved_head and config.num_labels != num_labels:
-        raise HfCompressError(
-            f"model {name_or_path!r} has a classification head with num_labels={config.num_labels} but the "
-            f"dataset has {num_labels} labels ({', '.join(label_names)}); use a base model or matching data"
-        )
-    id2label = dict(enumerate(label_names))
-    model_class = AutoModelForSequenceClassification
-    if task_type == "token_classification":
-        model_class = AutoModelForTokenClassification
-        saved_head = any(a.endswith("ForTokenClassification") for a in (config.architectures or []))
-    elif task_type == "multi_label_classification":
-        kwargs["problem_type"] = "multi_label_classification"
-    model = model_class.from_pretrained(
-        path, num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()}, **kwargs
-    )
-    return model, saved_head  # a saved head of another size was refused above
-
-
 def freeze(model, embeddings: bool, first_layers: int) -> None:
     """Stop gradients to the embeddings and/or the first ``first_layers`` transformer layers."""
-    from .distillation.student import find_layer_list
-
     if embeddings:
         model.get_input_embeddings().requires_grad_(False)
         base = getattr(model, model.base_model_prefix, model)
@@ -154,8 +100,6 @@ def lora_target_regex(model, spec: str = "auto") -> str:
     """The module-name regex LoRA attaches to: by default the Linear layers inside the transformer layers."""
     if spec != "auto":
         return spec
-    from .distillation.student import find_layer_list
-
     prefix, _ = find_layer_list(model)
     return rf"{re.escape(prefix)}\.\d+\..*{LORA_TARGETS}"
 
@@ -183,6 +127,7 @@ def load_qlora_base(name_or_path: str, label_names: list[str], task_type: str):
     """The frozen 4-bit (nf4, double-quantized) base for QLoRA, head in full precision, ready for training."""
     from peft import prepare_model_for_kbit_training
 
+    from .assets import resolve_model
     from .quantization.backends import require_backend
     from .quantization.bnb import bnb_config, disable_avx512bf16, kept_modules
     from .quantization.config import QuantizationConfig
@@ -192,13 +137,47 @@ def load_qlora_base(name_or_path: str, label_names: list[str], task_type: str):
     quantization = bnb_config(QuantizationConfig(method="bnb-nf4"), kept_modules(path))
     model, _ = load_classifier(name_or_path, label_names, task_type, quantization_config=quantization)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    disable_avx512bf16(model)  # the CPU eval-then-train failure of shared/ASSETS.md
+    disable_avx512bf16(model)  # the CPU eval-then-train failure (docs/quantization.md)
     return model
 
 
 def merge_adapter(model):
     """A plain transformers model with the LoRA weights merged in (``merge_and_unload``)."""
     return model.merge_and_unload()
+
+
+def check_early_stopping(config: FinetuneConfig, args: TrainingArguments) -> None:
+    """Early stopping needs evaluations and the best checkpoint loaded at the end."""
+    if config.early_stopping_patience is not None and (
+        args.eval_strategy == "no" or not args.load_best_model_at_end
+    ):
+        raise HfCompressError(
+            "early_stopping_patience needs eval_strategy (epoch or steps), save_strategy to match and "
+            "load_best_model_at_end: true"
+        )
+
+
+def save_finetuned(
+    trainer: Trainer, tokenizer, config: FinetuneConfig, out: str | Path, reload_base=None
+) -> Path:
+    """Save a plain model to ``<out>/model``; with LoRA also the adapter to ``<out>/adapter``, merged onto the
+    base (QLoRA: onto a full-precision base from ``reload_base()``, since merging into 4-bit weights would
+    round the update away). Returns the model folder."""
+    out = Path(out)
+    if not config.use_lora:
+        trainer.save_model(str(out / "model"))
+        return out / "model"
+    trainer.model.save_pretrained(out / "adapter")
+    tokenizer.save_pretrained(out / "adapter")
+    if config.qlora:
+        from peft import PeftModel
+
+        final = merge_adapter(PeftModel.from_pretrained(reload_base(), out / "adapter"))
+    else:
+        final = merge_adapter(trainer.model)
+    final.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    return out / "model"
 
 
 def finetune(
@@ -219,12 +198,8 @@ def finetune(
     """
     config = config or FinetuneConfig()
     callbacks = list(callbacks or [])
+    check_early_stopping(config, args)
     if config.early_stopping_patience is not None:
-        if args.eval_strategy == "no" or not args.load_best_model_at_end:
-            raise HfCompressError(
-                "early_stopping_patience needs eval_strategy (epoch or steps), save_strategy to match and "
-                "load_best_model_at_end: true"
-            )
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
     freeze(model, config.freeze_embeddings, config.freeze_layers)
     if config.use_lora and not hasattr(model, "peft_config"):
@@ -243,15 +218,87 @@ def finetune(
     return trainer
 
 
-def task_collator(tokenizer, task_type: str = "single_label_classification"):
-    """Dynamic padding; for token classification the labels are padded with -100 too."""
-    if task_type == "token_classification":
-        return DataCollatorForTokenClassification(tokenizer)
-    return DataCollatorWithPadding(tokenizer)
+# -- the teacher stage of the compression recipes ----------------------------------------------------------
 
 
-def finetune_classifier(
-    model, tokenizer, train_dataset, eval_dataset, args, compute_metrics=None, callbacks=None
-) -> Trainer:
-    """Full fine-tuning of a sequence classifier with defaults: the compression recipes' teacher stage."""
-    return finetune(model, tokenizer, train_dataset, eval_dataset, args, None, compute_metrics, callbacks)
+def teacher_record(recipe, data_args, args) -> dict:
+    """What a fine-tuned teacher depends on; a teacher saved with an equal record is reused, not retrained."""
+    return {
+        "base": recipe.teacher_model_name_or_path,
+        "dataset": data_args.dataset_name,
+        "text_column": data_args.text_column,
+        "label_column": data_args.label_column,
+        "max_train_samples": data_args.max_train_samples,
+        "max_seq_length": data_args.max_seq_length,
+        "epochs": recipe.teacher_num_train_epochs,
+        "learning_rate": recipe.teacher_learning_rate,
+        "batch_size": args.per_device_train_batch_size,
+        "seed": args.seed,
+    }
+
+
+def ensure_finetuned_teacher(
+    teacher,
+    head_ready: bool,
+    mode: str,
+    tokenizer,
+    tokenized,
+    args: TrainingArguments,
+    teacher_dir: str | Path,
+    record: dict,
+    compute_metrics=None,
+):
+    """A teacher fine-tuned on the task: as given, reloaded from an earlier run, or trained now.
+
+    Returns (model, folder it is saved in, or None when it was used as given). ``mode`` is 'auto' (train when
+    the checkpoint has no head for these labels), 'always' or 'never'. ``record`` describes the run (base
+    model, data, hyper-parameters); a teacher saved in ``teacher_dir`` with the same record is reused instead
+    of trained again. The fine-tuned teacher is kept on purpose: later runs (and other recipes pointed at the
+    same output folder) reuse it.
+    """
+    if mode == "never" or (mode == "auto" and head_ready):
+        return teacher, None
+    teacher_dir = Path(teacher_dir)
+    record_path = teacher_dir / TEACHER_RECORD
+    if record_path.exists() and json.loads(record_path.read_text()) == record:
+        logger.info("Reusing the teacher fine-tuned earlier in %s", teacher_dir)
+        reloaded = type(teacher).from_pretrained(
+            teacher_dir, attn_implementation=teacher.config._attn_implementation
+        )
+        return reloaded, teacher_dir
+    logger.info("Fine-tuning the teacher on the task (%s epochs)", record.get("epochs"))
+    trainer = finetune(
+        teacher, tokenizer, tokenized["train"], tokenized["validation"], args, None, compute_metrics
+    )
+    if trainer.is_world_process_zero():
+        if teacher_dir.exists():
+            shutil.rmtree(teacher_dir)
+        trainer.save_model(str(teacher_dir))
+        write_text_atomic(record_path, json.dumps(record, indent=2, sort_keys=True))
+    return trainer.model, teacher_dir
+
+
+def finetuned_teacher(
+    recipe, data_args, args, teacher, head_ready, tokenizer, tokenized, out, compute_metrics
+):
+    """The compression recipes' teacher stage: ``ensure_finetuned_teacher`` with the recipe's settings, saved
+    in ``<out>/teacher`` and reused by a later run with the same record. Returns (model, folder or None)."""
+    teacher_args = stage_args(
+        args,
+        output_dir=Path(out) / "teacher_checkpoints",
+        num_train_epochs=recipe.teacher_num_train_epochs,
+        learning_rate=recipe.teacher_learning_rate,
+        eval_strategy="no",
+        save_strategy="no",
+    )
+    return ensure_finetuned_teacher(
+        teacher,
+        head_ready,
+        recipe.teacher_finetune,
+        tokenizer,
+        tokenized,
+        teacher_args,
+        Path(out) / "teacher",
+        teacher_record(recipe, data_args, args),
+        compute_metrics,
+    )

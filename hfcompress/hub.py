@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import HfCompressError
+from .errors import HfCompressError, check_choice
 
 WEIGHT_FILES = ("*.safetensors", "*.onnx")
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -115,8 +115,7 @@ class CompressionInfo:
     license: str | None = None
 
     def __post_init__(self):
-        if self.kind not in RELATIONS:
-            raise HfCompressError(f"kind must be one of {', '.join(RELATIONS)}, got {self.kind!r}")
+        check_choice("kind", self.kind, RELATIONS)
 
 
 REQUIRED_FIGURES = ("test_accuracy", "size_mb")
@@ -243,16 +242,68 @@ def export_variant(folder: str | os.PathLike, out: str | os.PathLike, card) -> P
 
 
 def _connection_errors() -> tuple:
-    """Lost-connection exceptions of the HTTP client huggingface_hub uses (requests in 0.x, httpx later)."""
+    """Exceptions that mean the connection to the Hub failed (refused, reset, timed out, DNS), for the HTTP
+    client huggingface_hub uses: requests in 0.x, httpx later. Other errors (a file that can't be read, a
+    bug) are not dressed up as a lost connection."""
     import importlib
 
-    errors: list = [OSError]  # requests' exceptions are OSErrors
+    errors: list = [ConnectionError, TimeoutError]  # builtins: refused, reset, aborted, socket time-outs
+    try:
+        import requests
+
+        errors += [requests.exceptions.ConnectionError, requests.exceptions.Timeout]
+    except ImportError:
+        pass
     for name in ("httpx", "httpx2"):  # huggingface_hub 1.x uses httpx; 2.x ships it as httpx2
         try:
             errors.append(importlib.import_module(name).TransportError)
         except (ImportError, AttributeError):
             pass
     return tuple(errors)
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def check_token(token: str | None = None) -> str:
+    """Ask the Hub who the token belongs to (``whoami``) before any work; returns the user name.
+
+    No token, a refused token, offline mode and an unreachable Hub are one-line errors, so a run that would
+    fail at push time fails before it trains."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    token = token or get_token()
+    if not token:
+        raise HfCompressError(
+            "share_namespace is set but there is no Hugging Face token: set HF_TOKEN or run `hf auth login`"
+        )
+    endpoint = _endpoint()
+    try:
+        info = HfApi(endpoint=endpoint, token=token).whoami()
+    except OfflineModeIsEnabled:
+        raise HfCompressError(
+            "share_namespace is set but HF_HUB_OFFLINE is on: pushing needs the Hub (share_export_dir works "
+            "offline)"
+        ) from None
+    except _connection_errors() as err:
+        raise HfCompressError(
+            f"can't reach {endpoint} to check the Hugging Face token ({type(err).__name__}); nothing was run"
+        ) from None
+    except (
+        Exception
+    ) as err:  # an HTTP error: huggingface_hub 0.x raises requests' HTTPError here, later HfHubHTTPError
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if status is None:
+            raise
+        reason = "refused the Hugging Face token" if status in (401, 403) else "answered with an error"
+        raise HfCompressError(
+            f"checking the token: {endpoint} {reason} (HTTP {status}); set a valid HF_TOKEN or run `hf auth login`"
+        ) from None
+    return info.get("name", "?") if isinstance(info, dict) else str(info)
 
 
 def push_variant(
@@ -269,7 +320,7 @@ def push_variant(
     The local folder is never modified. Errors (no token, refused token, dropped connection) are one line
     saying what happened; nothing is retried silently.
     """
-    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     check_repo_id(repo_id)
@@ -279,7 +330,7 @@ def push_variant(
         raise HfCompressError(
             "no Hugging Face token: set HF_TOKEN or run `hf auth login`; nothing was uploaded"
         )
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    endpoint = _endpoint()
     api = HfApi(endpoint=endpoint, token=token)
     with tempfile.TemporaryDirectory() as tmp:
         staged = export_variant(folder, Path(tmp) / "variant", card)
@@ -306,3 +357,35 @@ def push_variant(
                 "the local folder is unchanged, run again to retry"
             ) from None
     return str(getattr(info, "commit_url", info))
+
+
+# -- what recipes call -------------------------------------------------------------------------------------
+
+
+def check_sharing(recipe) -> None:
+    """Before any work: a push needs a valid namespace and a token the Hub accepts (``check_token``). Export
+    folders are checked per variant later (``export_variant`` refuses an existing folder)."""
+    if recipe.share_namespace:
+        check_repo_id(f"{recipe.share_namespace}/variant")
+        check_token()
+
+
+def share_variant(recipe, folder, info, *suffix: str) -> dict:
+    """Export and/or push one compressed variant as the recipe's share_* fields ask; returns where it went.
+
+    The repo name follows ``variant_name(base, dataset, *suffix)``; the card is built from ``info`` (figures
+    from the run's own report).
+    """
+    if not (recipe.share_namespace or recipe.share_export_dir):
+        return {}
+    name = variant_name(info.base_model, info.dataset, *suffix)
+    repo_id = f"{recipe.share_namespace or 'local'}/{name}"
+    card = build_model_card(info, repo_id)
+    shared = {"repo_id": repo_id}
+    if recipe.share_export_dir:
+        shared["export"] = str(export_variant(folder, Path(recipe.share_export_dir) / name, card))
+    if recipe.share_namespace:
+        shared["commit_url"] = push_variant(
+            folder, repo_id, card, private=recipe.share_private, revision=recipe.share_revision
+        )
+    return shared

@@ -2,7 +2,9 @@
 
 ``parse_config((ModelArgs, DistillationConfig), argv)`` reads ``--config file.yaml`` (a flat mapping of
 dataclass fields), then applies command-line flags on top. A YAML key or a flag that no dataclass defines is
-an error naming the key and the closest allowed one, so configs can't drift silently.
+an error naming the key and the closest allowed one, so configs can't drift silently. ``--help`` lists every
+field with its help text; ``null`` (or ``None``) on the command line sets an optional field back to None, as
+it does in YAML.
 """
 
 from __future__ import annotations
@@ -17,9 +19,25 @@ from transformers import HfArgumentParser
 
 from .errors import HfCompressError
 
+HELP_FLAGS = ("-h", "--help")
+NULL_WORDS = ("null", "none", "~")
+
 
 def known_fields(dataclass_types) -> set[str]:
     return {f.name for t in dataclass_types for f in fields(t) if f.init}
+
+
+def _accept_null(parser: HfArgumentParser, dataclass_types) -> None:
+    """Let an optional field (default None) be set back to None from the command line: argparse would try
+    ``int("null")``."""
+    optional = {f.name for t in dataclass_types for f in fields(t) if f.init and f.default is None}
+    for action in parser._actions:
+        if action.dest in optional and action.type is not None:
+            convert = action.type
+            action.type = lambda value, convert=convert: (
+                None if value.lower() in NULL_WORDS else convert(value)
+            )
+            action.type.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
 
 
 def load_yaml_config(path: str | Path, dataclass_types) -> dict:
@@ -55,6 +73,7 @@ def parse_config(dataclass_types, argv: list[str] | None = None):
         config_path = argv[i + 1]
         del argv[i : i + 2]
     parser = HfArgumentParser(dataclass_types)
+    _accept_null(parser, dataclass_types)
     if config_path is not None:
         values = load_yaml_config(config_path, dataclass_types)
         # YAML lists/dicts become defaults as they are; argparse only converts strings from the command line.
@@ -62,7 +81,9 @@ def parse_config(dataclass_types, argv: list[str] | None = None):
     unknown = [
         a.split("=")[0]
         for a in argv
-        if a.startswith("--") and a.split("=")[0][2:].replace("-", "_") not in known_fields(dataclass_types)
+        if a.startswith("--")
+        and a not in HELP_FLAGS
+        and a.split("=")[0][2:].replace("-", "_") not in known_fields(dataclass_types)
     ]
     if unknown:
         close = difflib.get_close_matches(unknown[0][2:], known_fields(dataclass_types), n=1)

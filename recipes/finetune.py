@@ -3,6 +3,7 @@
     accelerate launch recipes/finetune.py
     accelerate launch recipes/finetune.py --config recipes/configs/minilm/rotten_tomatoes/finetune_lora.yaml
     accelerate launch recipes/finetune.py --task_type multi_label_classification --dataset_name my.jsonl ...
+    python recipes/finetune.py --help
 
 Task types: single-label, multi-label (the label column holds lists) and token classification (the text column
 holds word lists, the label column one tag per word). The model gets a new head with the dataset's label
@@ -14,180 +15,101 @@ written. The compression recipes' teacher stage runs the same ``hfcompress.finet
 """
 
 import dataclasses
-import logging
 from pathlib import Path
 
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    Trainer,
+    TrainingArguments,
     set_seed,
 )
 
-from hfcompress import HfCompressError, count_parameters
-from hfcompress.configs import parse_int_list
-from hfcompress.data import load_text_classification, tokenize_dataset
-from hfcompress.evaluation import markdown_table, measure_latency, size_on_disk, write_report
-from hfcompress.finetune import (
-    finetune,
-    load_classifier,
-    load_qlora_base,
-    load_tokenizer,
-    merge_adapter,
-    task_collator,
-)
-from hfcompress.hub import CompressionInfo
-from hfcompress.metrics import classification_metrics
-from hfcompress.pipeline import (
+from hfcompress import FinetuneConfig
+from hfcompress.configs import DataArguments, FinetuneRecipeArguments, parse_int_list
+from hfcompress.data import (
     limit_samples,
-    run_recipe,
-    share_variant,
-    stage_args,
-    start_recipe,
-)
-from hfcompress.tasks import (
-    load_multilabel_classification,
-    load_token_classification,
-    multilabel_metrics,
-    token_metrics,
+    load_task_data,
+    task_collator,
+    tokenize_dataset,
     tokenize_token_dataset,
 )
+from hfcompress.evaluation import compare_models, markdown_table, task_metrics
+from hfcompress.finetune import check_early_stopping, finetune, load_qlora_base, save_finetuned
+from hfcompress.hub import CompressionInfo
+from hfcompress.modeling import load_classifier, load_tokenizer
+from hfcompress.recipe import finish_recipe, report_header, run_recipe, start_recipe
 
-logger = logging.getLogger("finetune")
+CONFIG_TYPES = (FinetuneRecipeArguments, DataArguments, FinetuneConfig, TrainingArguments)
 DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/finetune_default.yaml"
 
 
-def load_task(task_type, data_args, tokenizer, seed):
-    """(raw splits, tokenized splits, label names, compute_metrics) for the task type."""
-    name, text, label = data_args.dataset_name, data_args.text_column, data_args.label_column
-    if task_type == "token_classification":
-        raw, names = load_token_classification(name, text, label)
-    elif task_type == "multi_label_classification":
-        raw, names = load_multilabel_classification(name, text, label)
-    else:
-        raw, names = load_text_classification(name, text, label)
-    raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, seed)
-    if task_type == "token_classification":
-        return (
-            raw,
-            tokenize_token_dataset(raw, tokenizer, data_args.max_seq_length),
-            names,
-            token_metrics(len(names)),
-        )
-    metrics = (
-        multilabel_metrics()
-        if task_type == "multi_label_classification"
-        else classification_metrics(data_args.metric_names, len(names))
-    )
-    return raw, tokenize_dataset(raw, tokenizer, data_args.max_seq_length), names, metrics
-
-
 def main(argv=None) -> dict | None:
-    argv, (recipe, data_args, config, args) = start_recipe("finetune", DEFAULT_CONFIG, argv)
-    out = Path(args.output_dir)
-    if config.early_stopping_patience is not None and (
-        args.eval_strategy == "no" or not args.load_best_model_at_end
-    ):
-        raise HfCompressError(
-            "early_stopping_patience needs eval_strategy (epoch or steps), save_strategy to match and "
-            "load_best_model_at_end: true"
-        )
+    argv, (recipe, data_args, config, args) = start_recipe(CONFIG_TYPES, DEFAULT_CONFIG, argv)
+    out, task = Path(args.output_dir), recipe.task_type
+    check_early_stopping(config, args)  # before any work
     set_seed(args.seed)
-    task = recipe.task_type
 
     # 1. Data and model; every check that can fail on bad input happens here, before anything is written.
     tokenizer = load_tokenizer(recipe.model_name_or_path)
-    raw, data, label_names, compute_metrics = load_task(task, data_args, tokenizer, args.seed)
+    raw, labels = load_task_data(task, data_args.dataset_name, data_args.text_column, data_args.label_column)
+    raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
+    tokenize = tokenize_token_dataset if task == "token_classification" else tokenize_dataset
+    data = tokenize(raw, tokenizer, data_args.max_seq_length)
+    metrics = task_metrics(task, data_args.metric_names, len(labels))
     if config.qlora:
-        model = load_qlora_base(recipe.model_name_or_path, label_names, task)
+        model = load_qlora_base(recipe.model_name_or_path, labels, task)
     else:
-        model, _ = load_classifier(recipe.model_name_or_path, label_names, task)
+        model, _ = load_classifier(recipe.model_name_or_path, labels, task, dataset=raw)
     batch_sizes = parse_int_list(recipe.latency_batch_sizes, "latency_batch_sizes")
 
     # 2. Fine-tune (freezing / LoRA as configured; early stopping keeps the best checkpoint).
     trainer = finetune(
-        model, tokenizer, data["train"], data["validation"], args, config, compute_metrics, task_type=task
+        model, tokenizer, data["train"], data["validation"], args, config, metrics, task_type=task
     )
     if not trainer.is_world_process_zero():
         return None
 
     # 3. Save a plain model: LoRA adapters merged onto a full-precision copy of the base.
     trained_parameters = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    if config.use_lora:
-        trainer.model.save_pretrained(out / "adapter")
-        tokenizer.save_pretrained(out / "adapter")
-        if config.qlora:  # merging into 4-bit weights would round the update away: merge onto fp32
-            from peft import PeftModel
+    save_finetuned(
+        trainer, tokenizer, config, out, lambda: load_classifier(recipe.model_name_or_path, labels, task)[0]
+    )
 
-            base, _ = load_classifier(recipe.model_name_or_path, label_names, task)
-            final = merge_adapter(PeftModel.from_pretrained(base, out / "adapter"))
-        else:
-            final = merge_adapter(trainer.model)
-        final.save_pretrained(out / "model")
-        tokenizer.save_pretrained(out / "model")
-    else:
-        trainer.save_model(str(out / "model"))
-
-    # 4. Evaluate the saved model (as anyone loading it gets it) on the held-out test split.
+    # 4. Evaluate the saved model (as anyone loading it gets it) on validation and test.
     auto = (
         AutoModelForTokenClassification
         if task == "token_classification"
         else AutoModelForSequenceClassification
     )
     final = auto.from_pretrained(out / "model")
-    evaluator = Trainer(
-        model=final,
-        args=stage_args(
-            args,
-            output_dir=out / "eval",
-            eval_strategy="no",
-            save_strategy="no",
-            load_best_model_at_end=False,
-        ),
-        data_collator=task_collator(tokenizer, task),
-        compute_metrics=compute_metrics,
-    )
-    test = evaluator.evaluate(data["test"], metric_key_prefix="test")
+    name = Path(recipe.model_name_or_path).name + (" + LoRA (merged)" if config.use_lora else "")
     texts = [t if isinstance(t, str) else " ".join(t) for t in raw["test"]["text"][:64]]
-    row = {
-        "model": Path(recipe.model_name_or_path).name + (" + LoRA (merged)" if config.use_lora else ""),
-        **{
-            k: v
-            for k, v in test.items()
-            if k.startswith("test_") and not k.endswith(("runtime", "per_second"))
-        },
-        "parameters": count_parameters(final),
-        "trained_parameters": trained_parameters,
-        "size_mb": size_on_disk(out / "model") / 2**20,
-    }
-    for b in batch_sizes:
-        row[f"latency_ms_b{b}"] = measure_latency(
-            final, tokenizer, texts, b, data_args.max_seq_length, recipe.latency_runs
-        )
+    [row] = compare_models([(name, final, out / "model", data, tokenizer)], metrics, texts, batch_sizes,
+                           data_args.max_seq_length, recipe.latency_runs, collator_for=lambda t: task_collator(t, task))  # fmt: skip
+    row["trained_parameters"] = trained_parameters
     report = {
-        "recipe": "finetune",
-        "command": " ".join(["recipes/finetune.py", *argv]),
+        **report_header("finetune", argv, data_args, raw),
         "model": recipe.model_name_or_path,
         "task_type": task,
-        "labels": label_names,
-        "dataset": data_args.dataset_name,
-        "train_examples": len(raw["train"]),
-        "test_examples": len(raw["test"]),
+        "labels": labels,
         "epochs_run": trainer.state.epoch,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "settings": config.to_dict(),
         "results": [row],
     }
-    columns = [("model", "model")] + [(k, k.removeprefix("test_")) for k in row if k.startswith("test_")]
+    columns = [("model", "model")] + [
+        (k, k.replace("_", " ")) for k in row if k.startswith(("validation_", "test_"))
+    ]
     columns += [("parameters", "parameters"), ("trained_parameters", "trained"), ("size_mb", "size (MB)")]
-    columns += [(f"latency_ms_b{b}", f"latency b{b} (ms)") for b in batch_sizes]
+    columns += [(f"latency_ms_b{b}", f"latency b{b} (ms)") for b in batch_sizes] + [
+        ("torch_threads", "threads")
+    ]
     markdown = (
         f"# finetune report ({task})\n\n{len(raw['test'])} test examples of {data_args.dataset_name}; "
-        f"labels: {', '.join(label_names)}.\n\n" + markdown_table([row], columns)
+        f"labels: {', '.join(labels)}.\n\n" + markdown_table([row], columns)
     )
-    write_report(out, "report", report, markdown)
 
-    # 5. Share: export and/or push with a model card made from the figures above.
+    # 5. Report and share: the merged model, and the LoRA adapter on its own for users who keep the base.
     info = CompressionInfo(
         kind="finetuned",
         base_model=recipe.model_name_or_path,
@@ -199,18 +121,13 @@ def main(argv=None) -> dict | None:
         metrics=row,
         command=report["command"],
     )
-    report["hub"] = {
-        "model": share_variant(recipe, out / "model", info, "lora-merged" if config.use_lora else "finetuned")
-    }
-    if config.use_lora:  # the adapter on its own, for users who keep the base model
+    variants = {"model": (out / "model", info, ["lora-merged" if config.use_lora else "finetuned"])}
+    if config.use_lora:
         adapter = dataclasses.replace(
             info, kind="adapter", method="LoRA adapter (load with peft onto the base)"
         )
-        report["hub"]["adapter"] = share_variant(recipe, out / "adapter", adapter, "lora-adapter")
-    if any(report["hub"].values()):
-        write_report(out, "report", report, markdown)
-    print("\n" + markdown + f"\nSaved the model to {out / 'model'} and the report to {out / 'report.md'}")
-    return report
+        variants["adapter"] = (out / "adapter", adapter, ["lora-adapter"])
+    return finish_recipe(out, recipe, report, markdown, variants, f"Saved the model to {out / 'model'}")
 
 
 if __name__ == "__main__":

@@ -27,16 +27,15 @@ from pathlib import Path
 
 import torch
 import transformers
+from hfcompress.pipeline import ensure_finetuned_teacher, limit_samples, measure_model, stage_args
 from transformers import Trainer, TrainerCallback, set_seed
 
 from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher
 from hfcompress.configs import DataArguments, DistillRecipeArguments
 from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
-from hfcompress.evaluation import markdown_table, write_report
-from hfcompress.finetune import load_classifier, load_tokenizer
-from hfcompress.metrics import classification_metrics
+from hfcompress.evaluation import classification_metrics, markdown_table, write_report
+from hfcompress.modeling import load_classifier, load_tokenizer
 from hfcompress.parser import parse_config
-from hfcompress.pipeline import ensure_finetuned_teacher, limit_samples, measure_model, stage_args
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes/configs/minilm/rotten_tomatoes/distill_full.yaml"
 

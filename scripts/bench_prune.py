@@ -30,22 +30,22 @@ from pathlib import Path
 
 import torch
 import transformers
+from hfcompress.pipeline import finetuned_teacher, limit_samples, prune_and_recover
 from transformers import AutoModelForSequenceClassification, set_seed
 
 from hfcompress import count_parameters
 from hfcompress.configs import recipe_config_types
 from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
 from hfcompress.evaluation import (
+    classification_metrics,
     evaluate_model,
     interleaved_latency,
     markdown_table,
     size_on_disk,
     write_report,
 )
-from hfcompress.finetune import load_classifier, load_tokenizer
-from hfcompress.metrics import classification_metrics
+from hfcompress.modeling import load_classifier, load_tokenizer
 from hfcompress.parser import parse_config
-from hfcompress.pipeline import finetuned_teacher, limit_samples, prune_and_recover
 from hfcompress.pruning import PruningConfig, StructuredPruningConfig
 
 CONFIG = (

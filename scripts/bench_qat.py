@@ -23,13 +23,12 @@ from pathlib import Path
 
 import torch
 import transformers
+from hfcompress.pipeline import limit_samples
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
 from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
-from hfcompress.evaluation import evaluate_model, markdown_table, write_report
+from hfcompress.evaluation import classification_metrics, evaluate_model, markdown_table, write_report
 from hfcompress.finetune import load_tokenizer
-from hfcompress.metrics import classification_metrics
-from hfcompress.pipeline import limit_samples
 from hfcompress.quantization import load_quantized, quantize
 from hfcompress.quantization.qat import QuantizationAwareCallback
 

@@ -26,15 +26,14 @@ from pathlib import Path
 
 import torch
 import transformers
+from hfcompress.pipeline import finetuned_teacher, limit_samples
 from transformers import AutoModelForSequenceClassification
 
 from hfcompress.configs import recipe_config_types
 from hfcompress.data import load_text_classification, tokenize_dataset
-from hfcompress.evaluation import markdown_table, write_report
-from hfcompress.finetune import load_classifier, load_tokenizer
-from hfcompress.metrics import classification_metrics
+from hfcompress.evaluation import classification_metrics, markdown_table, write_report
+from hfcompress.modeling import load_classifier, load_tokenizer
 from hfcompress.parser import parse_config
-from hfcompress.pipeline import finetuned_teacher, limit_samples
 from hfcompress.quantization import (
     QuantizationConfig,
     kbit_error_report,

@@ -96,7 +96,7 @@ def make_text_dataset(n=64, seed=0):
 def launch_two_processes(script_and_args, cwd=None, timeout=600):
     """Run a script under ``accelerate launch --multi_gpu --num_processes 2`` on the CPU (two gloo processes).
 
-    ``--cpu --num_processes 2`` silently starts ONE process (shared/ASSETS.md); ``--multi_gpu`` on a machine
+    ``--cpu --num_processes 2`` silently starts ONE process (docs/scaling.md); ``--multi_gpu`` on a machine
     without GPUs starts two, and DistillationConfig turns ``use_cpu`` on so they form a gloo group.
     """
     with socket.socket() as s:

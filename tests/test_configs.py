@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
+from conftest import load_recipe
 
 from hfcompress import DistillationConfig, HfCompressError
-from hfcompress.configs import DataArguments, DistillRecipeArguments, recipe_config_types
+from hfcompress.configs import DataArguments, DistillRecipeArguments
 from hfcompress.distillation.config import parse_layer_map
 from hfcompress.parser import parse_config
 
@@ -51,18 +52,42 @@ def test_recipe_argument_checks():
         DataArguments(max_seq_length=2)
 
 
-def test_yamls_exist():
-    assert len(YAMLS) >= 3
+def test_every_config_is_found():
+    """The YAML glob is recursive and sees every shipped config (a moved folder would silently test nothing)."""
+    shipped = {p.name for p in (ROOT / "recipes" / "configs" / "minilm" / "rotten_tomatoes").glob("*.yaml")}
+    assert shipped and shipped <= {p.name for p in YAMLS}
+
+
+def launch_target(path):
+    """(recipe name, config path) from the YAML's '# Launch: accelerate launch recipes/X.py --config Y' line."""
+    line = next(line for line in path.read_text().splitlines() if line.startswith("# Launch:"))
+    words = line.split()
+    script = next(w for w in words if w.startswith("recipes/") and w.endswith(".py"))
+    return Path(script).stem, words[words.index("--config") + 1]
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=[str(p.relative_to(ROOT)) for p in YAMLS])
 def test_every_recipe_yaml_parses(path):
-    """Each YAML against the dataclasses of the recipe its name starts with (distill_, prune_, quantize_,
-    finetune_)."""
-    parsed = parse_config(recipe_config_types(path.stem.split("_")[0]), ["--config", str(path)])
-    recipe, data, args = parsed[0], parsed[1], parsed[2 if path.stem.startswith(("distill", "prune")) else 3]
+    """Each YAML names its recipe and itself in its launch line, and parses against that recipe's own
+    CONFIG_TYPES (the dataclasses the script declares)."""
+    name, config = launch_target(path)
+    assert ROOT / config == path, f"{path.name}'s launch line names {config}"
+    recipe_module = load_recipe(name)
+    parsed = parse_config(recipe_module.CONFIG_TYPES, ["--config", str(path)])
+    assert [type(p) for p in parsed] == list(recipe_module.CONFIG_TYPES)
+    recipe, data = parsed[0], parsed[1]
     model = getattr(recipe, "teacher_model_name_or_path", None) or recipe.model_name_or_path
-    assert args.output_dir and model and data.dataset_name
+    args = next(p for p in parsed if hasattr(p, "output_dir"))
+    assert model and data.dataset_name and args.output_dir
+
+
+@pytest.mark.parametrize("script", sorted((ROOT / "recipes").glob("*.py")), ids=lambda p: p.name)
+def test_configs_named_in_recipe_docstrings_exist(script):
+    """Every config path a recipe's docstring names exists (prune_bert once named one that did not)."""
+    named = [w for w in (load_recipe(script.stem).__doc__ or "").split() if w.endswith(".yaml")]
+    assert named, f"{script.name} names no config"
+    missing = [w for w in named if not (ROOT / w).is_file()]
+    assert not missing
 
 
 def test_cli_overrides_yaml(tmp_path):
@@ -95,3 +120,19 @@ def test_bad_values_from_yaml_are_errors(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(HfCompressError, match="does not exist"):
         parse_config(RECIPE_TYPES, ["--config", str(tmp_path / "nope.yaml")])
+
+
+def test_null_on_the_command_line_resets_an_optional_field():
+    _, data, _ = parse_config(RECIPE_TYPES, ["--config", str(YAMLS[0]), "--max_train_samples", "null"])
+    assert data.max_train_samples is None
+    _, data, _ = parse_config(RECIPE_TYPES, ["--config", str(YAMLS[0]), "--max_train_samples", "5"])
+    assert data.max_train_samples == 5
+
+
+def test_help_lists_fields_with_their_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(RECIPE_TYPES, ["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--temperature" in text and "Softmax temperature for the KD term" in text
+    assert "--max_train_samples" in text

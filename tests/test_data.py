@@ -7,13 +7,9 @@ import pytest
 from conftest import make_tokenizer
 
 from hfcompress import HfCompressError
-from hfcompress.data import (
-    DistillationDataCollator,
-    build_rotten_tomatoes_splits,
-    check_labels_fit,
-    load_text_classification,
-    tokenize_dataset,
-)
+from hfcompress.assets import build_rotten_tomatoes_splits
+from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
+from hfcompress.modeling import check_labels_fit
 
 
 def write_csv(path, rows):

@@ -133,6 +133,15 @@ def test_push_uploads_the_export(model_dir, hub):
     )  # huggingface_hub 0.x / 1.x+
     pushed = {path for (repo, _, path) in server.files}
     assert {"README.md", "model.safetensors", "config.json", "tokenizer_config.json"} <= pushed
+    # the weights went through Git LFS (batch endpoint, then a PUT of the bytes), the rest inline
+    assert (
+        server.upload_modes["model.safetensors"] == "lfs" and server.upload_modes["config.json"] == "regular"
+    )
+    assert any(r.endswith(".git/info/lfs/objects/batch") for r in server.requests)
+    weights = next(v for (_, _, p), v in server.files.items() if p == "model.safetensors")
+    assert (
+        weights == (model_dir / "model.safetensors").read_bytes() and weights in server.lfs_objects.values()
+    )
     assert f"Bearer {TOKEN}" in server.auth
     readme = next(v for (r, _, p), v in server.files.items() if p == "README.md").decode()
     assert TOKEN not in readme and all(TOKEN.encode() not in v for v in server.files.values())
@@ -208,13 +217,39 @@ def test_recipe_exports_and_pushes_with_figures_from_its_report(hub, tmp_path):
             base_args(root, out, "--share_namespace", "me", "--share_export_dir", str(tmp_path / "export"))
         )
     name = "base-reviews-distilled-1L"
-    assert report["hub"]["repo_id"] == f"me/{name}"
+    assert report["hub"]["student"]["repo_id"] == f"me/{name}"
+    assert "GET /api/whoami-v2" in server.requests[0]  # the token was checked before any work
     card = (tmp_path / "export" / name / "README.md").read_text()
     accuracy = report["results"][1]["test_accuracy"]
     assert f"| test_accuracy | {accuracy:.4g} |" in card and "recipes/distill_bert.py" in card
     pushed = {p: v for (r, _, p), v in server.files.items() if r == f"me/{name}"}
     assert pushed["README.md"].decode() == card
     assert set(pushed) == {p.name for p in (tmp_path / "export" / name).iterdir()}
+
+
+def test_recipe_with_a_refused_token_stops_before_writing(hub, tmp_path):
+    """The token is checked with whoami before training, not found wrong at push time after a full run."""
+    from test_recipe import base_args, load_recipe
+
+    with hub("401") as server:
+        with pytest.raises(HfCompressError, match=r"refused the Hugging Face token \(HTTP 401\)"):
+            load_recipe().main(base_args(tmp_path, tmp_path / "never", "--share_namespace", "me"))
+    assert server.requests == ["GET /api/whoami-v2"]
+    assert not (tmp_path / "never").exists()
+
+
+def test_only_connection_errors_are_called_a_lost_connection(model_dir, hub, monkeypatch):
+    """A local failure during the upload (here: a file that can't be read) is not reported as a lost
+    connection."""
+    import huggingface_hub
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "model.safetensors")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", unreadable)
+    with hub():
+        with pytest.raises(PermissionError):
+            push_variant(model_dir, "me/tiny", build_model_card(info(), "me/tiny"))
 
 
 def test_recipe_push_without_token_stops_before_writing(hub, tmp_path, monkeypatch):

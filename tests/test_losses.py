@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hfcompress import losses
+from hfcompress.distillation import losses
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hfcompress.metrics import classification_metrics, load_metric
+from hfcompress.evaluation import classification_metrics, load_metric
 
 
 def test_accuracy_and_f1_offline():

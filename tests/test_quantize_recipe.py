@@ -50,7 +50,7 @@ def test_quantize_end_to_end(assets, tmp_path):  # noqa: F811
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--methods", "onnx-int8-dynamic,int3"], "methods: 'int3' is not one of"),
+        (["--methods", "onnx-int8-dynamic,int3"], "each of methods must be one of .*got 'int3'"),
         (["--preset", "avx9"], "preset must be one of"),
         (["--teacher_model_name_or_path", "/no/such/model"], "model '/no/such/model' not found"),
     ],

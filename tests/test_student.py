@@ -11,7 +11,7 @@ from transformers import (
 )
 
 from hfcompress import HfCompressError, count_parameters, create_student_from_teacher
-from hfcompress.distillation import select_layers
+from hfcompress.modeling import select_layers
 
 
 @pytest.mark.parametrize(

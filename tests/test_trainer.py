@@ -7,7 +7,7 @@ from conftest import make_bert, make_text_dataset, make_tokenizer
 
 from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError, create_student_from_teacher
 from hfcompress.data import tokenize_dataset
-from hfcompress.losses import kd_kl_loss
+from hfcompress.distillation.losses import kd_kl_loss
 
 
 def tiny_data(tokenizer, teacher_tokenizer=None, n=64):

@@ -1,15 +1,14 @@
-"""Knowledge distillation: config, trainer, students built from their teacher, teacher-logit cache."""
+"""Knowledge distillation: config, trainer, pure loss functions, students built from their teacher, and
+the teacher-logit cache."""
 
 from .config import DistillationConfig
-from .student import count_parameters, create_student_from_teacher, find_layer_list, select_layers
-from .trainer import DistillationTrainer, check_shared_vocabulary
+from .student import create_student_from_teacher
+from .trainer import DistillationTrainer, check_shared_vocabulary, resolve_layer_maps
 
 __all__ = [
     "DistillationConfig",
     "DistillationTrainer",
     "check_shared_vocabulary",
-    "count_parameters",
     "create_student_from_teacher",
-    "find_layer_list",
-    "select_layers",
+    "resolve_layer_maps",
 ]

@@ -11,10 +11,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-import torch
 from transformers import TrainingArguments
 
-from ..errors import HfCompressError
+from ..errors import HfCompressError, check_choice
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -25,10 +24,9 @@ def multi_process_without_accelerator() -> bool:
     accelerate forms a gloo process group for CPU processes only when asked for the CPU: without
     ``use_cpu=True`` each process silently trains alone on all the data (accelerate 1.15).
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
-    return not (torch.cuda.is_available() or has_xpu or torch.backends.mps.is_available())
+    from ..runtime import accelerator_available
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not accelerator_available()
 
 
 def parse_layer_map(spec: str) -> list[tuple[int, int]] | None:
@@ -120,10 +118,7 @@ class DistillationConfig(TrainingArguments):
         for name in ("logits_mse_weight", "hidden_mse_weight", "hidden_cosine_weight", "attention_weight"):
             if getattr(self, name) < 0:
                 raise HfCompressError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.teacher_dtype not in TEACHER_DTYPES:
-            raise HfCompressError(
-                f"teacher_dtype must be one of {', '.join(TEACHER_DTYPES)}, got {self.teacher_dtype!r}"
-            )
+        check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
         parse_layer_map(self.hidden_layer_map)
         parse_layer_map(self.attention_layer_map)
         if self.cache_teacher_logits and self.uses_teacher_internals:

@@ -20,9 +20,9 @@ from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from .. import losses
 from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same_vocabulary
 from ..errors import HfCompressError
+from . import losses
 from .cache import dataset_fingerprint, load_or_build_teacher_cache, teacher_fingerprint
 from .config import DistillationConfig, parse_layer_map
 

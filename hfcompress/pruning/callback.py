@@ -21,9 +21,8 @@ from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..distillation.student import find_layer_list
 from ..errors import HfCompressError
-from ..linears import matching_linears
+from ..modeling import find_layer_list, matching_linears
 from .config import PruningConfig
 from .masks import masks_for_sparsity, sparsity_report
 from .schedules import cubic_sparsity

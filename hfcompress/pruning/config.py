@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import HfCompressError
+from ..errors import HfCompressError, check_choice
 
 METHODS = ("magnitude", "gradient", "movement")
 IMPORTANCE = ("gradient", "magnitude")
@@ -52,10 +52,8 @@ class PruningConfig:
     )
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise HfCompressError(f"pruning method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.scope not in SCOPES:
-            raise HfCompressError(f"pruning scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        check_choice("pruning method", self.method, METHODS)
+        check_choice("pruning scope", self.scope, SCOPES)
         if not 0.0 <= self.target_sparsity < 1.0:
             raise HfCompressError(f"target_sparsity must be in [0, 1), got {self.target_sparsity}")
         if not 0.0 <= self.initial_sparsity <= self.target_sparsity:
@@ -129,16 +127,10 @@ class StructuredPruningConfig:
                 raise HfCompressError(f"{name} must be in [0, 1), got {value}")
         if self.prune_layers < 0:
             raise HfCompressError(f"prune_layers must be >= 0, got {self.prune_layers}")
-        if self.importance not in IMPORTANCE:
-            raise HfCompressError(
-                f"importance must be one of {', '.join(IMPORTANCE)}, got {self.importance!r}"
-            )
+        check_choice("importance", self.importance, IMPORTANCE)
         if self.num_iterations < 1:
             raise HfCompressError(f"num_iterations must be >= 1, got {self.num_iterations}")
-        if self.layer_selection not in LAYER_SELECTIONS:
-            raise HfCompressError(
-                f"layer_selection must be one of {', '.join(LAYER_SELECTIONS)}, got {self.layer_selection!r}"
-            )
+        check_choice("layer_selection", self.layer_selection, LAYER_SELECTIONS)
         if self.calibration_batches < 1:
             raise HfCompressError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..distillation.student import find_layer_list
 from ..errors import HfCompressError
-from .structured import attention_output, ffn_inputs, ffn_output, head_layout, layer_style
+from ..modeling import attention_output, ffn_inputs, ffn_output, find_layer_list, head_layout, layer_style
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 

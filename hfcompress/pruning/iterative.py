@@ -14,14 +14,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..distillation.student import find_layer_list, select_layers
 from ..errors import HfCompressError
+from ..modeling import find_layer_list, head_layout, layer_style, select_layers
 from .config import StructuredPruningConfig
 from .importance import block_influence, gradient_importance, magnitude_importance
 from .structured import (
     bert_head_pruning_supported,
-    head_layout,
-    layer_style,
     prune_attention_heads,
     prune_ffn_neurons,
     remove_layers,

@@ -13,8 +13,7 @@ config can express decides what is allowed:
   does: head pruning of BERT-style models is refused there.
 - Layers: the model is rebuilt with the kept layers (as ``create_student_from_teacher``).
 
-Two layer layouts are known: BERT-style (``attention.self.query`` ... ``intermediate.dense``,
-``output.dense``) and Llama-style (``self_attn.q_proj`` ... ``mlp.gate_proj/up_proj/down_proj``).
+Where the parts of a layer are (BERT- and Llama-style) is ``hfcompress.modeling``'s business.
 """
 
 from __future__ import annotations
@@ -22,49 +21,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..distillation.student import create_student_from_teacher, find_layer_list
 from ..errors import HfCompressError
+from ..modeling import (
+    attention_output,
+    ffn_inputs,
+    ffn_output,
+    find_layer_list,
+    head_layout,
+    keep_layers,
+    layer_style,
+)
 
-
-# -- where the parts of a layer are -------------------------------------------------------------------------
-def layer_style(layer: nn.Module) -> str:
-    """'bert' or 'llama', from the names of the layer's submodules."""
-    names = {name for name, _ in layer.named_modules()}
-    if {"attention.self.query", "intermediate.dense", "output.dense"} <= names:
-        return "bert"
-    if {"self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"} <= names:
-        return "llama"
-    raise HfCompressError(
-        f"structured pruning knows BERT-style (attention.self.query, intermediate.dense) and Llama-style "
-        f"(self_attn.q_proj, mlp.down_proj) layers; {type(layer).__name__} is neither"
-    )
-
-
-def attention_output(layer: nn.Module) -> nn.Linear:
-    """The Linear that mixes the heads' outputs back into the hidden size (its input columns are per head)."""
-    return layer.attention.output.dense if layer_style(layer) == "bert" else layer.self_attn.o_proj
-
-
-def ffn_output(layer: nn.Module) -> nn.Linear:
-    """The FFN's down projection (its input columns are the neurons)."""
-    return layer.output.dense if layer_style(layer) == "bert" else layer.mlp.down_proj
-
-
-def ffn_inputs(layer: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(parent, attribute) of the FFN's up projections (their output rows are the neurons)."""
-    if layer_style(layer) == "bert":
-        return [(layer.intermediate, "dense")]
-    return [(layer.mlp, name) for name in ("gate_proj", "up_proj") if hasattr(layer.mlp, name)]
-
-
-def head_layout(layer: nn.Module) -> tuple[int, int, int]:
-    """(query heads, key/value heads, head size) of one layer as it is now."""
-    if layer_style(layer) == "bert":
-        attention = layer.attention.self
-        return attention.num_attention_heads, attention.num_attention_heads, attention.attention_head_size
-    attention = layer.self_attn
-    head_dim = attention.head_dim
-    return attention.q_proj.out_features // head_dim, attention.k_proj.out_features // head_dim, head_dim
+__all__ = [
+    "attention_output",
+    "bert_head_pruning_supported",
+    "ffn_inputs",
+    "ffn_output",
+    "head_layout",
+    "keep_rows",
+    "keep_columns",
+    "layer_style",
+    "prune_attention_heads",
+    "prune_ffn_neurons",
+    "remove_layers",
+]
 
 
 # -- shrinking Linear layers --------------------------------------------------------------------------------
@@ -207,4 +187,4 @@ def remove_layers(model: nn.Module, layers: list[int]) -> nn.Module:
     keep = [i for i in range(total) if i not in set(layers)]
     if not keep:
         raise HfCompressError(f"pruning would remove all {total} layers; keep at least one")
-    return create_student_from_teacher(model, keep)
+    return keep_layers(model, keep)

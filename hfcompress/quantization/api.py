@@ -140,15 +140,20 @@ def quantize(
     return output_dir
 
 
-def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True):
+def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threads: int | None = None):
     """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier).
 
-    ONNX artifacts get ``onnx.session_options(denormal_as_zero)``: flushing denormals to zero is what makes
-    ONNX Runtime's attention softmax fast on x86 (see ``hfcompress.quantization.onnx``). ONNX Runtime applies
-    that option to its own threads, but to the calling thread (which does a share of every run) only for the
-    first session of the process, so when an earlier session (an export, a calibration) came first the
-    calling thread would keep denormals and hold every run back; it is therefore set on the calling thread
-    here too (``torch.set_flush_denormal``). Threads that call the model are those that need it."""
+    ONNX artifacts run with ``threads`` intra-op threads (default: PyTorch's count, so the two runtimes are
+    compared on the same cores) and ``onnx.session_options(denormal_as_zero)``: flushing denormals to zero is
+    what makes ONNX Runtime's attention softmax fast on x86 (see ``hfcompress.quantization.onnx``).
+
+    Process-wide side effect: ONNX Runtime applies that option to its own threads, but to the calling thread
+    (which does a share of every run) only for the first session of the process, so when an earlier session
+    (an export, a calibration) came first the calling thread would keep denormals and hold every run back.
+    With ``denormal_as_zero`` this function therefore calls ``torch.set_flush_denormal(True)`` on the calling
+    thread, and leaves it set: later PyTorch work on that thread (training too) flushes denormals to zero.
+    That changes results only where values below 1e-38 matter; call ``torch.set_flush_denormal(False)`` to
+    undo it, or pass ``denormal_as_zero=False``."""
     path = Path(path)
     method = json.loads((path / RECORD).read_text())["method"] if (path / RECORD).exists() else None
     if method and method.startswith("onnx"):
@@ -158,13 +163,14 @@ def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True):
         from .onnx import session_options
 
         file_name = "model.onnx" if method == "onnx-fp32" else "model_quantized.onnx"
+        import torch
+
+        options = session_options(denormal_as_zero, threads or torch.get_num_threads())
         model = ORTModelForSequenceClassification.from_pretrained(
-            path, file_name=file_name, session_options=session_options(denormal_as_zero)
+            path, file_name=file_name, session_options=options
         )
         if denormal_as_zero:
-            import torch
-
-            torch.set_flush_denormal(True)
+            torch.set_flush_denormal(True)  # process-wide, on purpose: see the docstring
         return model
     if method and method.startswith("bnb"):
         require_backend(method)

@@ -1,6 +1,6 @@
 """bitsandbytes 8-bit (LLM.int8) and 4-bit (nf4/fp4) through transformers' ``BitsAndBytesConfig``.
 
-The CPU pitfalls of shared/ASSETS.md are handled here so users don't meet them:
+The CPU pitfalls of bitsandbytes (docs/quantization.md) are handled here so users don't meet them:
 - task heads (and anything outside the base model) stay in full precision (``llm_int8_skip_modules``): with
   transformers 5 a 2-label head quantized to 4 bits fails in the forward pass;
 - the model is saved right after loading, before any inference forward (saving a 4-bit model after a

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from ..errors import HfCompressError
+from ..errors import HfCompressError, check_choice
 
 # method -> (backend, extra to install)
 METHODS = {
@@ -46,7 +46,7 @@ class QuantizationOptions:
         default=True,
         metadata={
             "help": "bnb 4-bit: quantize the quantization constants too. Also keeps the error low when the "
-            "saved model ran inference first (without it the error roughly doubles, shared/ASSETS.md)."
+            "saved model ran inference first (without it the error roughly doubles; docs/quantization.md)."
         },
     )
     compute_dtype: str = field(
@@ -54,16 +54,9 @@ class QuantizationOptions:
     )
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise HfCompressError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            raise HfCompressError(
-                f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {self.compute_dtype!r}"
-            )
-        if self.calibration_method not in CALIBRATION_METHODS:
-            raise HfCompressError(
-                f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.calibration_method!r}"
-            )
+        check_choice("preset", self.preset, PRESETS)
+        check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
+        check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         if self.calibration_samples < 1:
             raise HfCompressError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
 
@@ -85,10 +78,7 @@ class QuantizationConfig(QuantizationOptions):
     )
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise HfCompressError(
-                f"quantization method must be one of {', '.join(METHODS)}, got {self.method!r}"
-            )
+        check_choice("quantization method", self.method, METHODS)
         super().__post_init__()
 
     @property

@@ -62,7 +62,7 @@ def measure_artifacts(
     artifacts: dict,
     baseline: str,
     tokenizer,
-    dataset,
+    eval_datasets: dict,
     compute_metrics,
     texts: list[str],
     batch_sizes: list[int],
@@ -73,17 +73,21 @@ def measure_artifacts(
     load_kwargs: dict[str, dict] | None = None,
 ) -> list[dict]:
     """Load each saved model in ``artifacts`` (name -> folder; fp32 PyTorch folders and ``quantize`` outputs)
-    and measure it: test metrics, size on disk, peak memory of a fresh process, CPU latency at each batch size
-    with the models taking turns; ratios against the ``baseline`` entry. ``load_kwargs`` (name -> keyword
+    and measure it: metrics on each of ``eval_datasets`` (split -> tokenized dataset; keys ``<split>_<metric>``),
+    size on disk, peak memory of a fresh process, CPU latency at each batch size with the models taking turns
+    (ONNX Runtime on as many intra-op threads as PyTorch has; both counts go in each row); ratios and accuracy
+    differences against the ``baseline`` entry. ``load_kwargs`` (name -> keyword
     arguments of ``load_quantized``) loads an artifact differently, e.g. ``{"denormal_as_zero": False}``."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
     from ..data import DistillationDataCollator
     from ..evaluation import evaluate_model, interleaved_latency, size_on_disk
     from .api import RECORD, load_quantized
 
+    threads = torch.get_num_threads()
     models = {
-        name: load_quantized(path, **(load_kwargs or {}).get(name, {}))
+        name: load_quantized(path, **{"threads": threads, **(load_kwargs or {}).get(name, {})})
         if (Path(path) / RECORD).exists()
         else AutoModelForSequenceClassification.from_pretrained(path)
         for name, path in artifacts.items()
@@ -91,13 +95,21 @@ def measure_artifacts(
     collator = DistillationDataCollator(tokenizer)
     rows = {}
     for name, model in models.items():
-        metrics = evaluate_model(model, dataset, collator, compute_metrics)
-        rows[name] = {
-            "model": name,
-            **{f"test_{k}": v for k, v in metrics.items()},
-            "size_mb": size_on_disk(artifacts[name]) / 2**20,
-            **(peak_memory_mb(artifacts[name], texts[:32], max_length) if memory else {}),
-        }
+        rows[name] = {"model": name}
+        for split, dataset in eval_datasets.items():
+            metrics = evaluate_model(model, dataset, collator, compute_metrics)
+            rows[name].update({f"{split}_{k}": v for k, v in metrics.items()})
+        session = getattr(model, "session", None)  # Optimum's ORTModel holds its onnxruntime session
+        rows[name].update(
+            {
+                "torch_threads": threads,
+                "ort_intra_op_threads": session.get_session_options().intra_op_num_threads
+                if session
+                else None,
+                "size_mb": size_on_disk(artifacts[name]) / 2**20,
+                **(peak_memory_mb(artifacts[name], texts[:32], max_length) if memory else {}),
+            }
+        )
     for batch_size in batch_sizes:
         latency = interleaved_latency(models, tokenizer, texts, batch_size, max_length, rounds, runs)
         for name, value in latency.items():
@@ -105,7 +117,11 @@ def measure_artifacts(
             rows[name][f"speedup_b{batch_size}"] = latency[baseline] / value
     base = rows[baseline]
     for row in rows.values():
-        row["accuracy_delta_points"] = 100 * (row["test_accuracy"] - base["test_accuracy"])
+        for split in eval_datasets:
+            row[f"{split}_accuracy_delta_points"] = 100 * (
+                row[f"{split}_accuracy"] - base[f"{split}_accuracy"]
+            )
+        row["accuracy_delta_points"] = row.get("test_accuracy_delta_points")
         row["size_ratio"] = base["size_mb"] / row["size_mb"]
     return list(rows.values())
 
@@ -113,15 +129,16 @@ def measure_artifacts(
 def report_columns(batch_sizes: list[int]) -> list[tuple[str, str]]:
     columns = [
         ("model", "method"),
-        ("test_accuracy", "accuracy"),
-        ("accuracy_delta_points", "Δ acc (pts)"),
+        ("validation_accuracy", "validation acc"),
+        ("test_accuracy", "test acc"),
+        ("accuracy_delta_points", "Δ test acc (pts)"),
         ("size_mb", "size (MB)"),
         ("peak_rss_mb", "peak RSS (MB)"),
         ("model_peak_mb", "model's share (MB)"),
     ]
     for b in batch_sizes:
         columns += [(f"latency_ms_b{b}", f"b{b} ms"), (f"speedup_b{b}", f"speed-up b{b}")]
-    return columns
+    return columns + [("torch_threads", "torch threads"), ("ort_intra_op_threads", "ORT threads")]
 
 
 def plot_tradeoffs(rows: list[dict], out_dir: str | Path, batch_size: int = 32) -> list[Path]:

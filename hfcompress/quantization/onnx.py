@@ -2,7 +2,7 @@
 
 The results load back with Optimum's ``ORTModelFor...`` classes. Presets pick the int8 kernels of the target
 CPU (AVX512-VNNI, AVX512, AVX2, ARM64). Optimum's O2 graph optimisation is not applied before quantizing: the
-quantizer's shape inference fails on its output (shared/ASSETS.md).
+quantizer's shape inference fails on its output (seen with optimum-onnx 0.1.0).
 
 ``session_options`` is how the artifacts should be run on CPU: ONNX Runtime's softmax over masked (padded)
 attention positions produces denormal floats, which x86 CPUs handle in slow microcode; flushing them to zero
@@ -33,12 +33,15 @@ def export_onnx(model_dir: str | Path, out: str | Path) -> None:
     model.save_pretrained(out)
 
 
-def session_options(denormal_as_zero: bool = True):
+def session_options(denormal_as_zero: bool = True, threads: int | None = None):
     """``onnxruntime.SessionOptions`` for ``ORTModelFor....from_pretrained(..., session_options=...)``, with
-    denormals flushed to zero (``session.set_denormal_as_zero``) unless ``denormal_as_zero`` is False."""
+    denormals flushed to zero (``session.set_denormal_as_zero``) unless ``denormal_as_zero`` is False, and
+    ``threads`` intra-op threads (None: ONNX Runtime's default, one per physical core)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
     if denormal_as_zero:
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
     return options

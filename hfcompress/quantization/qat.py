@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import TrainerCallback
 
-from ..linears import matching_linears
+from ..modeling import matching_linears
 
 
 def fake_quant_weight(weight: torch.Tensor, per_channel: bool = False) -> torch.Tensor:

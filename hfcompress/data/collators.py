@@ -1,0 +1,52 @@
+"""Collators: dynamic padding for every task, and for distillation with two tokenizers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+TEACHER_PREFIX = "teacher_"
+EXAMPLE_INDEX = "hfc_example_index"
+
+
+class DistillationDataCollator:
+    """Pads student inputs with the student's tokenizer and ``teacher_*`` inputs with the teacher's.
+
+    Keys that are neither model inputs nor labels (raw text, ids) are dropped, so ``remove_unused_columns``
+    can stay False.
+    """
+
+    def __init__(self, tokenizer, teacher_tokenizer=None, pad_to_multiple_of: int | None = None):
+        self.tokenizer = tokenizer
+        self.teacher_tokenizer = teacher_tokenizer or tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def _pad(self, tokenizer, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return tokenizer.pad(
+            features, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
+        )
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features[0]]
+        batch = dict(self._pad(self.tokenizer, [{k: f[k] for k in input_keys} for f in features]))
+        teacher_keys = [k for k in features[0] if k.startswith(TEACHER_PREFIX)]
+        if teacher_keys:
+            teacher = self._pad(
+                self.teacher_tokenizer,
+                [{k[len(TEACHER_PREFIX) :]: f[k] for k in teacher_keys} for f in features],
+            )
+            batch.update({TEACHER_PREFIX + k: v for k, v in teacher.items()})
+        for key in ("labels", EXAMPLE_INDEX):
+            if key in features[0]:
+                batch[key] = torch.tensor([f[key] for f in features])
+        return batch
+
+
+def task_collator(tokenizer, task_type: str = "single_label_classification"):
+    """Dynamic padding; for token classification the labels are padded with -100 too."""
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    if task_type == "token_classification":
+        return DataCollatorForTokenClassification(tokenizer)
+    return DataCollatorWithPadding(tokenizer)

@@ -1,0 +1,91 @@
+"""Prune, then recover by distilling from the unpruned model (prune-then-distil, as Minitron and CoFi do).
+
+Structured pruning alternates "prune to the next target" and "distil for a share of the epochs"; each kept
+layer learns from the teacher layer it came from. Unstructured pruning is one distillation run with
+``PruningCallback`` zeroing weights on its schedule. Both share one teacher-logit cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from ..data import DistillationDataCollator
+from ..distillation import DistillationConfig, DistillationTrainer
+from ..training_args import stage_args
+from .callback import PruningCallback
+from .config import StructuredPruningConfig
+from .iterative import structure, structured_prune, structured_targets
+
+logger = logging.getLogger(__name__)
+
+
+def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_metrics, out):
+    """Prune ``model`` and recover by distilling from the unpruned ``teacher``; returns (model, trainer, details).
+
+    ``config`` is a ``StructuredPruningConfig`` (each iteration: prune to the next target, then train; the
+    ``args.num_train_epochs`` of recovery are split evenly over the iterations) or a ``PruningConfig`` (one training run with ``PruningCallback``). ``args``
+    is the run's ``DistillationConfig``; every stage shares one teacher-logit cache in ``out``.
+    """
+    out = Path(out)
+    cache = args.teacher_cache_path or str(out / "teacher_logits.safetensors")
+    collator = DistillationDataCollator(tokenizer)
+
+    def distil(model, stage_dir, callbacks=None, epochs=args.num_train_epochs, kept=None):
+        maps = {}
+        if kept is not None:  # a kept layer learns from the teacher layer it was (not a uniform map)
+            if args.hidden_layer_map == "auto":
+                maps["hidden_layer_map"] = ",".join(f"{i + 1}:{k + 1}" for i, k in enumerate(kept))
+            if args.attention_layer_map == "auto":
+                maps["attention_layer_map"] = ",".join(f"{i}:{k}" for i, k in enumerate(kept))
+        stage = stage_args(
+            args,
+            cls=DistillationConfig,
+            output_dir=stage_dir,
+            teacher_cache_path=cache,
+            num_train_epochs=epochs,
+            **maps,
+        )
+        trainer = DistillationTrainer(
+            model=model,
+            teacher_model=teacher,
+            args=stage,
+            train_dataset=data["train"],
+            eval_dataset=data["validation"],
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+        )
+        trainer.train()
+        return trainer
+
+    if not isinstance(config, StructuredPruningConfig):
+        callback = PruningCallback(config)
+        trainer = distil(model, out / "training", [callback])
+        return model, trainer, {"config": config.to_dict(), "sparsity": callback.report}
+
+    shuffled = data["train"].shuffle(seed=args.seed)
+    loader = DataLoader(shuffled, batch_size=args.per_device_train_batch_size, collate_fn=collator)
+    calibration = [batch for _, batch in zip(range(config.calibration_batches), loader)]
+    steps = []
+    targets = structured_targets(model, config)
+    kept = list(range(model.config.num_hidden_layers))  # the teacher layer each remaining layer comes from
+    for k, target in enumerate(targets, start=1):
+        model, removed = structured_prune(model, target, config, calibration)
+        kept = [layer for i, layer in enumerate(kept) if i not in removed["layers"]]
+        logger.info("Pruning iteration %d/%d removed %s; now %s", k, len(targets), removed, structure(model))
+        trainer = distil(
+            model, out / f"iteration-{k}", epochs=args.num_train_epochs / len(targets), kept=kept
+        )
+        steps.append(
+            {"iteration": k, "removed": removed, "structure": structure(model), "teacher_layers": kept}
+        )
+    details = {
+        "config": config.to_dict(),
+        "iterations": steps,
+        "structure": structure(model),
+        "teacher_layers": kept,
+    }
+    return model, trainer, details

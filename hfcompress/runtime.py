@@ -1,0 +1,66 @@
+"""Compute settings of the process: CPU threads when no accelerator is present.
+
+``accelerate launch`` on a machine without GPUs sets ``OMP_NUM_THREADS=1`` for the launched script unless
+``--cpu`` or ``--num_cpu_threads_per_process`` is given (accelerate 1.15, ``commands/launch.py``), so a recipe
+launched the documented way would train on one core. ``configure_cpu_threads`` gives each local process its
+share of the physical cores instead, logs the count, and every report records it next to its latencies.
+``HFCOMPRESS_NUM_THREADS`` overrides the count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+THREADS_ENV = "HFCOMPRESS_NUM_THREADS"
+
+
+def accelerator_available() -> bool:
+    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
+    return torch.cuda.is_available() or has_xpu or torch.backends.mps.is_available()
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, each core's hyper-threads counted once (Linux topology; else CPUs)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            cores.add(str(cpu))
+    return max(1, len(cores))
+
+
+def local_processes() -> int:
+    """Processes of this job on this machine (torchrun and accelerate set ``LOCAL_WORLD_SIZE``)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+
+
+def configure_cpu_threads() -> int | None:
+    """Without an accelerator: set PyTorch's (and child processes' OpenMP) threads to this process's share of
+    the physical cores, or to ``$HFCOMPRESS_NUM_THREADS``; log and return the count. With one: None."""
+    if accelerator_available():
+        return None
+    override = os.environ.get(THREADS_ENV)
+    threads = int(override) if override else max(1, physical_cores() // local_processes())
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # processes we start (peak-memory probes) inherit it
+    logger.info(
+        "CPU run: %d PyTorch threads (%s; %d physical cores, %d local processes)",
+        threads,
+        f"${THREADS_ENV}" if override else "physical cores / local processes",
+        physical_cores(),
+        local_processes(),
+    )
+    return threads
+
+
+def thread_record() -> dict:
+    """What reports write next to their latencies."""
+    return {"torch_threads": torch.get_num_threads(), "physical_cores": physical_cores()}
