@@ -2,6 +2,7 @@
 #   make demo   -> set up, fetch the offline assets, run the default distillation recipe
 #   make test   -> set up, run the test suite (CPU, offline, a few minutes)
 #   make test-v5 -> the same suite against transformers 5 in .venv-v5 (where torchao int8 runs; no ONNX)
+#   .ci/run runs make test, then make test-v5
 PYTHON ?= python3
 VENV ?= .venv
 VENV5 ?= .venv-v5
@@ -10,7 +11,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint bench bench-torchao clean
+.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint docs bench bench-torchao clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +51,10 @@ test-slow: assets
 
 lint: setup
 	$(VENV)/bin/ruff check hfcompress recipes scripts tests
+
+# the benchmark tables in docs/benchmarks.md, regenerated from the committed JSON under scripts/results/
+docs: setup
+	$(PY) scripts/render_benchmarks.py
 
 bench: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_distill.py --seeds 42,43,44

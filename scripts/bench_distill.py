@@ -7,9 +7,11 @@
 Uses recipes/configs/minilm/rotten_tomatoes/distill_full.yaml. Steps, all in one process so ratios are
 side by side: fine-tune the all-MiniLM-L6-v2 teacher; cut a 3-layer student from it; train that student
 (a) with distillation (cached teacher logits) and (b) without (plain Trainer, same init, data, steps and
-learning rate); evaluate on the test split; measure parameters, size on disk, CPU latency at batch 1 and 32
-(median of runs); measure training throughput of distillation with and without the teacher cache against a
-plain Trainer (interleaved repeats, median). Writes <out>/distill_benchmark.json and .md.
+learning rate); evaluate each trained student and the teacher on the validation and test splits; measure
+parameters, size on disk, and CPU latency at batch 1 and 32 of the teacher and every trained student with the
+models taking turns (median of ``--rounds`` rounds of ``--latency_runs`` passes); measure training throughput
+of distillation with and without the teacher cache against a plain Trainer (interleaved repeats, median).
+Nothing is chosen here: both arms are reported for every seed. Writes <out>/distill_benchmark.json and .md.
 """
 
 from __future__ import annotations
@@ -17,25 +19,31 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import logging
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-import transformers
-from hfcompress.pipeline import ensure_finetuned_teacher, limit_samples, measure_model, stage_args
+from bench_setup import fine_tuned_teacher, machine, start
 from transformers import Trainer, TrainerCallback, set_seed
 
-from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher
-from hfcompress.configs import DataArguments, DistillRecipeArguments
-from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
-from hfcompress.evaluation import classification_metrics, markdown_table, write_report
-from hfcompress.modeling import load_classifier, load_tokenizer
-from hfcompress.parser import parse_config
+from hfcompress import DistillationTrainer, create_student_from_teacher
+from hfcompress.data import (
+    DistillationDataCollator,
+    limit_samples,
+    load_text_classification,
+    tokenize_dataset,
+)
+from hfcompress.evaluation import (
+    add_latency,
+    classification_metrics,
+    markdown_table,
+    measure_model,
+    write_report,
+)
+from hfcompress.modeling import load_tokenizer
+from hfcompress.training_args import stage_args
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes/configs/minilm/rotten_tomatoes/distill_full.yaml"
 
@@ -109,58 +117,39 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--config", default=str(CONFIG), help="recipe config (distill_bert's dataclasses)")
     cli.add_argument("--seeds", default="42", help="student training seeds; accuracies are medians over them")
+    cli.add_argument(
+        "--teacher_dir", default=None, help="a teacher fine-tuned by hfcompress (skips fine-tuning)"
+    )
     cli.add_argument("--max_train_samples", type=int, default=None)
     cli.add_argument("--throughput_steps", type=int, default=30, help="timed steps per throughput run")
     cli.add_argument("--throughput_repeats", type=int, default=3)
-    cli.add_argument("--latency_runs", type=int, default=20)
+    cli.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
+    cli.add_argument("--latency_runs", type=int, default=10, help="timed passes per model and round")
     cli.add_argument("--out", default="scripts/results")
     opts = cli.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    transformers.utils.logging.set_verbosity_warning()
     started = time.time()
-
     overrides = ["--output_dir", str(Path(opts.out) / "work"), "--disable_tqdm", "true"]
     if opts.max_train_samples:
         overrides += ["--max_train_samples", str(opts.max_train_samples)]
-    recipe, data_args, args = parse_config(
-        (DistillRecipeArguments, DataArguments, DistillationConfig), ["--config", opts.config, *overrides]
-    )
+    recipe, data_args, args = start("distill_bert", opts.config, overrides)
     work = Path(args.output_dir)
     raw, labels = load_text_classification(data_args.dataset_name)
     raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
     tok = load_tokenizer(recipe.teacher_model_name_or_path)
     data = tokenize_dataset(raw, tok, data_args.max_seq_length)
     metrics = classification_metrics(data_args.metric_names, len(labels))
+    collator = DistillationDataCollator(tok)
+    splits = {s: data[s] for s in ("validation", "test")}
 
     set_seed(args.seed)
-    teacher, ready = load_classifier(recipe.teacher_model_name_or_path, labels)
-    record = {
-        "bench": "distill",
-        "epochs": recipe.teacher_num_train_epochs,
-        "n": len(raw["train"]),
-        "seed": args.seed,
-    }
-    teacher = ensure_finetuned_teacher(
-        teacher,
-        ready,
-        "auto",
-        tok,
-        data,
-        stage_args(
-            args,
-            output_dir=work / "teacher_ckpt",
-            num_train_epochs=recipe.teacher_num_train_epochs,
-            learning_rate=recipe.teacher_learning_rate,
-            eval_strategy="no",
-        ),
-        work / "teacher",
-        record,
-        metrics,
+    teacher, teacher_dir, teacher_record = fine_tuned_teacher(
+        opts.teacher_dir, recipe, data_args, args, labels, tok, data, work, metrics
     )
     teacher.eval()
     init_student = create_student_from_teacher(teacher, recipe.student_layers)
 
     runs = {"distilled": [], "no_distillation": []}
+    trained = {}  # run key -> trained student, all measured side by side below
     for seed in [int(s) for s in opts.seeds.split(",")]:
         for name in runs:
             set_seed(seed)
@@ -184,45 +173,28 @@ def main() -> None:
                     args=stage_args(args, output_dir=work / "plain", seed=seed),
                     train_dataset=data["train"],
                     eval_dataset=data["validation"],
-                    data_collator=DistillationDataCollator(tok),
+                    data_collator=collator,
                     processing_class=tok,
                     compute_metrics=metrics,
                 )
             trainer.train()
             save_dir = work / f"{name}-seed{seed}"
             trainer.save_model(str(save_dir))
-            result = measure_model(
-                model,
-                save_dir,
-                tok,
-                data["test"],
-                DistillationDataCollator(tok),
-                metrics,
-                raw["test"]["text"][:64],
-                [],
-                data_args.max_seq_length,
-                1,
-            )
-            runs[name].append({"seed": seed, **result})
+            trained[f"{name}-seed{seed}"] = model.eval()
+            runs[name].append({"seed": seed, **measure_model(model, save_dir, splits, collator, metrics)})
 
-    texts = raw["test"]["text"][:64]
-    measured = {}
-    for name, model, folder in [
-        ("teacher", teacher, work / "teacher"),
-        ("student", init_student, work / f"distilled-seed{runs['distilled'][0]['seed']}"),
-    ]:
-        measured[name] = measure_model(
-            model,
-            folder,
-            tok,
-            data["test"],
-            DistillationDataCollator(tok),
-            metrics,
-            texts,
-            [1, 32],
-            data_args.max_seq_length,
-            opts.latency_runs,
-        )
+    # Latency: the teacher and every trained student, taking turns (ratios side by side).
+    keys = ["teacher", *trained]
+    latency_rows = [{"model": k} for k in keys]
+    add_latency(latency_rows, [teacher, *trained.values()], [tok] * len(keys), raw["validation"]["text"][:64],
+                [1, 32], data_args.max_seq_length, rounds=opts.rounds, runs=opts.latency_runs)  # fmt: skip
+    latency = {row["model"]: row for row in latency_rows}
+    for name, per_seed in runs.items():
+        for run in per_seed:
+            run.update(
+                {k: v for k, v in latency[f"{name}-seed{run['seed']}"].items() if k.startswith("latency")}
+            )
+    teacher_figures = {**measure_model(teacher, teacher_dir, splits, collator, metrics), **latency["teacher"]}
 
     speeds = {"plain": [], "distill_live": [], "distill_cached": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -238,39 +210,28 @@ def main() -> None:
     def median_of(name, key):
         return statistics.median(r[key] for r in runs[name])
 
+    figures = ("validation_accuracy", "test_accuracy", "test_f1", "latency_ms_b1", "latency_ms_b32")
     rows = [
         {
             "model": "teacher (MiniLM-L6, fine-tuned)",
-            "accuracy": measured["teacher"]["test_accuracy"],
-            "f1": measured["teacher"]["test_f1"],
-            **{
-                k: measured["teacher"][k]
-                for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")
-            },
-        },
+            **{k: teacher_figures[k] for k in figures},
+            "parameters": teacher_figures["parameters"],
+            "size_mb": teacher_figures["size_mb"],
+        },  # fmt: skip
+    ] + [
         {
-            "model": "student 3L, distilled",
-            "accuracy": median_of("distilled", "test_accuracy"),
-            "f1": median_of("distilled", "test_f1"),
-            **{
-                k: measured["student"][k]
-                for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")
-            },
-        },
-        {
-            "model": "student 3L, no distillation",
-            "accuracy": median_of("no_distillation", "test_accuracy"),
-            "f1": median_of("no_distillation", "test_f1"),
-            **{
-                k: measured["student"][k]
-                for k in ("parameters", "size_mb", "latency_ms_b1", "latency_ms_b32")
-            },
-        },
+            "model": f"student 3L, {label}",
+            **{k: median_of(name, k) for k in figures},
+            "parameters": runs[name][0]["parameters"],
+            "size_mb": runs[name][0]["size_mb"],
+        }  # fmt: skip
+        for name, label in (("distilled", "distilled"), ("no_distillation", "no distillation"))
     ]
     columns = [
         ("model", "model"),
-        ("accuracy", "test accuracy"),
-        ("f1", "test F1"),
+        ("validation_accuracy", "validation accuracy"),
+        ("test_accuracy", "test accuracy"),
+        ("test_f1", "test F1"),
         ("parameters", "parameters"),
         ("size_mb", "size (MB)"),
         ("latency_ms_b1", "CPU latency b1 (ms)"),
@@ -279,13 +240,15 @@ def main() -> None:
     speed_rows = [
         {"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()
     ]
-    seeds_note = f"median over seeds {opts.seeds}" if "," in opts.seeds else f"seed {opts.seeds}"
+    seeds_note = f"medians over seeds {opts.seeds}" if "," in opts.seeds else f"seed {opts.seeds}"
+    threads = latency["teacher"]["torch_threads"]
     markdown = (
         "# Distillation benchmark: all-MiniLM-L6-v2 -> 3-layer student, Rotten Tomatoes snippets\n\n"
-        f"Train {len(raw['train'])}, test {len(raw['test'])} examples; student accuracy {seeds_note}. "
-        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; latency is the median "
-        f"of {opts.latency_runs} runs; throughput the median of {opts.throughput_repeats} interleaved runs of "
-        f"{opts.throughput_steps} steps at batch {args.per_device_train_batch_size}.\n\n"
+        f"Train {len(raw['train'])}, validation {len(raw['validation'])}, test {len(raw['test'])} examples; "
+        f"student figures are {seeds_note}. CPU: {threads} threads; latency of the teacher and of every trained "
+        f"student measured with the models taking turns (median of {opts.rounds} rounds of {opts.latency_runs} "
+        f"runs); throughput the median of {opts.throughput_repeats} interleaved runs of {opts.throughput_steps} "
+        f"steps at batch {args.per_device_train_batch_size}.\n\n"
         + markdown_table(rows, columns)
         + "\nTraining throughput of the student:\n\n"
         + markdown_table(
@@ -298,15 +261,18 @@ def main() -> None:
     data_out = {
         "config": opts.config,
         "seeds": opts.seeds,
+        "teacher_dir": str(teacher_dir),
+        "teacher_record": teacher_record,
         "rows": rows,
         "runs": runs,
-        "measured": measured,
+        "teacher": teacher_figures,
         "throughput": speeds,
         "throughput_median": speed,
         "train_examples": len(raw["train"]),
+        "validation_examples": len(raw["validation"]),
         "test_examples": len(raw["test"]),
         "minutes": (time.time() - started) / 60,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "machine": machine(),
     }
     write_report(opts.out, "distill_benchmark", data_out, markdown)
     print(markdown)

@@ -23,14 +23,19 @@ from pathlib import Path
 
 import torch
 import transformers
-from hfcompress.pipeline import limit_samples
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
-from hfcompress.data import DistillationDataCollator, load_text_classification, tokenize_dataset
+from hfcompress.data import (
+    DistillationDataCollator,
+    limit_samples,
+    load_text_classification,
+    tokenize_dataset,
+)
 from hfcompress.evaluation import classification_metrics, evaluate_model, markdown_table, write_report
-from hfcompress.finetune import load_tokenizer
+from hfcompress.modeling import load_tokenizer
 from hfcompress.quantization import load_quantized, quantize
 from hfcompress.quantization.qat import QuantizationAwareCallback
+from hfcompress.runtime import configure_cpu_threads
 
 
 def main():
@@ -46,6 +51,7 @@ def main():
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds")
     opts = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_cpu_threads()
     transformers.utils.logging.set_verbosity_warning()
 
     out, teacher = Path(opts.out), Path(opts.teacher_dir)

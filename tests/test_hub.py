@@ -53,6 +53,9 @@ def hub(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # The stand-in speaks Git LFS, not Xet: huggingface_hub 1.x+ uploads through Xet whenever hf_xet is
+    # installed, unless HF_HUB_DISABLE_XET is set (0.x negotiates, and the stand-in answers "basic").
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
 
