@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_setup import choose, fine_tuned_teacher, machine
+from bench_setup import fine_tuned_teacher, judge, machine
 from bench_setup import start as start_benchmark
 from transformers import AutoModelForSequenceClassification, set_seed
 
@@ -227,20 +227,18 @@ def main():
         "model": "teacher (unpruned)",
         "kind": "-",
     }
-    selection = choose(
+    target = judge(
         summary,
         RULE,
         eligible=lambda r: r["kind"] == "structured" and r["speedup_b32"] >= SPEED_TARGET,
         key=lambda r: (r["validation_accuracy"], r["speedup_b32"]),
+        target=f"a structured variant >= {SPEED_TARGET}x faster at batch 32 within {LOSS_TARGET} point of "
+        "the teacher's test accuracy",
+        delta_key="accuracy_delta_points",
+        speed_target=SPEED_TARGET,
+        loss_target=LOSS_TARGET,
     )
-    chosen = next((r for r in summary if r["model"] == selection["chosen"]), None)
-    target = {
-        "target": f"a structured variant >= {SPEED_TARGET}x faster at batch 32 within {LOSS_TARGET} point of the teacher's test accuracy",
-        "selection": selection,
-        "chosen_test_delta_points": chosen and chosen["accuracy_delta_points"],
-        "chosen_speedup_b32": chosen and chosen["speedup_b32"],
-        "met": bool(chosen and chosen["accuracy_delta_points"] >= -LOSS_TARGET),
-    }
+    selection, chosen = target["selection"], target["selection"]["chosen"]
     result = {
         "benchmark": "prune",
         "command": " ".join(sys.argv),

@@ -26,7 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_setup import choose, fine_tuned_teacher, machine, start
+from bench_setup import fine_tuned_teacher, judge, machine, start
 from transformers import AutoModelForSequenceClassification
 
 from hfcompress.data import limit_samples, load_text_classification, tokenize_dataset
@@ -163,24 +163,18 @@ def main():
         for kind, per_bits in sorted(by_kind.items())
     ]
 
-    selection = choose(
+    target = judge(
         rows,
         RULE,
         eligible=lambda r: r["model"].startswith("onnx-int8") and r["model"] not in DEFAULT_SESSION,
         key=lambda r: (r["validation_accuracy_delta_points"], r["speedup_b32"]),
+        target=f"ONNX Runtime int8 >= {SPEED_TARGET}x PyTorch fp32 at batch 32, <= {LOSS_TARGET} points of "
+        "test accuracy lost",
+        delta_key="test_accuracy_delta_points",
+        speed_target=SPEED_TARGET,
+        loss_target=LOSS_TARGET,
     )
-    chosen = next((r for r in rows if r["model"] == selection["chosen"]), None)
-    target = {
-        "target": f"ONNX Runtime int8 >= {SPEED_TARGET}x PyTorch fp32 at batch 32, <= {LOSS_TARGET} points of test accuracy lost",
-        "selection": selection,
-        "chosen_test_delta_points": chosen and chosen["test_accuracy_delta_points"],
-        "chosen_speedup_b32": chosen and chosen["speedup_b32"],
-        "met": bool(
-            chosen
-            and chosen["speedup_b32"] >= SPEED_TARGET
-            and chosen["test_accuracy_delta_points"] >= -LOSS_TARGET
-        ),
-    }
+    selection, chosen = target["selection"], target["selection"]["chosen"]
     result = {
         "benchmark": "quantize",
         "command": " ".join(sys.argv),

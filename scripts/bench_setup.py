@@ -90,3 +90,17 @@ def choose(rows: list[dict], rule: str, eligible, key, higher_is_better: bool = 
         "chosen": chosen["model"] if chosen else None,
         "candidates": [r["model"] for r in candidates],
     }
+
+
+def judge(rows, rule, eligible, key, target: str, delta_key: str, speed_target: float, loss_target: float):
+    """The target record: the row ``choose`` picks on validation, its test accuracy change (``delta_key``,
+    points) and batch-32 speed-up, and whether those test figures meet ``target``."""
+    selection = choose(rows, rule, eligible, key)
+    chosen = next((r for r in rows if r["model"] == selection["chosen"]), None)
+    return {
+        "target": target,
+        "selection": selection,
+        "chosen_test_delta_points": chosen[delta_key] if chosen else None,
+        "chosen_speedup_b32": chosen["speedup_b32"] if chosen else None,
+        "met": bool(chosen and chosen["speedup_b32"] >= speed_target and chosen[delta_key] >= -loss_target),
+    }

@@ -112,3 +112,27 @@ def test_two_tokenizers_and_collator(tmp_path):
     assert batch["input_ids"].shape == batch["teacher_input_ids"].shape == (2, 6)
     assert batch["attention_mask"][1].tolist() == [1, 1, 1, 0, 0, 0]
     assert batch["labels"].tolist() == [1, 0]
+
+
+def test_labels_that_do_not_fit_the_head_are_refused_where_data_meets_the_model(tmp_path):
+    """load_classifier(dataset=...) checks every split's labels against the head it built (check_labels_fit
+    is called where labels meet a model, not only tested)."""
+    import datasets
+    from conftest import make_bert, make_tokenizer
+
+    from hfcompress.modeling import load_classifier
+
+    tok = make_tokenizer(tmp_path)
+    base = make_bert(num_layers=1, tokenizer=tok)
+    base.config.architectures = ["BertModel"]
+    base.bert.save_pretrained(tmp_path / "base")
+    split = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]})
+    data = datasets.DatasetDict(
+        train=split, validation=split, test=datasets.Dataset.from_dict({"text": ["c"], "label": [2]})
+    )
+    with pytest.raises(
+        HfCompressError, match=r"test labels \[2\] don't fit model .* num_labels=2; allowed 0..1"
+    ):
+        load_classifier(str(tmp_path / "base"), ["neg", "pos"], dataset=data)
+    model, _ = load_classifier(str(tmp_path / "base"), ["neg", "pos", "other"], dataset=data)
+    assert model.config.num_labels == 3
