@@ -263,10 +263,7 @@ BLOCKS = {
     "prune-hidden": lambda: prune("pruning_hidden/prune_benchmark.json"),
     "prune-hidden-seeds": lambda: prune("pruning_hidden_seeds/prune_benchmark.json"),
     "prune-spread": lambda: prune("pruning_spread/prune_benchmark.json"),
-    "prune-selection": lambda: prune("pruning_selection/prune_benchmark.json"),
-    "prune-selection-seeds": lambda: prune_seeds(
-        "pruning_selection/prune_benchmark.json", "pruning_selection_seeds/prune_benchmark.json"
-    ),
+    # PRUNE_SELECTION_BLOCKS
     "quantize": lambda: quantize("quantization/quantize_benchmark.json"),
     "quantize-torchao": lambda: quantize("quantization_torchao/quantize_benchmark.json"),
     "qat": lambda: qat("qat/qat_benchmark.json"),
