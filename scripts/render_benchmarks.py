@@ -266,6 +266,7 @@ BLOCKS = {
     # PRUNE_SELECTION_BLOCKS
     "quantize": lambda: quantize("quantization/quantize_benchmark.json"),
     "quantize-torchao": lambda: quantize("quantization_torchao/quantize_benchmark.json"),
+    "quantize-repeat": lambda: quantize("quantization_repeat/quantize_benchmark.json"),
     "qat": lambda: qat("qat/qat_benchmark.json"),
 }
 

@@ -6,7 +6,8 @@ quantizer's shape inference fails on its output (seen with optimum-onnx 0.1.0).
 
 ``session_options`` is how the artifacts should be run on CPU: ONNX Runtime's softmax over masked (padded)
 attention positions produces denormal floats, which x86 CPUs handle in slow microcode; flushing them to zero
-made the int8 BERT 1.2x faster at batch 32 here (Softmax alone 5x) with the same predictions. ONNX Runtime
+made the int8 BERT 1.2x faster at batch 32 in one benchmark run (Softmax alone 5x) with the same predictions;
+a later run with ONNX Runtime pinned to PyTorch's two threads showed no end-to-end gain (docs/benchmarks.md). ONNX Runtime
 sets the calling thread's flag only for the first session of a process (``load_quantized`` sets it itself).
 """
 
