@@ -252,7 +252,10 @@ def demo_threads(relative: str) -> str:
         ("teacher_b32", "teacher b32 ms", fmt),
         ("student_test", "student test acc", fmt),
     ]
-    return table(rows, columns) + f"\nThe main job ran {data['speedup']:.2f}x faster (one run each, back to back).\n"
+    return (
+        table(rows, columns)
+        + f"\nThe main job ran {data['speedup']:.2f}x faster (one run each, back to back).\n"
+    )
 
 
 BLOCKS = {
