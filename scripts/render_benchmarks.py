@@ -56,11 +56,13 @@ def threads_line(data: dict) -> str:
     torch_threads = machine.get("torch_threads", machine.get("threads"))
     ort = machine.get("ort_intra_op_threads")
     has_onnx = any(str(r.get("model", "")).startswith("onnx") for r in data.get("results", []))
-    ort_text = (
-        f", ONNX Runtime {ort} intra-op threads"
-        if ort
-        else (", ONNX Runtime threads not pinned (its default)" if has_onnx else "")
-    )
+    ort_text = ""
+    if has_onnx:
+        ort_text = (
+            f", ONNX Runtime {ort} intra-op threads"
+            if ort
+            else ", ONNX Runtime threads not pinned (its default)"
+        )
     return f"Threads: PyTorch {torch_threads}{ort_text}.\n" if torch_threads else ""
 
 
@@ -134,8 +136,9 @@ def prune(relative: str) -> str:
         ("speedup_b32", "speed-up b32", fmt),
     ]
     seeds = ", ".join(map(str, data["seeds"]))
+    seeds = f"Seeds {seeds} (medians)" if len(data["seeds"]) > 1 else f"Seed {seeds}"
     return (
-        f"Seeds {seeds} (medians); recovery {data['recovery_epochs']:g} epochs; {data['test_examples']} test "
+        f"{seeds}; recovery {data['recovery_epochs']:g} epochs; {data['test_examples']} test "
         f"snippets. " + threads_line(data) + "\n" + table(rows, columns) + headline(data)
     )
 
@@ -266,7 +269,7 @@ BLOCKS = {
     "prune-hidden": lambda: prune("pruning_hidden/prune_benchmark.json"),
     "prune-hidden-seeds": lambda: prune("pruning_hidden_seeds/prune_benchmark.json"),
     "prune-spread": lambda: prune("pruning_spread/prune_benchmark.json"),
-    # PRUNE_SELECTION_BLOCKS
+    "prune-selection": lambda: prune("pruning_selection/prune_benchmark.json"),
     "quantize": lambda: quantize("quantization/quantize_benchmark.json"),
     "quantize-torchao": lambda: quantize("quantization_torchao/quantize_benchmark.json"),
     "quantize-repeat": lambda: quantize("quantization_repeat/quantize_benchmark.json"),
