@@ -270,6 +270,9 @@ BLOCKS = {
     "prune-hidden-seeds": lambda: prune("pruning_hidden_seeds/prune_benchmark.json"),
     "prune-spread": lambda: prune("pruning_spread/prune_benchmark.json"),
     "prune-selection": lambda: prune("pruning_selection/prune_benchmark.json"),
+    "prune-selection-seeds": lambda: prune_seeds(
+        "pruning_selection/prune_benchmark.json", "pruning_selection_seeds/prune_benchmark.json"
+    ),
     "quantize": lambda: quantize("quantization/quantize_benchmark.json"),
     "quantize-torchao": lambda: quantize("quantization_torchao/quantize_benchmark.json"),
     "quantize-repeat": lambda: quantize("quantization_repeat/quantize_benchmark.json"),
