@@ -83,11 +83,15 @@ def interleaved_latency(
     runs: int = 10,
 ) -> dict[str, float]:
     """Per model, the median over ``rounds`` of ``measure_latency`` (median of ``runs``), the models taking
-    turns within each round, so that ratios between them are measured side by side on a noisy machine."""
+    turns within each round, so that ratios between them are measured side by side on a noisy machine.
+    ``tokenizer`` is one tokenizer for all, or a dict with each model's own."""
+    tokenizers = tokenizer if isinstance(tokenizer, dict) else {name: tokenizer for name in models}
     per_round = {name: [] for name in models}
     for _ in range(rounds):
         for name, model in models.items():
-            per_round[name].append(measure_latency(model, tokenizer, texts, batch_size, max_length, runs))
+            per_round[name].append(
+                measure_latency(model, tokenizers[name], texts, batch_size, max_length, runs)
+            )
     return {name: statistics.median(values) for name, values in per_round.items()}
 
 
@@ -129,13 +133,13 @@ def add_latency(
 ) -> None:
     """Add ``latency_ms_b<N>`` (median over ``rounds`` of the median of ``runs``) and ``torch_threads`` to
     each row; the models (one per row, each with its tokenizer) take turns within each round."""
+    named = dict(enumerate(models))
     for batch_size in batch_sizes:
-        per_round = [[] for _ in models]
-        for _ in range(rounds):
-            for times, model, tokenizer in zip(per_round, models, tokenizers):
-                times.append(measure_latency(model, tokenizer, texts, batch_size, max_length, runs))
-        for row, times in zip(rows, per_round):
-            row[f"latency_ms_b{batch_size}"] = statistics.median(times)
+        latency = interleaved_latency(
+            named, dict(enumerate(tokenizers)), texts, batch_size, max_length, rounds, runs
+        )
+        for i, row in enumerate(rows):
+            row[f"latency_ms_b{batch_size}"] = latency[i]
     for row in rows:
         row["torch_threads"] = torch.get_num_threads()
 
