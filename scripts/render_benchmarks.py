@@ -120,7 +120,7 @@ def distill(relative: str) -> str:
     )
 
 
-def prune(relative: str) -> str:
+def prune(relative: str, with_headline: bool = True) -> str:
     data = load(relative)
     rows = data["summary"]
     columns = [("model", "variant", str)]
@@ -139,7 +139,11 @@ def prune(relative: str) -> str:
     seeds = f"Seeds {seeds} (medians)" if len(data["seeds"]) > 1 else f"Seed {seeds}"
     return (
         f"{seeds}; recovery {data['recovery_epochs']:g} epochs; {data['test_examples']} test "
-        f"snippets. " + threads_line(data) + "\n" + table(rows, columns) + headline(data)
+        f"snippets. "
+        + threads_line(data)
+        + "\n"
+        + table(rows, columns)
+        + (headline(data) if with_headline else "")
     )
 
 
@@ -160,7 +164,7 @@ def prune_seeds(selection_file: str, seeds_file: str) -> str:
     met = median_delta >= -1.0 and median_speedup >= 1.8  # the target bench_prune.py states
     per_seed = ", ".join(f"seed {s}: {points(d)} at {speedups[s]:.2f}x" for s, d in sorted(deltas.items()))
     return (
-        prune(seeds_file).split("\nRule (validation split)")[0].split("\nThis run has no")[0]
+        prune(seeds_file, with_headline=False)
         + f"\n{chosen}, every seed against the teacher's test accuracy ({per_seed}): median "
         f"**{points(median_delta)} points at {median_speedup:.2f}x** (batch 32). Target on the median of "
         f"{len(deltas)} seeds: **{'met' if met else 'not met'}**.\n"
