@@ -2,6 +2,7 @@
 
 hfcompress assets list
 hfcompress assets fetch [NAME ...]      # all registered assets when no name is given
+hfcompress compress --config PIPELINE.yaml [--output_dir DIR] [--seed N] [--overwrite_output true]
 """
 
 from __future__ import annotations
@@ -23,9 +24,19 @@ def main(argv: list[str] | None = None) -> int:
     fetch = assets.add_parser("fetch", help="download, verify and unpack assets into the cache")
     fetch.add_argument("names", nargs="*", help=f"asset names (default: all): {', '.join(ASSETS)}")
     fetch.add_argument("--force", action="store_true", help="fetch again even when a complete copy exists")
-    args = parser.parse_args(argv)
+    compress = commands.add_parser("compress", help="run a compression pipeline (docs/pipeline.md)")
+    compress.add_argument("--config", required=True, help="pipeline YAML (stages and their settings)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "compress" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        if args.action == "list":
+        if args.command == "compress":
+            from .pipeline import run_pipeline
+            from .recipe import setup_logging_and_threads
+
+            setup_logging_and_threads()
+            run_pipeline(args.config, rest)
+        elif args.action == "list":
             print(f"cache: {cache_dir()}")
             for asset in ASSETS.values():
                 state = "fetched" if is_fetched(asset.name) else "not fetched"

@@ -190,11 +190,13 @@ def finetune(
     compute_metrics=None,
     callbacks=None,
     task_type: str = "single_label_classification",
+    resume_from_checkpoint: str | None = None,
 ) -> Trainer:
     """Fine-tune with a plain ``Trainer`` (after freezing and LoRA as ``config`` asks); returns the Trainer.
 
     With ``early_stopping_patience`` the run stops when ``args.metric_for_best_model`` stops improving and
-    ends with the best checkpoint loaded (``load_best_model_at_end``).
+    ends with the best checkpoint loaded (``load_best_model_at_end``). ``resume_from_checkpoint``: a checkpoint
+    folder of an interrupted run to continue from.
     """
     config = config or FinetuneConfig()
     callbacks = list(callbacks or [])
@@ -214,7 +216,7 @@ def finetune(
         compute_metrics=compute_metrics,
         callbacks=callbacks,
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer
 
 

@@ -62,8 +62,9 @@ def load_yaml_config(path: str | Path, dataclass_types) -> dict:
     return values
 
 
-def parse_config(dataclass_types, argv: list[str] | None = None):
-    """Instances of ``dataclass_types`` from YAML defaults (``--config``) and command-line overrides."""
+def parse_config(dataclass_types, argv: list[str] | None = None, defaults: dict | None = None):
+    """Instances of ``dataclass_types`` from YAML defaults (``--config``, or ``defaults`` already read and
+    checked) and command-line overrides."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = None
     if "--config" in argv:
@@ -74,6 +75,8 @@ def parse_config(dataclass_types, argv: list[str] | None = None):
         del argv[i : i + 2]
     parser = HfArgumentParser(dataclass_types)
     _accept_null(parser, dataclass_types)
+    if defaults:
+        parser.set_defaults(**defaults)
     if config_path is not None:
         values = load_yaml_config(config_path, dataclass_types)
         # YAML lists/dicts become defaults as they are; argparse only converts strings from the command line.

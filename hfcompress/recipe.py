@@ -22,12 +22,10 @@ def start_recipe(config_types: tuple, default_config: str | Path, argv: list[str
     """Parse the recipe's YAML config (``default_config`` when no ``--config`` is given) and command-line
     overrides into ``config_types``, set up logging and CPU threads, refuse to run over a finished run, and
     check sharing settings (token included) before any work. Returns (argv as used, parsed dataclasses)."""
-    import transformers
     from transformers import TrainingArguments
 
     from .hub import check_sharing
     from .parser import parse_config
-    from .runtime import configure_cpu_threads
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" not in argv:  # no config: the offline default, with any flags applied on top
@@ -35,12 +33,21 @@ def start_recipe(config_types: tuple, default_config: str | Path, argv: list[str
     parsed = parse_config(config_types, argv)
     recipe = parsed[0]
     args = next(p for p in parsed if isinstance(p, TrainingArguments))
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity_warning()
-    configure_cpu_threads()
+    setup_logging_and_threads()
     guard_output_dir(args.output_dir, recipe.overwrite_output)
     check_sharing(recipe)
     return argv, parsed
+
+
+def setup_logging_and_threads() -> None:
+    """INFO logging for hfcompress, warnings only from transformers, and every physical core for PyTorch."""
+    import transformers
+
+    from .runtime import configure_cpu_threads
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    configure_cpu_threads()
 
 
 def run_recipe(main, name: str) -> None:

@@ -26,7 +26,8 @@ from hfcompress.evaluation import classification_metrics, markdown_table
 from hfcompress.finetune import finetuned_teacher
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import load_classifier, load_tokenizer
-from hfcompress.quantization import QuantizationConfig, QuantizationOptions, measure_artifacts, plot_tradeoffs
+from hfcompress.evaluation.plots import plot_tradeoffs
+from hfcompress.quantization import QuantizationConfig, QuantizationOptions, measure_artifacts
 from hfcompress.quantization import quantize as quantize_model
 from hfcompress.quantization.backends import require_backend
 from hfcompress.quantization.measure import report_columns

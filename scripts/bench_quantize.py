@@ -31,12 +31,12 @@ from transformers import AutoModelForSequenceClassification
 
 from hfcompress.data import limit_samples, load_text_classification, tokenize_dataset
 from hfcompress.evaluation import classification_metrics, markdown_table, write_report
+from hfcompress.evaluation.plots import plot_tradeoffs
 from hfcompress.modeling import load_tokenizer
 from hfcompress.quantization import (
     QuantizationConfig,
     kbit_error_report,
     measure_artifacts,
-    plot_tradeoffs,
     quantize,
 )
 from hfcompress.quantization.backends import method_available

@@ -37,10 +37,20 @@ class DistillationDataCollator:
                 [{k[len(TEACHER_PREFIX) :]: f[k] for k in teacher_keys} for f in features],
             )
             batch.update({TEACHER_PREFIX + k: v for k, v in teacher.items()})
-        for key in ("labels", EXAMPLE_INDEX):
-            if key in features[0]:
-                batch[key] = torch.tensor([f[key] for f in features])
+        if "labels" in features[0]:
+            batch["labels"] = self._labels(features, batch["input_ids"].shape[1])
+        if EXAMPLE_INDEX in features[0]:
+            batch[EXAMPLE_INDEX] = torch.tensor([f[EXAMPLE_INDEX] for f in features])
         return batch
+
+    @staticmethod
+    def _labels(features: list[dict[str, Any]], length: int) -> torch.Tensor:
+        """Labels as a tensor; one integer tag per token (token classification) is padded with -100 to the
+        batch's length. Multi-hot float vectors (multi-label) have one fixed length and stay as they are."""
+        labels = [f["labels"] for f in features]
+        if isinstance(labels[0], list) and labels[0] and isinstance(labels[0][0], int):
+            labels = [tags + [-100] * (length - len(tags)) for tags in labels]
+        return torch.tensor(labels)
 
 
 def task_collator(tokenizer, task_type: str = "single_label_classification"):

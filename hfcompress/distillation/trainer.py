@@ -77,6 +77,17 @@ def resolve_layer_maps(args: DistillationConfig, student_layers: int, teacher_la
     return hidden, attention
 
 
+def kept_layer_maps(args: DistillationConfig, kept: list[int]) -> dict[str, str]:
+    """Layer maps for a student cut from the teacher: each kept layer learns from the teacher layer it was
+    (``kept[i]`` is the teacher index of student layer ``i``), for the maps left at 'auto'."""
+    maps = {}
+    if args.hidden_layer_map == "auto":
+        maps["hidden_layer_map"] = ",".join(f"{i + 1}:{k + 1}" for i, k in enumerate(kept))
+    if args.attention_layer_map == "auto":
+        maps["attention_layer_map"] = ",".join(f"{i}:{k}" for i, k in enumerate(kept))
+    return maps
+
+
 class _ProjectionsCallback(TrainerCallback):
     """Housekeeping for the learned projections, which live outside the model: clear their gradients after
     each optimizer step (Trainer zeroes only the model's), and write them into each checkpoint folder so a

@@ -9,6 +9,7 @@ from .measure import (
     measure_latency,
     measure_model,
     predict,
+    gzip_size_on_disk,
     size_on_disk,
 )
 from .metrics import classification_metrics, load_metric, multilabel_metrics, task_metrics, token_metrics
@@ -27,6 +28,7 @@ __all__ = [
     "multilabel_metrics",
     "predict",
     "report_columns",
+    "gzip_size_on_disk",
     "size_on_disk",
     "task_metrics",
     "token_metrics",

@@ -100,6 +100,22 @@ def size_on_disk(folder: str | os.PathLike) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in WEIGHT_SUFFIXES)
 
 
+def gzip_size_on_disk(folder: str | os.PathLike, level: int = 6) -> int:
+    """Bytes of the weight files once gzip-compressed (streamed): what a download costs, and how much of the
+    zeros of unstructured pruning a file really saves."""
+    import zlib
+
+    total = 0
+    for path in sorted(Path(folder).rglob("*")):
+        if path.suffix in WEIGHT_SUFFIXES:
+            stream = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(2**22), b""):
+                    total += len(stream.compress(chunk))
+            total += len(stream.flush())
+    return total
+
+
 def measure_model(
     model,
     saved_dir: str | Path | None,

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from ..data import DistillationDataCollator
 from ..distillation import DistillationConfig, DistillationTrainer
+from ..distillation.trainer import kept_layer_maps
 from ..training_args import stage_args
 from .callback import PruningCallback
 from .config import StructuredPruningConfig
@@ -22,24 +23,22 @@ from .iterative import structure, structured_prune, structured_targets
 logger = logging.getLogger(__name__)
 
 
-def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_metrics, out):
+def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_metrics, out, teacher_layers=None):
     """Prune ``model`` and recover by distilling from the unpruned ``teacher``; returns (model, trainer, details).
 
     ``config`` is a ``StructuredPruningConfig`` (each iteration: prune to the next target, then train; the
     ``args.num_train_epochs`` of recovery are split evenly over the iterations) or a ``PruningConfig`` (one training run with ``PruningCallback``). ``args``
     is the run's ``DistillationConfig``; every stage shares one teacher-logit cache in ``out``.
+    ``teacher_layers``: the teacher layer each of ``model``'s layers came from (default: the same index, as
+    when ``model`` is a copy of the teacher).
     """
     out = Path(out)
     cache = args.teacher_cache_path or str(out / "teacher_logits.safetensors")
     collator = DistillationDataCollator(tokenizer)
 
     def distil(model, stage_dir, callbacks=None, epochs=args.num_train_epochs, kept=None):
-        maps = {}
-        if kept is not None:  # a kept layer learns from the teacher layer it was (not a uniform map)
-            if args.hidden_layer_map == "auto":
-                maps["hidden_layer_map"] = ",".join(f"{i + 1}:{k + 1}" for i, k in enumerate(kept))
-            if args.attention_layer_map == "auto":
-                maps["attention_layer_map"] = ",".join(f"{i}:{k}" for i, k in enumerate(kept))
+        # a kept layer learns from the teacher layer it was (not a uniform map)
+        maps = kept_layer_maps(args, kept) if kept is not None else {}
         stage = stage_args(
             args,
             cls=DistillationConfig,
@@ -63,7 +62,7 @@ def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_met
 
     if not isinstance(config, StructuredPruningConfig):
         callback = PruningCallback(config)
-        trainer = distil(model, out / "training", [callback])
+        trainer = distil(model, out / "training", [callback], kept=teacher_layers)
         return model, trainer, {"config": config.to_dict(), "sparsity": callback.report}
 
     shuffled = data["train"].shuffle(seed=args.seed)
@@ -71,7 +70,8 @@ def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_met
     calibration = [batch for _, batch in zip(range(config.calibration_batches), loader)]
     steps = []
     targets = structured_targets(model, config)
-    kept = list(range(model.config.num_hidden_layers))  # the teacher layer each remaining layer comes from
+    # the teacher layer each remaining layer comes from
+    kept = list(teacher_layers or range(model.config.num_hidden_layers))
     for k, target in enumerate(targets, start=1):
         model, removed = structured_prune(model, target, config, calibration)
         kept = [layer for i, layer in enumerate(kept) if i not in removed["layers"]]

@@ -6,7 +6,7 @@ from .analysis import kbit_error_report, linear_quantize
 from .api import load_quantized, quantize
 from .backends import is_bitsandbytes_available, is_optimum_onnx_available, is_torchao_available
 from .config import METHODS, QuantizationConfig, QuantizationOptions
-from .measure import measure_artifacts, peak_memory_mb, plot_tradeoffs
+from .measure import measure_artifacts, peak_memory_mb
 from .qat import QuantizationAwareCallback
 
 __all__ = [
@@ -22,6 +22,5 @@ __all__ = [
     "load_quantized",
     "measure_artifacts",
     "peak_memory_mb",
-    "plot_tradeoffs",
     "quantize",
 ]

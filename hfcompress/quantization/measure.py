@@ -1,4 +1,5 @@
-"""Measurements only quantization needs: peak memory of a fresh process, and the trade-off plots."""
+"""Measuring saved artifacts side by side (PyTorch folders and ``quantize`` outputs): metrics, size, peak
+memory of a fresh process, interleaved latency. The trade-off plots are ``hfcompress.evaluation.plots``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from ..errors import HfCompressError
 _PEAK_SCRIPT = """
 import json, sys
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 from hfcompress.quantization import load_quantized
 from hfcompress.quantization.api import RECORD
 from pathlib import Path
@@ -31,7 +32,10 @@ base = status("VmRSS:")
 if (Path(path) / RECORD).exists():
     model = load_quantized(path)
 else:
-    model = AutoModelForSequenceClassification.from_pretrained(path)
+    config = json.loads((Path(path) / "config.json").read_text())
+    token = any("TokenClassification" in a for a in config.get("architectures") or [])
+    auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+    model = auto.from_pretrained(path)
 inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 with torch.inference_mode():
     model(**inputs)
@@ -71,28 +75,35 @@ def measure_artifacts(
     runs: int = 10,
     memory: bool = True,
     load_kwargs: dict[str, dict] | None = None,
+    model_class=None,
+    collator=None,
+    score: str = "accuracy",
 ) -> list[dict]:
     """Load each saved model in ``artifacts`` (name -> folder; fp32 PyTorch folders and ``quantize`` outputs)
     and measure it: metrics on each of ``eval_datasets`` (split -> tokenized dataset; keys ``<split>_<metric>``),
     size on disk, peak memory of a fresh process, CPU latency at each batch size with the models taking turns
     (ONNX Runtime on as many intra-op threads as PyTorch has; both counts go in each row); ratios and accuracy
     differences against the ``baseline`` entry. ``load_kwargs`` (name -> keyword
-    arguments of ``load_quantized``) loads an artifact differently, e.g. ``{"denormal_as_zero": False}``."""
+    arguments of ``load_quantized``) loads an artifact differently, e.g. ``{"denormal_as_zero": False}``.
+    ``model_class`` loads the PyTorch folders (default ``AutoModelForSequenceClassification``); ``collator``
+    pads the evaluation batches; ``score`` is the metric the ``*_delta_points`` columns compare."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from ..data import DistillationDataCollator
-    from ..evaluation import evaluate_model, interleaved_latency, size_on_disk
+    from ..evaluation import evaluate_model, gzip_size_on_disk, interleaved_latency, size_on_disk
+    from ..modeling import count_parameters
     from .api import RECORD, load_quantized
 
+    model_class = model_class or AutoModelForSequenceClassification
     threads = torch.get_num_threads()
     models = {
         name: load_quantized(path, **{"threads": threads, **(load_kwargs or {}).get(name, {})})
         if (Path(path) / RECORD).exists()
-        else AutoModelForSequenceClassification.from_pretrained(path)
+        else model_class.from_pretrained(path)
         for name, path in artifacts.items()
     }
-    collator = DistillationDataCollator(tokenizer)
+    collator = collator or DistillationDataCollator(tokenizer)
     rows = {}
     for name, model in models.items():
         rows[name] = {"model": name}
@@ -106,7 +117,9 @@ def measure_artifacts(
                 "ort_intra_op_threads": session.get_session_options().intra_op_num_threads
                 if session
                 else None,
+                "parameters": count_parameters(model) if isinstance(model, torch.nn.Module) else None,
                 "size_mb": size_on_disk(artifacts[name]) / 2**20,
+                "gzip_size_mb": gzip_size_on_disk(artifacts[name]) / 2**20,
                 **(peak_memory_mb(artifacts[name], texts[:32], max_length) if memory else {}),
             }
         )
@@ -118,10 +131,8 @@ def measure_artifacts(
     base = rows[baseline]
     for row in rows.values():
         for split in eval_datasets:
-            row[f"{split}_accuracy_delta_points"] = 100 * (
-                row[f"{split}_accuracy"] - base[f"{split}_accuracy"]
-            )
-        row["accuracy_delta_points"] = row.get("test_accuracy_delta_points")
+            row[f"{split}_{score}_delta_points"] = 100 * (row[f"{split}_{score}"] - base[f"{split}_{score}"])
+        row[f"{score}_delta_points"] = row.get(f"test_{score}_delta_points")
         row["size_ratio"] = base["size_mb"] / row["size_mb"]
     return list(rows.values())
 
@@ -139,41 +150,3 @@ def report_columns(batch_sizes: list[int]) -> list[tuple[str, str]]:
     for b in batch_sizes:
         columns += [(f"latency_ms_b{b}", f"b{b} ms"), (f"speedup_b{b}", f"speed-up b{b}")]
     return columns + [("torch_threads", "torch threads"), ("ort_intra_op_threads", "ORT threads")]
-
-
-def plot_tradeoffs(rows: list[dict], out_dir: str | Path, batch_size: int = 32) -> list[Path]:
-    """accuracy_vs_latency.png and accuracy_vs_size.png, one labelled point per row."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise HfCompressError(
-            "plots need matplotlib: pip install 'hfcompress[plots]' (or set plots false)"
-        ) from None
-    written = []
-    for key, label, name in (
-        (f"latency_ms_b{batch_size}", f"CPU latency at batch {batch_size} (ms)", "accuracy_vs_latency.png"),
-        ("size_mb", "size on disk (MB)", "accuracy_vs_size.png"),
-    ):
-        points = [r for r in rows if r.get(key) is not None and r.get("test_accuracy") is not None]
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-        for row in points:
-            ax.scatter(row[key], row["test_accuracy"])
-            ax.annotate(
-                row["model"],
-                (row[key], row["test_accuracy"]),
-                fontsize=8,
-                xytext=(4, 4),
-                textcoords="offset points",
-            )
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = Path(out_dir) / name
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
-    return written

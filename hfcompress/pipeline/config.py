@@ -1,0 +1,367 @@
+"""The pipeline's YAML: top-level settings, shared data and training blocks, and an ordered list of stages.
+
+```yaml
+output_dir: outputs/compress
+model_name_or_path: sentence-transformers/all-MiniLM-L6-v2
+task_type: single_label_classification
+data: {dataset_name: rotten_tomatoes_snippets}          # DataArguments fields
+training: {per_device_train_batch_size: 32}              # TrainingArguments fields every training stage starts from
+stages:
+  - finetune: {num_train_epochs: 2}                      # FinetuneConfig + TrainingArguments fields
+  - search: {min_speedup: 2.0, depths: "2,3"}            # SearchConfig + DistillationConfig fields
+  - distill: {hidden_mse_weight: 1.0}                    # DistillStageArguments + DistillationConfig fields
+  - quantize: {methods: onnx-int8-dynamic}               # QuantizeStageArguments + QuantizationOptions fields
+  - evaluate: {min_kept: 0.99}                           # EvaluateConfig fields
+  - share: {share_export_dir: outputs/shipped}           # ShareConfig fields
+```
+
+Each stage's mapping is parsed strictly against the dataclasses it wraps (an unknown key is an error naming
+the closest allowed one), so a shipped YAML can't drift; every one is parsed by a test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from transformers import TrainingArguments
+
+from ..configs import DataArguments, ReportingArguments, parse_int_list
+from ..distillation import DistillationConfig
+from ..errors import HfCompressError, check_choice
+from ..finetune import FinetuneConfig
+from ..parser import known_fields
+from ..pruning import PruningConfig, StructuredPruningConfig
+from ..quantization.config import METHODS, QuantizationOptions
+
+ORDER = ("finetune", "search", "distill", "prune", "quantize", "evaluate", "share")
+TRAINING_STAGES = ("finetune", "search", "distill", "prune")
+OBJECTIVES = ("latency", "size")
+# Set by the pipeline itself: a stage's checkpoints go under <output_dir>/<stage>/, one seed for the run.
+RESERVED = ("output_dir", "seed")
+
+
+def _float_list(spec: str, name: str) -> list[float]:
+    try:
+        values = [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise HfCompressError(f"{name} must be comma-separated numbers like '1.0,0.5', got {spec!r}") from None
+    if not values or not all(0 < v <= 1 for v in values):
+        raise HfCompressError(f"{name} must list fractions in (0, 1], got {spec!r}")
+    return values
+
+
+@dataclass
+class PipelineArguments:
+    """Top-level settings of a pipeline run."""
+
+    output_dir: str = field(default="outputs/compress", metadata={"help": "Where every stage writes."})
+    model_name_or_path: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "The model to start from: Hub id, local folder or offline asset."},
+    )
+    task_type: str = field(
+        default="single_label_classification",
+        metadata={"help": "single_label_classification, multi_label_classification or token_classification."},
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of every stage."})
+    overwrite_output: bool = field(
+        default=False,
+        metadata={"help": "Start over: delete what an earlier run wrote in output_dir (refused otherwise)."},
+    )
+
+    def __post_init__(self):
+        from ..data import TASK_TYPES
+
+        check_choice("task_type", self.task_type, TASK_TYPES)
+
+
+@dataclass
+class SearchConfig:
+    """The student search: cut candidates from the teacher over a grid, drop those over budget, train each
+    remaining one for the same few steps and keep the best on the validation split."""
+
+    max_latency_ms: Optional[float] = field(
+        default=None, metadata={"help": "Budget: CPU latency at budget_batch_size, in ms (None: no limit)."}
+    )
+    min_speedup: Optional[float] = field(
+        default=None,
+        metadata={"help": "Budget: teacher latency / candidate latency at budget_batch_size (None: no limit)."},
+    )
+    max_size_mb: Optional[float] = field(
+        default=None, metadata={"help": "Budget: the candidate's fp32 weights in MB (None: no limit)."}
+    )
+    budget_batch_size: int = field(default=32, metadata={"help": "Batch size the latency budget is for; >= 1."})
+    depths: str = field(default="2,3", metadata={"help": "Layer counts to try (layers kept evenly spread)."})
+    ffn_fractions: str = field(
+        default="1.0,0.5", metadata={"help": "Fractions of FFN neurons to keep (lowest importance go)."}
+    )
+    head_fractions: str = field(
+        default="1.0",
+        metadata={"help": "Fractions of attention heads to keep (needs a transformers that prunes heads)."},
+    )
+    proxy_steps: int = field(
+        default=100, metadata={"help": "Distillation steps each in-budget candidate gets before scoring; >= 1."}
+    )
+    importance: str = field(
+        default="gradient", metadata={"help": "How heads and neurons are scored: 'gradient' or 'magnitude'."}
+    )
+    calibration_batches: int = field(
+        default=8, metadata={"help": "Training batches used to score heads and neurons; >= 1."}
+    )
+    latency_runs: int = field(default=5, metadata={"help": "Timed runs per candidate latency; >= 1."})
+
+    def __post_init__(self):
+        for name in ("max_latency_ms", "min_speedup", "max_size_mb"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise HfCompressError(f"{name} must be > 0 or null, got {value}")
+        for name in ("budget_batch_size", "proxy_steps", "calibration_batches", "latency_runs"):
+            if getattr(self, name) < 1:
+                raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_choice("importance", self.importance, ("gradient", "magnitude"))
+        parse_int_list(self.depths, "depths")
+        _float_list(self.ffn_fractions, "ffn_fractions")
+        _float_list(self.head_fractions, "head_fractions")
+
+    @property
+    def grid(self) -> list[tuple[int, float, float]]:
+        return [
+            (d, f, h)
+            for d in parse_int_list(self.depths, "depths")
+            for f in _float_list(self.ffn_fractions, "ffn_fractions")
+            for h in _float_list(self.head_fractions, "head_fractions")
+        ]
+
+
+@dataclass
+class DistillStageArguments:
+    """Which student the distill stage trains when no search stage chose one."""
+
+    student_layers: str = field(
+        default="every_other",
+        metadata={"help": "Teacher layers the student keeps: 'every_other', a count like '3', or '0,2,4'."},
+    )
+
+
+@dataclass
+class PruneStageArguments:
+    """Which kind of pruning the prune stage runs (its settings are the PruningConfig fields)."""
+
+    pruning: str = field(
+        default="structured",
+        metadata={"help": "'structured' (StructuredPruningConfig fields) or 'unstructured' (PruningConfig)."},
+    )
+
+    def __post_init__(self):
+        check_choice("pruning", self.pruning, ("structured", "unstructured"))
+
+
+@dataclass
+class QuantizeStageArguments:
+    """Which quantization methods the quantize stage runs, each on the last PyTorch model of the run."""
+
+    methods: str = field(
+        default="onnx-int8-dynamic", metadata={"help": "Comma-separated QuantizationConfig methods."}
+    )
+
+    def __post_init__(self):
+        for method in self.method_list:
+            check_choice("each of methods", method, METHODS)
+        if not self.method_list:
+            raise HfCompressError("methods must name at least one quantization method")
+
+    @property
+    def method_list(self) -> list[str]:
+        return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+
+@dataclass
+class EvaluateConfig:
+    """How every artifact is measured, and the rule that chooses the variant to ship (on validation)."""
+
+    latency_batch_sizes: str = field(default="1,32", metadata={"help": "Batch sizes of the latency columns."})
+    latency_runs: int = field(default=10, metadata={"help": "Timed runs per latency figure; >= 1."})
+    min_kept: float = field(
+        default=0.99,
+        metadata={"help": "Rule: keep variants whose validation score is >= this fraction of the teacher's."},
+    )
+    objective: str = field(
+        default="latency",
+        metadata={"help": "Rule: among those, choose the fastest (largest batch size) or the smallest on disk."},
+    )
+    memory: bool = field(default=True, metadata={"help": "Measure peak memory of a fresh process per artifact."})
+    plots: bool = field(default=True, metadata={"help": "Write accuracy-vs-latency and -size PNGs (matplotlib)."})
+
+    def __post_init__(self):
+        parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")
+        if self.latency_runs < 1:
+            raise HfCompressError(f"latency_runs must be >= 1, got {self.latency_runs}")
+        if not 0 < self.min_kept <= 1:
+            raise HfCompressError(f"min_kept must be in (0, 1], got {self.min_kept}")
+        check_choice("objective", self.objective, OBJECTIVES)
+
+
+@dataclass
+class ShareConfig:
+    """Where the chosen variant goes (the share_* fields of the recipes)."""
+
+    share_namespace: Optional[str] = field(default=None, metadata={"help": "Push to <namespace>/<name>."})
+    share_export_dir: Optional[str] = field(default=None, metadata={"help": "Write what would be pushed here."})
+    share_private: bool = field(default=False, metadata={"help": "Create pushed repos as private."})
+    share_revision: Optional[str] = field(default=None, metadata={"help": "Push to this branch."})
+
+    def __post_init__(self):
+        ReportingArguments(share_namespace=self.share_namespace)  # same namespace check as the recipes
+        if not (self.share_namespace or self.share_export_dir):
+            raise HfCompressError("the share stage needs share_namespace or share_export_dir")
+
+
+STAGE_TYPES = {
+    "finetune": (FinetuneConfig, TrainingArguments),
+    "search": (SearchConfig, DistillationConfig),
+    "distill": (DistillStageArguments, DistillationConfig),
+    "prune": (PruneStageArguments, StructuredPruningConfig, PruningConfig, DistillationConfig),
+    "quantize": (QuantizeStageArguments, QuantizationOptions),
+    "evaluate": (EvaluateConfig,),
+    "share": (ShareConfig,),
+}
+
+
+@dataclass
+class Stage:
+    """One parsed stage: its name, the YAML mapping as given (what its fingerprint hashes) and its configs."""
+
+    name: str
+    values: dict
+    configs: dict  # dataclass type -> instance
+
+    def get(self, cls):
+        return self.configs[cls]
+
+
+@dataclass
+class PipelineConfig:
+    pipeline: PipelineArguments
+    data: DataArguments
+    data_values: dict
+    training_values: dict
+    stages: list[Stage]
+    path: str
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+
+def _check_keys(values, allowed: set[str], where: str) -> dict:
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise HfCompressError(f"{where} must be a mapping of field: value, got {type(values).__name__}")
+    for key in values:
+        if key in RESERVED and where != "the top level":
+            raise HfCompressError(f"{key!r} in {where}: set {key} once, at the top level of the config")
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise HfCompressError(f"unknown key {key!r} in {where}{hint}")
+    return dict(values)
+
+
+def build(cls, values: dict, **fixed):
+    """An instance of ``cls`` from the keys of ``values`` it defines (plus ``fixed``)."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{k: v for k, v in values.items() if k in names}, **{k: v for k, v in fixed.items() if k in names})
+
+
+def _check_order(names: list[str]) -> None:
+    for name in names:
+        check_choice("each stage", name, ORDER)
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise HfCompressError(f"stage {repeated[0]!r} is listed twice; each stage runs at most once")
+    positions = [ORDER.index(n) for n in names]
+    for (a, pa), (b, pb) in zip(zip(names, positions), zip(names[1:], positions[1:])):
+        if pb < pa:
+            raise HfCompressError(
+                f"stage {b!r} can't come after {a!r}; stages run in the order {' -> '.join(ORDER)}"
+            )
+    if "search" in names and "distill" not in names:
+        raise HfCompressError("the search stage chooses the student of a distill stage: add 'distill' after it")
+
+
+def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Parse and check a pipeline YAML (``overrides``: ``--field value`` pairs for the top-level fields)."""
+    from ..parser import parse_config
+
+    path = Path(path)
+    if not path.is_file():
+        raise HfCompressError(f"config file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise HfCompressError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    top = known_fields((PipelineArguments,))
+    raw = _check_keys(raw, top | {"data", "training", "stages"}, "the top level")
+    data_values = _check_keys(raw.get("data"), known_fields((DataArguments,)), "data")
+    training_values = _check_keys(raw.get("training"), known_fields((TrainingArguments,)), "training")
+    entries = raw.get("stages")
+    if not isinstance(entries, list) or not entries:
+        raise HfCompressError(f"{path} needs 'stages': a list like [finetune: {{}}, quantize: {{}}]")
+    names, stage_values = [], []
+    for entry in entries:
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise HfCompressError(f"each stage must be 'name: {{fields}}', got {entry!r}")
+        (name, values), = entry.items()
+        check_choice("each stage", name, ORDER)
+        names.append(name)
+        stage_values.append(_check_keys(values, known_fields(STAGE_TYPES[name]), f"stage {name!r}"))
+    _check_order(names)
+    if "evaluate" not in names:  # every run ends with its report (and share takes the variant it chose)
+        at = names.index("share") if "share" in names else len(names)
+        names.insert(at, "evaluate")
+        stage_values.insert(at, {})
+    top_values = {k: v for k, v in raw.items() if k in top}
+    (pipeline,) = parse_config((PipelineArguments,), list(overrides or []), defaults=top_values)
+    data = build(DataArguments, data_values)
+    stages = []
+    for name, values in zip(names, stage_values):
+        configs = {}
+        for cls in STAGE_TYPES[name]:
+            if issubclass(cls, TrainingArguments):
+                merged = {**training_values, **values}
+                configs[cls] = build(cls, merged, output_dir=str(Path(pipeline.output_dir) / name), seed=pipeline.seed)
+            else:
+                configs[cls] = build(cls, values)
+        stages.append(Stage(name, values, configs))
+    config = PipelineConfig(pipeline, data, data_values, training_values, stages, str(path))
+    _check_task(config)
+    return config
+
+
+def _check_task(config: PipelineConfig) -> None:
+    task = config.pipeline.task_type
+    quantize = config.stage("quantize")
+    if task == "token_classification" and quantize is not None:
+        raise HfCompressError(
+            "the quantize stage supports sequence classification only (single- or multi-label); remove it for "
+            "token_classification"
+        )
+    if task == "multi_label_classification":
+        for name in ("search", "distill", "prune"):
+            stage = config.stage(name)
+            if stage is not None and stage.get(DistillationConfig).alpha > 0:
+                raise HfCompressError(
+                    f"stage {name!r}: soft-target KD (alpha > 0) is a softmax over classes, which doesn't fit "
+                    "multi-label outputs; set alpha: 0 and logits_mse_weight > 0 (or hidden-state terms)"
+                )

@@ -1,0 +1,172 @@
+"""What a pipeline run leaves behind so that the next run knows what it may skip.
+
+``<output_dir>/pipeline.json`` names the run (model, data, task: its identity) and whether it finished.
+``<output_dir>/<stage>/stage.json`` is written last by a finished stage: its resolved config, the fingerprint
+of everything it depends on (its own config, the data, the model and the previous stage's fingerprint, so a
+change reruns that stage and every one after it) and its figures. A stage without that record did not finish;
+its training checkpoints (``<output_dir>/<stage>/checkpoints``) let the next run resume it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from ..errors import HfCompressError
+from ..evaluation import write_text_atomic
+
+PIPELINE_RECORD = "pipeline.json"
+STAGE_RECORD = "stage.json"
+STARTED_RECORD = "started.json"
+
+
+def fingerprint(*parts) -> str:
+    """sha256 of the JSON of ``parts`` (sorted keys): equal inputs give equal fingerprints."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity(config) -> dict:
+    """What makes two runs the same pipeline: the model they start from, the data and the task."""
+    return {
+        "model_name_or_path": config.pipeline.model_name_or_path,
+        "task_type": config.pipeline.task_type,
+        "dataset_name": config.data.dataset_name,
+    }
+
+
+def stage_fingerprints(config) -> dict[str, str]:
+    """Each stage's fingerprint, chained: stage k's covers stages 1..k, the data, the model and the seed."""
+    base = fingerprint(identity(config), config.data_values, config.training_values, config.pipeline.seed)
+    result, previous = {}, base
+    for stage in config.stages:
+        previous = result[stage.name] = fingerprint(previous, stage.name, stage.values)
+    return result
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        raise HfCompressError(f"{path} is not valid JSON: was it written by another tool?") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+class RunState:
+    """The records of one output folder, checked against the run about to start (before anything is written)."""
+
+    def __init__(self, config):
+        self.config = config
+        self.out = Path(config.pipeline.output_dir)
+        self.identity = identity(config)
+        self.fingerprints = stage_fingerprints(config)
+
+    # -- checks -------------------------------------------------------------------------------------------
+    def check(self) -> list[str]:
+        """Refuse a folder that holds another pipeline, files of another tool, or an interrupted run whose
+        finished stages had another config. Returns the stages that will be skipped."""
+        record = read_json(self.out / PIPELINE_RECORD)
+        if self.config.pipeline.overwrite_output:
+            return []
+        if record is None:
+            if self.out.exists() and any(self.out.iterdir()):
+                names = ", ".join(sorted(p.name for p in self.out.iterdir())[:3])
+                raise HfCompressError(
+                    f"{self.out} is not empty ({names}) and holds no {PIPELINE_RECORD}: it was not written by a "
+                    "pipeline; choose a new output_dir"
+                )
+            return []
+        if record.get("identity") != self.identity:
+            raise HfCompressError(
+                f"{self.out} holds another pipeline ({_describe(record.get('identity'))}, not "
+                f"{_describe(self.identity)}); choose another output_dir or pass --overwrite_output true"
+            )
+        skipped = []
+        for name, wanted in self.fingerprints.items():
+            stage = read_json(self.out / name / STAGE_RECORD)
+            if stage is not None and stage.get("identity") != self.identity:
+                raise HfCompressError(
+                    f"{self.out / name / STAGE_RECORD} belongs to another pipeline "
+                    f"({_describe(stage.get('identity'))}); choose another output_dir"
+                )
+            done = stage is not None and stage.get("fingerprint") == wanted
+            if stage is not None and not done and record.get("status") == "running":
+                raise HfCompressError(
+                    f"the run in {self.out} was interrupted in stage {record.get('current')!r}, and stage "
+                    f"{name!r} finished there with another config; rerun with the config it started with "
+                    f"(recorded in {self.out / name / STAGE_RECORD}) or pass --overwrite_output true"
+                )
+            if not done:
+                break
+            skipped.append(name)
+        return skipped
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.config.pipeline.overwrite_output and self.out.exists():
+            shutil.rmtree(self.out)
+        self.mark("running", current=None)
+
+    def mark(self, status: str, current: str | None) -> None:
+        write_json(
+            self.out / PIPELINE_RECORD,
+            {
+                "identity": self.identity,
+                "status": status,
+                "current": current,
+                "stages": list(self.fingerprints),
+                "config": self.config.path,
+            },
+        )
+
+    def done(self, name: str) -> dict | None:
+        record = read_json(self.out / name / STAGE_RECORD)
+        return record if record and record.get("fingerprint") == self.fingerprints[name] else None
+
+    def begin_stage(self, name: str) -> Path:
+        """The stage's folder, emptied unless it holds checkpoints of this same stage config (then resumed)."""
+        folder = self.out / name
+        started = read_json(folder / STARTED_RECORD)
+        if started is None or started.get("fingerprint") != self.fingerprints[name]:
+            if folder.exists():
+                shutil.rmtree(folder)
+            write_json(folder / STARTED_RECORD, {"fingerprint": self.fingerprints[name]})
+        (folder / STAGE_RECORD).unlink(missing_ok=True)
+        self.mark("running", current=name)
+        return folder
+
+    def finish_stage(self, name: str, stage_config: dict, figures: dict, artifact: str | None) -> dict:
+        record = {
+            "identity": self.identity,
+            "stage": name,
+            "fingerprint": self.fingerprints[name],
+            "config": stage_config,
+            "figures": figures,
+            "artifact": artifact,
+        }
+        write_json(self.out / name / STAGE_RECORD, record)
+        return record
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete Trainer checkpoint in ``folder`` (``trainer_state.json`` is written last)."""
+    if not folder.is_dir():
+        return None
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    if not done:
+        return None
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1])))
+
+
+def _describe(ident: dict | None) -> str:
+    if not ident:
+        return "unknown"
+    return f"{ident.get('model_name_or_path')} on {ident.get('dataset_name')}, {ident.get('task_type')}"

@@ -1,0 +1,123 @@
+"""``run_pipeline``: check everything, then run the stages in order, skipping those already finished with the
+same config and inputs, resuming an interrupted training stage from its last checkpoint, and end with one
+report for the whole run (``evaluate``) and the chosen variant shared (``share``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from ..data import DistillationDataCollator, limit_samples, load_task_data
+from ..errors import HfCompressError
+from ..modeling import load_tokenizer
+from .config import PipelineConfig, load_pipeline_config
+from .records import RunState
+from .report import run_evaluate, run_share
+from .stages import (
+    RunContext,
+    check_backends,
+    run_distill,
+    run_finetune,
+    run_prune,
+    run_quantize,
+    run_search,
+    stage_config_record,
+)
+
+logger = logging.getLogger(__name__)
+RUNNERS = {
+    "finetune": run_finetune,
+    "search": run_search,
+    "distill": run_distill,
+    "prune": run_prune,
+    "quantize": run_quantize,
+    "evaluate": run_evaluate,
+    "share": run_share,
+}
+
+
+def _tokenize(raw, tokenizer, task: str, max_length: int):
+    from ..data import tokenize_dataset, tokenize_token_dataset
+
+    tokenize = tokenize_token_dataset if task == "token_classification" else tokenize_dataset
+    return tokenize(raw, tokenizer, max_length)
+
+
+def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
+    """Every check that can fail on bad input, before anything is written: the output folder's records, the
+    backends, sharing, the data, the tokenizer and (without a finetune stage) the model's head."""
+    from ..evaluation import task_metrics
+    from ..hub import check_sharing
+    from .config import ShareConfig
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise HfCompressError(
+            "the compress pipeline runs in one process (its stages measure and write records on one machine); "
+            "launch it without --num_processes, or run the recipes (distill_bert.py, ...) under DDP/FSDP"
+        )
+    state = RunState(config)
+    skipped = state.check()
+    check_backends(config)
+    share = config.stage("share")
+    if share is not None:
+        check_sharing(share.get(ShareConfig))
+    pipeline, data_args = config.pipeline, config.data
+    raw, labels = load_task_data(pipeline.task_type, data_args.dataset_name, data_args.text_column,
+                                 data_args.label_column)  # fmt: skip
+    raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, pipeline.seed)
+    tokenizer = load_tokenizer(pipeline.model_name_or_path)
+    data = _tokenize(raw, tokenizer, pipeline.task_type, data_args.max_seq_length)
+    texts = [t if isinstance(t, str) else " ".join(t) for t in raw["validation"]["text"][:64]]
+    ctx = RunContext(
+        config=config,
+        out=Path(pipeline.output_dir),
+        raw=raw,
+        labels=labels,
+        tokenizer=tokenizer,
+        data=data,
+        metrics=task_metrics(pipeline.task_type, data_args.metric_names, len(labels)),
+        collator=DistillationDataCollator(tokenizer),
+        texts=texts,
+    )
+    if "finetune" not in config.names:
+        ctx.teacher()  # refuses a model without a head for these labels
+    return state, skipped, ctx
+
+
+def _advance(ctx: RunContext, name: str, record: dict) -> None:
+    """What later stages take from a finished one."""
+    ctx.records[name] = record
+    if name == "finetune":
+        ctx.teacher_dir = Path(record["artifact"])
+    elif name in ("distill", "prune"):
+        ctx.latest = Path(record["artifact"])
+        ctx.latest_layers = record["figures"].get("teacher_layers")
+
+
+def run_pipeline(
+    config: PipelineConfig | str | Path, overrides: list[str] | None = None, callbacks: list | None = None
+) -> dict:
+    """Run a pipeline (a parsed config or a YAML path with ``--field value`` overrides of its top level);
+    returns the report. ``callbacks``: extra ``TrainerCallback``s for every training stage."""
+    if not isinstance(config, PipelineConfig):
+        config = load_pipeline_config(config, overrides)
+    state, skipped, ctx = prepare(config)
+    state.start()
+    ctx.callbacks = list(callbacks or [])
+    for stage in config.stages:
+        record = state.done(stage.name) if stage.name in skipped else None
+        if record is not None:
+            logger.info("Stage %s: finished earlier with the same config and inputs; skipped", stage.name)
+        else:
+            logger.info("Stage %s: running", stage.name)
+            folder = state.begin_stage(stage.name)
+            figures, artifact = RUNNERS[stage.name](ctx, stage, folder)
+            record = state.finish_stage(stage.name, stage_config_record(stage), figures, artifact)
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: the model is saved
+        _advance(ctx, stage.name, record)
+    state.mark("done", current=None)
+    print("\n" + (ctx.out / "report.md").read_text() + f"\nReport in {ctx.out / 'report.md'}")
+    return ctx.records["evaluate"]["figures"]["report"]

@@ -1,0 +1,170 @@
+"""Student search under a budget: cut candidates from the teacher over depth x FFN width x heads, measure each
+one's latency once on this machine (the candidates and the teacher taking turns), drop those over budget before
+any training, give each remaining one the same short distillation and keep the best on the validation split.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+
+from ..distillation import DistillationConfig, DistillationTrainer
+from ..distillation.trainer import kept_layer_maps
+from ..errors import HfCompressError
+from ..evaluation import evaluate_model, interleaved_latency
+from ..modeling import count_parameters, find_layer_list, layer_style, select_layers
+from ..pruning import StructuredPruningConfig, structure, structured_prune
+from ..pruning.structured import bert_head_pruning_supported, prune_attention_heads
+from ..training_args import stage_args
+from .config import SearchConfig
+
+logger = logging.getLogger(__name__)
+
+
+def weights_mb(model) -> float:
+    """MB of the model's weights as stored (fp32 here)."""
+    return sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 2**20
+
+
+def cut_candidate(teacher, depth: int, ffn_fraction: float, head_fraction: float, importance: str, batches):
+    """A student of ``depth`` evenly spread teacher layers with ``ffn_fraction`` of the FFN neurons and
+    ``head_fraction`` of the heads (KV groups for Llama-style) kept by importance; returns (model, teacher layers
+    kept, name)."""
+    now = structure(teacher)
+    units, width = min(now["attention_units"]), now["intermediate_size"]
+    kept = select_layers(depth, now["num_layers"])
+    target = {
+        "num_layers": depth,
+        "attention_units": max(1, round(head_fraction * units)),
+        "intermediate_size": max(1, round(ffn_fraction * width)),
+    }
+    config = StructuredPruningConfig(importance=importance, layer_selection="spread")
+    model, _ = structured_prune(copy.deepcopy(teacher), target, config, batches)
+    name = f"L{depth}-ffn{target['intermediate_size']}-h{target['attention_units']}"
+    return model, kept, name
+
+
+def check_grid(teacher, config: SearchConfig) -> None:
+    """Refuse a grid the teacher can't give before any work: too deep, or heads the installed transformers
+    can't prune."""
+    depth = teacher.config.num_hidden_layers
+    for d, _, h in config.grid:
+        select_layers(d, depth)  # raises for d > depth
+        style = layer_style(find_layer_list(teacher)[1][0])
+        if h < 1 and style == "bert" and not bert_head_pruning_supported(teacher):
+            prune_attention_heads(teacher, {})  # raises the explanation
+
+
+def within_budget(row: dict, config: SearchConfig) -> bool:
+    return (
+        (config.max_latency_ms is None or row["latency_ms"] <= config.max_latency_ms)
+        and (config.min_speedup is None or row["speedup"] >= config.min_speedup)
+        and (config.max_size_mb is None or row["size_mb"] <= config.max_size_mb)
+    )
+
+
+def budget_text(config: SearchConfig) -> str:
+    parts = []
+    if config.max_latency_ms is not None:
+        parts.append(f"latency <= {config.max_latency_ms} ms at batch {config.budget_batch_size}")
+    if config.min_speedup is not None:
+        parts.append(f"speed-up >= {config.min_speedup}x at batch {config.budget_batch_size}")
+    if config.max_size_mb is not None:
+        parts.append(f"fp32 weights <= {config.max_size_mb} MB")
+    return " and ".join(parts) or "no budget"
+
+
+def measure_candidates(teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig) -> list[dict]:
+    """The candidate table: parameters, fp32 size, latency at the budget's batch size (candidates and teacher
+    taking turns), speed-up against the teacher, and whether each is within the budget."""
+    models = {"teacher": teacher, **{name: c["model"] for name, c in candidates.items()}}
+    latency = interleaved_latency(
+        models, tokenizer, texts, config.budget_batch_size, max_length, rounds=3, runs=config.latency_runs
+    )
+    rows = []
+    for name, c in candidates.items():
+        row = {
+            "candidate": name,
+            "layers": c["model"].config.num_hidden_layers,
+            "intermediate_size": structure(c["model"])["intermediate_size"],
+            "attention_units": structure(c["model"])["attention_units"][0],
+            "teacher_layers": c["kept"],
+            "parameters": count_parameters(c["model"]),
+            "size_mb": weights_mb(c["model"]),
+            "latency_ms": latency[name],
+            "teacher_latency_ms": latency["teacher"],
+            "speedup": latency["teacher"] / latency[name],
+            "batch_size": config.budget_batch_size,
+            "torch_threads": torch.get_num_threads(),
+        }
+        row["within_budget"] = within_budget(row, config)
+        rows.append(row)
+    return rows
+
+
+def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConfig, data, tokenizer, metrics,
+                folder: Path) -> dict:  # fmt: skip
+    """The same short distillation for every candidate; returns its validation metrics."""
+    stage = stage_args(
+        args,
+        cls=DistillationConfig,
+        output_dir=folder,
+        max_steps=config.proxy_steps,
+        save_strategy="no",
+        eval_strategy="no",
+        **kept_layer_maps(args, candidate["kept"]),
+    )
+    trainer = DistillationTrainer(
+        model=candidate["model"],
+        teacher_model=teacher,
+        args=stage,
+        train_dataset=data["train"],
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(str(folder))
+    from ..data import DistillationDataCollator
+
+    return evaluate_model(candidate["model"], data["validation"], DistillationDataCollator(tokenizer), metrics)
+
+
+def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics, texts, max_length, folder,
+                   calibration) -> dict:  # fmt: skip
+    """Run the search; returns {"candidates": rows, "chosen": name, "rule": text, "chosen_model": the chosen
+    candidate's cut before training, "teacher_layers": its kept teacher layers}."""
+    folder = Path(folder)
+    candidates = {}
+    for depth, ffn, heads in config.grid:
+        model, kept, name = cut_candidate(teacher, depth, ffn, heads, config.importance, calibration)
+        candidates.setdefault(name, {"model": model, "kept": kept})
+    rows = measure_candidates(teacher, candidates, tokenizer, texts, max_length, config)
+    within = [r for r in rows if r["within_budget"]]
+    if not within:
+        fastest = min(rows, key=lambda r: r["latency_ms"])
+        raise HfCompressError(
+            f"no candidate meets the budget ({budget_text(config)}); the fastest, {fastest['candidate']}, takes "
+            f"{fastest['latency_ms']:.1f} ms at batch {config.budget_batch_size} ({fastest['speedup']:.2f}x, "
+            f"{fastest['size_mb']:.1f} MB): relax the budget or add smaller depths/fractions"
+        )
+    logger.info("Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget_text(config))
+    initial = {r["candidate"]: copy.deepcopy(candidates[r["candidate"]]["model"]) for r in within}
+    for row in within:
+        name = row["candidate"]
+        scores = proxy_train(
+            candidates[name], teacher, args, config, data, tokenizer, metrics, folder / "candidates" / name
+        )
+        row.update({f"validation_{k}": v for k, v in scores.items()})
+        row["folder"] = str(folder / "candidates" / name)
+        logger.info("Search: %s scored %.4f on validation", name, row["validation_accuracy"])
+    best = max(within, key=lambda r: (r["validation_accuracy"], -r["latency_ms"]))
+    return {
+        "candidates": rows,
+        "chosen": best["candidate"],
+        "rule": f"within the budget ({budget_text(config)}), the best validation accuracy after "
+        f"{config.proxy_steps} distillation steps (ties: the faster)",
+        "chosen_model": initial[best["candidate"]],
+        "teacher_layers": best["teacher_layers"],
+    }
