@@ -4,7 +4,7 @@ resumable pipeline described by one YAML.
     accelerate launch recipes/compress.py
     accelerate launch recipes/compress.py --config recipes/configs/minilm/rotten_tomatoes/compress_full.yaml
     hfcompress compress --config recipes/configs/minilm/rotten_tomatoes/compress_default.yaml
-    python recipes/compress.py --config my.yaml --output_dir outputs/other --seed 43
+    python recipes/compress.py --output_dir outputs/compress_seed43 --seed 43
 
 The YAML lists the stages in order (finetune, search, distill, prune, quantize, evaluate, share), each with
 the fields of the config it wraps (docs/pipeline.md). Every stage writes its artifact and a record under

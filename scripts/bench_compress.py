@@ -1,0 +1,184 @@
+"""Benchmark of the compress pipeline against targets P1a and P1b (Rotten Tomatoes, fine-tuned all-MiniLM-L6-v2).
+
+    python scripts/bench_compress.py --teacher_dir scripts/results/quantization/work/teacher
+    python scripts/bench_compress.py --seeds 42 --max_train_samples 300 --out /tmp/bench_smoke   # minutes
+
+P1a: a variant keeping >= 99% of the teacher's test accuracy at >= 3x its PyTorch fp32 throughput at batch 32
+and >= 4x smaller on disk. P1b: >= 97% at >= 6x. Each target has a route, a pipeline YAML written into
+<out>/<route>/seed<N>/: search (a budget on the fp32 speed-up of students cut from the teacher) -> distill ->
+ONNX int8 -> evaluate. Seed 42 runs the search over the route's grid; seeds 43 and 44 distil the structure
+it chose (a one-candidate search). Everything is chosen on the validation split:
+- the search keeps the candidate with the best validation accuracy after the same short distillation;
+- per route, the variant (student fp32 or int8) is the fastest whose median validation accuracy over the
+  seeds is >= the route's share of the teacher's.
+Test figures are only reported: the medians of the chosen variant decide the target. Every row of every run
+stays in the JSON. Without --teacher_dir the teacher is fine-tuned first by a one-stage pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from bench_setup import ROOT, machine
+
+from hfcompress.evaluation import markdown_table, write_report
+from hfcompress.finetune import TEACHER_RECORD
+from hfcompress.pipeline import run_pipeline
+from hfcompress.recipe import setup_logging_and_threads
+
+ROUTES = {
+    # P1a: int8 roughly doubles throughput, so students >= 1.4x faster in fp32 can reach 3x.
+    "p1a": {"target": (0.99, 3.0, 4.0), "min_speedup": 1.4, "depths": "3,4", "ffn_fractions": "1.0,0.5"},
+    # P1b: students >= 2.8x faster in fp32, int8 on top for 6x.
+    "p1b": {"target": (0.97, 6.0, None), "min_speedup": 2.8, "depths": "1,2", "ffn_fractions": "1.0,0.5"},
+}
+TRAINING = {"per_device_train_batch_size": 32, "per_device_eval_batch_size": 64, "save_strategy": "steps",
+            "save_steps": 200, "save_total_limit": 1, "logging_steps": 50, "report_to": "none",
+            "disable_tqdm": True}  # fmt: skip
+DISTILL = {"num_train_epochs": 2, "learning_rate": 1.0e-4, "temperature": 2.0, "alpha": 0.5,
+           "cache_teacher_logits": True}  # fmt: skip
+
+
+def pipeline_yaml(folder: Path, teacher: str, seed: int, data: dict, search: dict, min_kept: float, epochs) -> Path:
+    config = {
+        "output_dir": str(folder),
+        "model_name_or_path": teacher,
+        "seed": seed,
+        "data": data,
+        "training": TRAINING,
+        "stages": [
+            {"search": {**search, "learning_rate": 1.0e-4, "cache_teacher_logits": True}},
+            {"distill": {**DISTILL, "num_train_epochs": epochs}},
+            {"quantize": {"methods": "onnx-int8-dynamic", "per_channel": True}},
+            {"evaluate": {"min_kept": min_kept, "latency_batch_sizes": "1,32", "latency_runs": 10}},
+        ],
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f"{folder.name}.yaml"
+    path.write_text("# written by scripts/bench_compress.py\n" + yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def fine_tune_teacher(out: Path, data: dict) -> str:
+    folder = out / "work" / "teacher"
+    path = out / "work" / "teacher.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({
+        "output_dir": str(folder), "model_name_or_path": "sentence-transformers/all-MiniLM-L6-v2", "data": data,
+        "training": TRAINING, "stages": [{"finetune": {"num_train_epochs": 2, "learning_rate": 5.0e-5}},
+                                         {"evaluate": {"memory": False, "plots": False}}]}))  # fmt: skip
+    run_pipeline(path)
+    return str(folder / "finetune" / "model")
+
+
+def route_summary(name: str, runs: list[dict]) -> dict:
+    """Choose the route's variant on median validation accuracy, then report its test medians."""
+    share, speed, smaller = ROUTES[name]["target"]
+    per_variant: dict[str, list[dict]] = {}
+    for run in runs:
+        for row in run["report"]["results"]:
+            if row["stage"] in ("student", "quantized"):
+                per_variant.setdefault(row["model"], []).append(row)
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    table = []
+    for variant, rows in per_variant.items():
+        table.append({
+            "variant": variant, "seeds": len(rows),
+            "kept_validation": med(rows, "kept_validation"), "kept_test": med(rows, "kept_test"),
+            "test_accuracy": med(rows, "test_accuracy"), "speedup_b32": med(rows, "speedup_b32"),
+            "speedup_b1": med(rows, "speedup_b1"), "size_ratio": med(rows, "size_ratio"),
+            "size_mb": med(rows, "size_mb"), "gzip_size_mb": med(rows, "gzip_size_mb"),
+            "kept_test_per_seed": [round(r["kept_test"], 4) for r in rows],
+            "speedup_b32_per_seed": [round(r["speedup_b32"], 2) for r in rows],
+        })  # fmt: skip
+    rule = (f"the fastest at batch 32 (median speed-up) among the route's variants whose median validation "
+            f"accuracy is >= {share:g} x the teacher's")  # fmt: skip
+    eligible = [r for r in table if r["kept_validation"] >= share]
+    chosen = max(eligible, key=lambda r: r["speedup_b32"]) if eligible else None
+    met = bool(chosen) and chosen["kept_test"] >= share and chosen["speedup_b32"] >= speed and (
+        smaller is None or chosen["size_ratio"] >= smaller
+    )
+    target = f">= {share:.0%} of the teacher's test accuracy at >= {speed:g}x throughput (batch 32)"
+    if smaller:
+        target += f" and >= {smaller:g}x smaller on disk"
+    return {"route": name, "target": target, "rule": rule, "chosen": chosen and chosen["variant"],
+            "chosen_figures": chosen, "met": met, "variants": table}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher_dir", default=None, help="a teacher fine-tuned by hfcompress (has its record)")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--routes", default="p1a,p1b")
+    parser.add_argument("--epochs", type=float, default=2.0, help="distillation epochs of each student")
+    parser.add_argument("--max_train_samples", type=int, default=None, help="a subset, for a quick smoke run")
+    parser.add_argument("--out", default=str(ROOT / "scripts/results/compress"))
+    opts = parser.parse_args()
+    setup_logging_and_threads()
+    out = Path(opts.out)
+    data = {"dataset_name": "rotten_tomatoes_snippets", "max_seq_length": 64}
+    if opts.max_train_samples:
+        data.update(max_train_samples=opts.max_train_samples, max_eval_samples=max(100, opts.max_train_samples // 4))
+    teacher = opts.teacher_dir
+    if teacher and not (Path(teacher) / TEACHER_RECORD).exists():
+        sys.exit(f"--teacher_dir {teacher} is not a teacher fine-tuned by hfcompress ({TEACHER_RECORD})")
+    teacher = teacher or fine_tune_teacher(out, data)
+    seeds = [int(s) for s in opts.seeds.split(",")]
+    width = json.loads((Path(teacher) / "config.json").read_text())["intermediate_size"]
+    summaries, runs_by_route = [], {}
+    for name in opts.routes.split(","):
+        route, runs = ROUTES[name], []
+        search = {k: route[k] for k in ("min_speedup", "depths", "ffn_fractions")} | {"proxy_steps": 100}
+        for seed in seeds:
+            start = time.time()
+            folder = out / "work" / name / f"seed{seed}"
+            if runs:  # later seeds: the structure seed 42's search chose, as a one-candidate search
+                chosen = runs[0]["report"]["search"]
+                row = next(r for r in chosen["candidates"] if r["candidate"] == chosen["chosen"])
+                search = {"depths": str(row["layers"]), "ffn_fractions": str(row["intermediate_size"] / width),
+                          "proxy_steps": 1}  # fmt: skip
+            report = run_pipeline(pipeline_yaml(folder, teacher, seed, data, search, route["target"][0], opts.epochs))
+            runs.append({"seed": seed, "minutes": (time.time() - start) / 60, "report": report})
+        runs_by_route[name] = runs
+        summaries.append(route_summary(name, runs))
+    result = {
+        "benchmark": "compress",
+        "command": " ".join(["scripts/bench_compress.py", *sys.argv[1:]]),
+        "teacher_dir": teacher,
+        "teacher_record": json.loads((Path(teacher) / TEACHER_RECORD).read_text())
+        if (Path(teacher) / TEACHER_RECORD).exists() else None,
+        "seeds": seeds,
+        "distill": {**DISTILL, "num_train_epochs": opts.epochs},
+        "machine": machine(),
+        "summary": summaries,
+        "runs": runs_by_route,
+    }
+    write_report(out, "compress_benchmark", result, render(result))
+    print(render(result))
+
+
+def render(result: dict) -> str:
+    lines = ["# compress pipeline benchmark", "", f"`{result['command']}`", ""]
+    for s in result["summary"]:
+        verdict = "met" if s["met"] else "not met"
+        lines += [f"## {s['route'].upper()}: {s['target']}: **{verdict}**", "",
+                  f"Rule (validation): {s['rule']}. Chosen: {s['chosen']}.", "",
+                  markdown_table(s["variants"], [("variant", "variant"), ("kept_validation", "kept (val)"),
+                                 ("kept_test", "kept (test)"), ("test_accuracy", "test acc"),
+                                 ("speedup_b32", "speed-up b32"), ("speedup_b1", "speed-up b1"),
+                                 ("size_ratio", "x smaller"), ("size_mb", "MB"), ("kept_test_per_seed", "kept per seed"),
+                                 ("speedup_b32_per_seed", "b32 per seed")]), ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The compress pipeline on tiny random models: stages end to end, skipping and rerunning, resuming a killed
+run to the same weights, the student search under a budget, other task types, and bad input."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import make_bert, make_text_dataset, make_tokenizer
+from transformers import AutoModelForSequenceClassification, BertConfig, BertModel
+
+from hfcompress import HfCompressError
+from hfcompress.pipeline import load_pipeline_config, run_pipeline
+from hfcompress.quantization.backends import is_optimum_onnx_available
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_EVAL = {"evaluate": {"latency_runs": 1, "latency_batch_sizes": "1,4", "memory": False, "plots": False}}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A tiny base encoder (no head), the same with a trained-looking head (a 'fine-tuned teacher'), data."""
+    root = tmp_path_factory.mktemp("pipeline_assets")
+    tok = make_tokenizer(root)
+    base = BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                                intermediate_size=64, max_position_embeddings=64))  # fmt: skip
+    base.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    teacher = make_bert(num_layers=4, tokenizer=tok)
+    teacher.config.id2label, teacher.config.label2id = {0: "0", 1: "1"}, {"0": 0, "1": 1}
+    teacher.save_pretrained(root / "teacher")
+    tok.save_pretrained(root / "teacher")
+    make_text_dataset(120).to_csv(root / "reviews.csv", index=False)
+    rows = make_text_dataset(120).to_list()
+    multi = [{"text": r["text"], "label": ["pos"] if r["label"] else ["neg", "other"]} for r in rows]
+    (root / "multi.jsonl").write_text("\n".join(json.dumps(r) for r in multi) + "\n")
+    token = [{"text": r["text"].split(), "label": ["B" if w in ("great", "bad") else "O" for w in r["text"].split()]}
+             for r in rows]  # fmt: skip
+    (root / "tokens.jsonl").write_text("\n".join(json.dumps(r) for r in token) + "\n")
+    return root
+
+
+def write_config(folder: Path, assets: Path, stages: list, model="teacher", dataset="reviews.csv", **top) -> Path:
+    config = {
+        "output_dir": str(folder / "out"),
+        "model_name_or_path": str(assets / model),
+        "data": {"dataset_name": str(assets / dataset), "max_train_samples": 64, "max_eval_samples": 16},
+        "training": {"per_device_train_batch_size": 8, "report_to": "none", "disable_tqdm": True,
+                     "save_steps": 2, "logging_steps": 50},  # fmt: skip
+        "stages": stages,
+        **top,
+    }
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def stage_runs(caplog) -> list[str]:
+    return [r.getMessage().split()[1].rstrip(":") for r in caplog.records if r.getMessage().endswith(": running")]
+
+
+def weights(folder) -> dict:
+    return AutoModelForSequenceClassification.from_pretrained(folder).state_dict()
+
+
+@pytest.mark.skipif(not is_optimum_onnx_available(), reason="needs optimum-onnx (pip install 'hfcompress[onnx]')")
+def test_end_to_end_then_skipped_then_rerun_from_the_changed_stage(assets, tmp_path, caplog):
+    stages = [
+        {"finetune": {"num_train_epochs": 1}},
+        {"search": {"min_speedup": 1.0, "depths": "1,2", "ffn_fractions": "1.0", "proxy_steps": 2, "latency_runs": 1}},
+        {"distill": {"num_train_epochs": 1}},
+        {"quantize": {"methods": "onnx-int8-dynamic"}},
+        FAST_EVAL,
+        {"share": {"share_export_dir": str(tmp_path / "shipped")}},
+    ]
+    path = write_config(tmp_path, assets, stages, model="base")
+    caplog.set_level("INFO", logger="hfcompress")
+    report = run_pipeline(path)
+    out = tmp_path / "out"
+    assert stage_runs(caplog) == ["finetune", "search", "distill", "quantize", "evaluate", "share"]
+    names = [r["model"] for r in report["results"]]
+    assert names[0] == "teacher" and "student" in names and "student onnx-int8-dynamic" in names
+    assert sum(n.startswith("candidate ") for n in names) == 2  # depths 1 and 2, FFN kept whole
+    for stage in ("finetune", "search", "distill", "quantize", "evaluate", "share"):
+        record = json.loads((out / stage / "stage.json").read_text())
+        assert record["fingerprint"] and record["config"] is not None
+    assert not (out / "distill" / "checkpoints").exists()  # finished: only the model is kept
+    teacher_val = report["results"][0]["validation_accuracy"]
+    chosen = next(r for r in report["results"] if r["model"] == report["chosen"])
+    assert chosen["validation_accuracy"] >= 0.99 * teacher_val and chosen["stage"] != "candidate"
+    shipped = next((tmp_path / "shipped").iterdir())
+    assert "hfcompress" in (shipped / "README.md").read_text()
+    assert (out / "report.md").read_text().count("| candidate | candidate L") == 2
+
+    caplog.clear()
+    run_pipeline(path)
+    assert stage_runs(caplog) == []  # same config, same inputs: everything skipped
+
+    caplog.clear()
+    stages[2]["distill"]["learning_rate"] = 1e-3
+    stages[-1] = {"share": {"share_export_dir": str(tmp_path / "shipped2")}}
+    run_pipeline(write_config(tmp_path, assets, stages, model="base"))
+    assert stage_runs(caplog) == ["distill", "quantize", "evaluate", "share"]
+
+
+def test_killed_distill_stage_resumes_to_the_same_weights(assets, tmp_path):
+    stages = [{"distill": {"num_train_epochs": 2, "student_layers": "2"}}, FAST_EVAL]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    run_pipeline(write_config(tmp_path / "a", assets, stages))
+    killed = write_config(tmp_path / "b", assets, stages)
+    script = textwrap.dedent(
+        """
+        import os, signal, sys
+        from transformers import TrainerCallback
+        from hfcompress.pipeline import run_pipeline
+
+        class KillAtStep5(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == 5:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        run_pipeline(sys.argv[1], callbacks=[KillAtStep5()])
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(killed)], capture_output=True, text=True)
+    assert result.returncode == -9, result.stderr[-2000:]
+    out = tmp_path / "b" / "out"
+    assert json.loads((out / "pipeline.json").read_text())["status"] == "running"
+    assert (out / "distill" / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()
+    report = run_pipeline(killed)
+    assert report["stages"][0]["resumed_from"].endswith("checkpoint-4")
+    a, b = weights(tmp_path / "a" / "out" / "distill" / "model"), weights(out / "distill" / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_killed_run_with_a_changed_finished_stage_is_refused(assets, tmp_path):
+    stages = [{"distill": {"num_train_epochs": 1, "student_layers": "2"}}, FAST_EVAL]
+    path = write_config(tmp_path, assets, stages)
+    run_pipeline(path)
+    out = tmp_path / "out"
+    record = json.loads((out / "pipeline.json").read_text())
+    (out / "pipeline.json").write_text(json.dumps({**record, "status": "running", "current": "evaluate"}))
+    before = (out / "distill" / "stage.json").read_text()
+    stages[0]["distill"]["learning_rate"] = 1e-3
+    with pytest.raises(HfCompressError, match="interrupted in stage 'evaluate'.*'distill' finished there with another"):
+        run_pipeline(write_config(tmp_path, assets, stages))
+    assert (out / "distill" / "stage.json").read_text() == before
+
+
+def test_search_chooses_the_best_candidate_within_the_budget(assets, tmp_path):
+    stages = [
+        {"search": {"max_size_mb": 0.075, "depths": "1,2,3", "ffn_fractions": "1.0,0.5", "proxy_steps": 3,
+                    "latency_runs": 1, "learning_rate": 5e-3}},  # fmt: skip
+        {"distill": {"max_steps": 2}},
+        FAST_EVAL,
+    ]
+    report = run_pipeline(write_config(tmp_path, assets, stages))
+    rows = report["search"]["candidates"]
+    assert len(rows) == 6
+    within = [r for r in rows if r["within_budget"]]
+    assert within and len(within) < len(rows)
+    assert all(r["size_mb"] <= 0.075 for r in within)
+    assert all("validation_accuracy" not in r for r in rows if not r["within_budget"])  # never trained
+    best = max(within, key=lambda r: (r["validation_accuracy"], -r["latency_ms"]))
+    assert report["search"]["chosen"] == best["candidate"]
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "distill" / "model")
+    assert student.config.num_hidden_layers == best["layers"]
+    assert student.config.intermediate_size == best["intermediate_size"]
+
+
+def test_budget_no_candidate_meets(assets, tmp_path):
+    stages = [{"search": {"max_latency_ms": 1e-6, "depths": "1,2", "latency_runs": 1}}, {"distill": {}}, FAST_EVAL]
+    with pytest.raises(HfCompressError, match=r"no candidate meets the budget.*the fastest, L\d-ffn\d+-h4, takes"):
+        run_pipeline(write_config(tmp_path, assets, stages))
+    assert not (tmp_path / "out" / "search" / "stage.json").exists()
+
+
+@pytest.mark.parametrize(
+    "task,dataset,distill",
+    [
+        ("multi_label_classification", "multi.jsonl", {"alpha": 0.0, "logits_mse_weight": 1.0}),
+        ("token_classification", "tokens.jsonl", {"alpha": 0.5}),
+    ],
+)
+def test_other_task_types(assets, tmp_path, task, dataset, distill):
+    stages = [
+        {"finetune": {"num_train_epochs": 1}},
+        {"distill": {"num_train_epochs": 1, "student_layers": "2", "cache_teacher_logits": False, **distill}},
+        FAST_EVAL,
+    ]
+    path = write_config(tmp_path, assets, stages, model="base", dataset=dataset, task_type=task)
+    report = run_pipeline(path)
+    assert [r["model"] for r in report["results"]] == ["teacher", "student"]
+    assert 0 <= report["results"][1]["test_accuracy"] <= 1
+
+
+@pytest.mark.parametrize(
+    "stages,message",
+    [
+        ([{"quantize": {}}, {"distill": {}}], "stage 'distill' can't come after 'quantize'"),
+        ([{"share": {}}], "the share stage needs share_namespace or share_export_dir"),
+        ([{"share": {"share_namespace": "a/b"}}], "share_namespace must be a user or organization"),
+        ([{"search": {}}], "the search stage chooses the student of a distill stage"),
+        ([{"distill": {"temprature": 2}}], "unknown key 'temprature' in stage 'distill'.*did you mean 'temperature'"),
+        ([{"distill": {"output_dir": "x"}}], "'output_dir' in stage 'distill': set output_dir once"),
+        ([{"compile": {}}], "each stage must be one of finetune, search"),
+        ([{"distill": {}}, {"distill": {}}], "stage 'distill' is listed twice"),
+        ([{"search": {"min_speedup": 0}}, {"distill": {}}], "min_speedup must be > 0"),
+        ([{"quantize": {"methods": "gguf"}}], "each of methods must be one of"),
+    ],
+)
+def test_bad_stage_lists(assets, tmp_path, stages, message):
+    with pytest.raises(HfCompressError, match=message):
+        run_pipeline(write_config(tmp_path, assets, stages))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_folders_and_models(assets, tmp_path):
+    stages = [{"distill": {"max_steps": 1}}, FAST_EVAL]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    with pytest.raises(HfCompressError, match="holds no pipeline.json: it was not written by a pipeline"):
+        run_pipeline(write_config(tmp_path, assets, stages))
+    (out / "report.json").unlink()
+    (out / "pipeline.json").write_text(json.dumps({"identity": {"model_name_or_path": "other/model"}}))
+    with pytest.raises(HfCompressError, match="holds another pipeline \\(other/model"):
+        run_pipeline(write_config(tmp_path, assets, stages))
+    assert json.loads((out / "pipeline.json").read_text())["identity"] == {"model_name_or_path": "other/model"}
+    (tmp_path / "x").mkdir()
+    with pytest.raises(HfCompressError, match="has no head for these labels: add a 'finetune' stage"):
+        run_pipeline(write_config(tmp_path / "x", assets, stages, model="base"))
+
+
+def test_shipped_yamls_parse_and_name_their_stages():
+    for path in sorted((ROOT / "recipes" / "configs").rglob("compress_*.yaml")):
+        config = load_pipeline_config(path)
+        assert config.names[0] in ("finetune", "search", "distill") and config.names[-1] in ("evaluate", "share")
+
+
+def test_cli_compress_reports_bad_input(tmp_path, capsys):
+    from hfcompress.cli import main
+
+    assert main(["compress", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
