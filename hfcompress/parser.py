@@ -40,8 +40,8 @@ def _accept_null(parser: HfArgumentParser, dataclass_types) -> None:
             action.type.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
 
 
-def load_yaml_config(path: str | Path, dataclass_types) -> dict:
-    """Read a flat YAML mapping and check every key against the dataclasses' fields."""
+def read_yaml(path: str | Path) -> dict:
+    """The mapping in a YAML file; a missing file, invalid YAML or anything but a mapping is an error."""
     path = Path(path)
     if not path.is_file():
         raise HfCompressError(f"config file {str(path)!r} does not exist")
@@ -53,12 +53,22 @@ def load_yaml_config(path: str | Path, dataclass_types) -> dict:
         raise HfCompressError(
             f"config file {path} must be a mapping of field: value, got {type(values).__name__}"
         )
-    allowed = known_fields(dataclass_types)
+    return values
+
+
+def check_keys(values: dict, allowed: set[str], where: str) -> None:
+    """An unknown key is an error naming where it was and the closest allowed key."""
     for key in values:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise HfCompressError(f"unknown key {key!r} in {path}{hint}")
+            raise HfCompressError(f"unknown key {key!r} in {where}{hint}")
+
+
+def load_yaml_config(path: str | Path, dataclass_types) -> dict:
+    """Read a flat YAML mapping and check every key against the dataclasses' fields."""
+    values = read_yaml(path)
+    check_keys(values, known_fields(dataclass_types), str(path))
     return values
 
 

@@ -23,10 +23,10 @@ from transformers import TrainingArguments, set_seed
 from hfcompress.configs import DataArguments, QuantizeRecipeArguments, parse_int_list
 from hfcompress.data import limit_samples, load_text_classification, tokenize_dataset
 from hfcompress.evaluation import classification_metrics, markdown_table
+from hfcompress.evaluation.plots import plot_tradeoffs
 from hfcompress.finetune import finetuned_teacher
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import load_classifier, load_tokenizer
-from hfcompress.evaluation.plots import plot_tradeoffs
 from hfcompress.quantization import QuantizationConfig, QuantizationOptions, measure_artifacts
 from hfcompress.quantization import quantize as quantize_model
 from hfcompress.quantization.backends import require_backend

@@ -45,7 +45,9 @@ DISTILL = {"num_train_epochs": 2, "learning_rate": 1.0e-4, "temperature": 2.0, "
            "cache_teacher_logits": True}  # fmt: skip
 
 
-def pipeline_yaml(folder: Path, teacher: str, seed: int, data: dict, search: dict, min_kept: float, epochs) -> Path:
+def pipeline_yaml(
+    folder: Path, teacher: str, seed: int, data: dict, search: dict, min_kept: float, epochs
+) -> Path:
     config = {
         "output_dir": str(folder),
         "model_name_or_path": teacher,
@@ -104,8 +106,11 @@ def route_summary(name: str, runs: list[dict]) -> dict:
             f"accuracy is >= {share:g} x the teacher's")  # fmt: skip
     eligible = [r for r in table if r["kept_validation"] >= share]
     chosen = max(eligible, key=lambda r: r["speedup_b32"]) if eligible else None
-    met = bool(chosen) and chosen["kept_test"] >= share and chosen["speedup_b32"] >= speed and (
-        smaller is None or chosen["size_ratio"] >= smaller
+    met = (
+        bool(chosen)
+        and chosen["kept_test"] >= share
+        and chosen["speedup_b32"] >= speed
+        and (smaller is None or chosen["size_ratio"] >= smaller)
     )
     target = f">= {share:.0%} of the teacher's test accuracy at >= {speed:g}x throughput (batch 32)"
     if smaller:
@@ -116,7 +121,9 @@ def route_summary(name: str, runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teacher_dir", default=None, help="a teacher fine-tuned by hfcompress (has its record)")
+    parser.add_argument(
+        "--teacher_dir", default=None, help="a teacher fine-tuned by hfcompress (has its record)"
+    )
     parser.add_argument("--seeds", default="42,43,44")
     parser.add_argument("--routes", default="p1a,p1b")
     parser.add_argument("--epochs", type=float, default=2.0, help="distillation epochs of each student")
@@ -127,7 +134,9 @@ def main() -> None:
     out = Path(opts.out)
     data = {"dataset_name": "rotten_tomatoes_snippets", "max_seq_length": 64}
     if opts.max_train_samples:
-        data.update(max_train_samples=opts.max_train_samples, max_eval_samples=max(100, opts.max_train_samples // 4))
+        data.update(
+            max_train_samples=opts.max_train_samples, max_eval_samples=max(100, opts.max_train_samples // 4)
+        )
     teacher = opts.teacher_dir
     if teacher and not (Path(teacher) / TEACHER_RECORD).exists():
         sys.exit(f"--teacher_dir {teacher} is not a teacher fine-tuned by hfcompress ({TEACHER_RECORD})")
@@ -146,7 +155,9 @@ def main() -> None:
                 row = next(r for r in chosen["candidates"] if r["candidate"] == chosen["chosen"])
                 search = {"depths": str(row["layers"]), "ffn_fractions": str(row["intermediate_size"] / width),
                           "proxy_steps": 1}  # fmt: skip
-            report = run_pipeline(pipeline_yaml(folder, teacher, seed, data, search, route["target"][0], opts.epochs))
+            report = run_pipeline(
+                pipeline_yaml(folder, teacher, seed, data, search, route["target"][0], opts.epochs)
+            )
             runs.append({"seed": seed, "minutes": (time.time() - start) / 60, "report": report})
         runs_by_route[name] = runs
         summaries.append(route_summary(name, runs))
@@ -155,7 +166,8 @@ def main() -> None:
         "command": " ".join(["scripts/bench_compress.py", *sys.argv[1:]]),
         "teacher_dir": teacher,
         "teacher_record": json.loads((Path(teacher) / TEACHER_RECORD).read_text())
-        if (Path(teacher) / TEACHER_RECORD).exists() else None,
+        if (Path(teacher) / TEACHER_RECORD).exists()
+        else None,
         "seeds": seeds,
         "distill": {**DISTILL, "num_train_epochs": opts.epochs},
         "machine": machine(),

@@ -265,6 +265,86 @@ def demo_threads(relative: str) -> str:
     )
 
 
+def compress(relative: str) -> str:
+    """Per route: the verdict, the rule and the variants' medians; then every artifact of every run."""
+    data = load(relative)
+    parts = []
+    for summary in data["summary"]:
+        verdict = "met" if summary["met"] else "not met"
+        parts.append(
+            f"**{summary['route'].upper()}** ({summary['target']}): **{verdict}**. Rule (validation): "
+            f"{summary['rule']}; chosen: {summary['chosen'] or 'none'}.\n\n"
+        )
+        parts.append(
+            table(
+                summary["variants"],
+                [
+                    ("variant", "variant", str),
+                    ("kept_validation", "kept (val, median)", fmt),
+                    ("kept_test", "kept (test, median)", fmt),
+                    ("test_accuracy", "test acc", fmt),
+                    ("speedup_b32", "speed-up b32", fmt),
+                    ("speedup_b1", "speed-up b1", fmt),
+                    ("size_ratio", "x smaller", fmt),
+                    ("size_mb", "MB", fmt),
+                    ("kept_test_per_seed", "kept (test) per seed", lambda v: ", ".join(map(str, v))),
+                    ("speedup_b32_per_seed", "b32 speed-up per seed", lambda v: ", ".join(map(str, v))),
+                ],
+            )
+            + "\n"
+        )
+    rows = []
+    for route, runs in data["runs"].items():
+        for run in runs:
+            report = run["report"]
+            for row in report["results"]:
+                rows.append(
+                    {"route": route, "seed": run["seed"], "chosen": row["model"] == report["chosen"], **row}
+                )
+    parts.append(
+        "Every artifact of every run (the search candidates are the proxies, trained for the same few steps):\n\n"
+        + table(
+            rows,
+            [
+                ("route", "route", str),
+                ("seed", "seed", str),
+                ("model", "artifact", str),
+                ("validation_accuracy", "val acc", fmt),
+                ("test_accuracy", "test acc", fmt),
+                ("parameters", "parameters", fmt),
+                ("size_mb", "MB", fmt),
+                ("gzip_size_mb", "gzip MB", fmt),
+                ("latency_ms_b1", "b1 ms", fmt),
+                ("latency_ms_b32", "b32 ms", fmt),
+                ("speedup_b32", "speed-up b32", fmt),
+                ("peak_rss_mb", "peak RSS MB", fmt),
+                ("chosen", "run's rule chose it", fmt),
+            ],
+        )
+    )
+    searches = []
+    for route, runs in data["runs"].items():
+        search = runs[0]["report"]["search"]
+        for row in search["candidates"]:
+            searches.append({"route": route, **row})
+    parts.append(
+        "\nThe searches (seed 42; later seeds distil the structure chosen here):\n\n"
+        + table(
+            searches,
+            [
+                ("route", "route", str),
+                ("candidate", "candidate", str),
+                ("parameters", "parameters", fmt),
+                ("latency_ms", "b32 ms", fmt),
+                ("speedup", "speed-up (fp32)", fmt),
+                ("within_budget", "within budget", fmt),
+                ("validation_accuracy", "proxy val acc", fmt),
+            ],
+        )
+    )
+    return "".join(parts)
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -281,6 +361,7 @@ BLOCKS = {
     "quantize-torchao": lambda: quantize("quantization_torchao/quantize_benchmark.json"),
     "quantize-repeat": lambda: quantize("quantization_repeat/quantize_benchmark.json"),
     "qat": lambda: qat("qat/qat_benchmark.json"),
+    "compress": lambda: compress("compress/compress_benchmark.json"),
 }
 
 

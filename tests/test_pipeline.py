@@ -44,13 +44,20 @@ def assets(tmp_path_factory):
     return root
 
 
-def write_config(folder: Path, assets: Path, stages: list, model="teacher", dataset="reviews.csv", **top) -> Path:
+def write_config(
+    folder: Path, assets: Path, stages: list, model="teacher", dataset="reviews.csv", **top
+) -> Path:
     config = {
         "output_dir": str(folder / "out"),
         "model_name_or_path": str(assets / model),
         "data": {"dataset_name": str(assets / dataset), "max_train_samples": 64, "max_eval_samples": 16},
-        "training": {"per_device_train_batch_size": 8, "report_to": "none", "disable_tqdm": True,
-                     "save_steps": 2, "logging_steps": 50},  # fmt: skip
+        "training": {
+            "per_device_train_batch_size": 8,
+            "report_to": "none",
+            "disable_tqdm": True,
+            "save_steps": 2,
+            "logging_steps": 50,
+        },  # fmt: skip
         "stages": stages,
         **top,
     }
@@ -60,18 +67,30 @@ def write_config(folder: Path, assets: Path, stages: list, model="teacher", data
 
 
 def stage_runs(caplog) -> list[str]:
-    return [r.getMessage().split()[1].rstrip(":") for r in caplog.records if r.getMessage().endswith(": running")]
+    return [
+        r.getMessage().split()[1].rstrip(":") for r in caplog.records if r.getMessage().endswith(": running")
+    ]
 
 
 def weights(folder) -> dict:
     return AutoModelForSequenceClassification.from_pretrained(folder).state_dict()
 
 
-@pytest.mark.skipif(not is_optimum_onnx_available(), reason="needs optimum-onnx (pip install 'hfcompress[onnx]')")
+@pytest.mark.skipif(
+    not is_optimum_onnx_available(), reason="needs optimum-onnx (pip install 'hfcompress[onnx]')"
+)
 def test_end_to_end_then_skipped_then_rerun_from_the_changed_stage(assets, tmp_path, caplog):
     stages = [
         {"finetune": {"num_train_epochs": 1}},
-        {"search": {"min_speedup": 1.0, "depths": "1,2", "ffn_fractions": "1.0", "proxy_steps": 2, "latency_runs": 1}},
+        {
+            "search": {
+                "min_speedup": 1.0,
+                "depths": "1,2",
+                "ffn_fractions": "1.0",
+                "proxy_steps": 2,
+                "latency_runs": 1,
+            }
+        },
         {"distill": {"num_train_epochs": 1}},
         {"quantize": {"methods": "onnx-int8-dynamic"}},
         FAST_EVAL,
@@ -147,21 +166,34 @@ def test_killed_run_with_a_changed_finished_stage_is_refused(assets, tmp_path):
     (out / "pipeline.json").write_text(json.dumps({**record, "status": "running", "current": "evaluate"}))
     before = (out / "distill" / "stage.json").read_text()
     stages[0]["distill"]["learning_rate"] = 1e-3
-    with pytest.raises(HfCompressError, match="interrupted in stage 'evaluate'.*'distill' finished there with another"):
+    with pytest.raises(
+        HfCompressError, match="interrupted in stage 'evaluate'.*'distill' finished there with another"
+    ):
         run_pipeline(write_config(tmp_path, assets, stages))
     assert (out / "distill" / "stage.json").read_text() == before
 
 
 def test_search_chooses_the_best_candidate_within_the_budget(assets, tmp_path):
     stages = [
-        {"search": {"max_size_mb": 0.075, "depths": "1,2,3", "ffn_fractions": "1.0,0.5", "proxy_steps": 3,
-                    "latency_runs": 1, "learning_rate": 5e-3}},  # fmt: skip
+        {
+            "search": {
+                "max_size_mb": 0.075,
+                "depths": "1,2,3",
+                "ffn_fractions": "1.0,0.5",
+                "proxy_steps": 3,
+                "latency_runs": 1,
+                "learning_rate": 5e-3,
+                "layer_presets": "0,3",
+            }
+        },  # fmt: skip
         {"distill": {"max_steps": 2}},
         FAST_EVAL,
     ]
     report = run_pipeline(write_config(tmp_path, assets, stages))
     rows = report["search"]["candidates"]
-    assert len(rows) == 6
+    assert len(rows) == 7
+    preset = next(r for r in rows if r["candidate"] == "layers0-3-ffn64-h4")
+    assert preset["teacher_layers"] == [0, 3] and preset["layers"] == 2
     within = [r for r in rows if r["within_budget"]]
     assert within and len(within) < len(rows)
     assert all(r["size_mb"] <= 0.075 for r in within)
@@ -173,9 +205,39 @@ def test_search_chooses_the_best_candidate_within_the_budget(assets, tmp_path):
     assert student.config.intermediate_size == best["intermediate_size"]
 
 
+@pytest.mark.parametrize("pruning", ["structured", "unstructured"])
+def test_prune_stage_after_distill(assets, tmp_path, pruning):
+    settings = (
+        {"prune_ffn_fraction": 0.5}
+        if pruning == "structured"
+        else {"target_sparsity": 0.5, "end_step": 2, "frequency": 1}
+    )
+    stages = [
+        {"distill": {"max_steps": 2, "student_layers": "0,2"}},
+        {"prune": {"pruning": pruning, "num_train_epochs": 1, **settings}},
+        FAST_EVAL,
+    ]
+    report = run_pipeline(write_config(tmp_path, assets, stages))
+    assert [r["model"] for r in report["results"]] == ["teacher", "student", "pruned"]
+    record = json.loads((tmp_path / "out" / "prune" / "stage.json").read_text())
+    assert record["figures"]["teacher_layers"] == [0, 2]  # the student's layers still map to the teacher's
+    pruned = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "prune" / "model")
+    if pruning == "structured":
+        assert pruned.config.num_hidden_layers == 2 and pruned.config.intermediate_size == 32
+    else:
+        query = pruned.bert.encoder.layer[0].attention.self.query.weight
+        assert float((query == 0).float().mean()) == pytest.approx(0.5, abs=0.05)
+
+
 def test_budget_no_candidate_meets(assets, tmp_path):
-    stages = [{"search": {"max_latency_ms": 1e-6, "depths": "1,2", "latency_runs": 1}}, {"distill": {}}, FAST_EVAL]
-    with pytest.raises(HfCompressError, match=r"no candidate meets the budget.*the fastest, L\d-ffn\d+-h4, takes"):
+    stages = [
+        {"search": {"max_latency_ms": 1e-6, "depths": "1,2", "latency_runs": 1}},
+        {"distill": {}},
+        FAST_EVAL,
+    ]
+    with pytest.raises(
+        HfCompressError, match=r"no candidate meets the budget.*the fastest, L\d-ffn\d+-h4, takes"
+    ):
         run_pipeline(write_config(tmp_path, assets, stages))
     assert not (tmp_path / "out" / "search" / "stage.json").exists()
 
@@ -206,7 +268,10 @@ def test_other_task_types(assets, tmp_path, task, dataset, distill):
         ([{"share": {}}], "the share stage needs share_namespace or share_export_dir"),
         ([{"share": {"share_namespace": "a/b"}}], "share_namespace must be a user or organization"),
         ([{"search": {}}], "the search stage chooses the student of a distill stage"),
-        ([{"distill": {"temprature": 2}}], "unknown key 'temprature' in stage 'distill'.*did you mean 'temperature'"),
+        (
+            [{"distill": {"temprature": 2}}],
+            "unknown key 'temprature' in stage 'distill'.*did you mean 'temperature'",
+        ),
         ([{"distill": {"output_dir": "x"}}], "'output_dir' in stage 'distill': set output_dir once"),
         ([{"compile": {}}], "each stage must be one of finetune, search"),
         ([{"distill": {}}, {"distill": {}}], "stage 'distill' is listed twice"),
@@ -231,7 +296,9 @@ def test_bad_folders_and_models(assets, tmp_path):
     (out / "pipeline.json").write_text(json.dumps({"identity": {"model_name_or_path": "other/model"}}))
     with pytest.raises(HfCompressError, match="holds another pipeline \\(other/model"):
         run_pipeline(write_config(tmp_path, assets, stages))
-    assert json.loads((out / "pipeline.json").read_text())["identity"] == {"model_name_or_path": "other/model"}
+    assert json.loads((out / "pipeline.json").read_text())["identity"] == {
+        "model_name_or_path": "other/model"
+    }
     (tmp_path / "x").mkdir()
     with pytest.raises(HfCompressError, match="has no head for these labels: add a 'finetune' stage"):
         run_pipeline(write_config(tmp_path / "x", assets, stages, model="base"))
@@ -240,7 +307,10 @@ def test_bad_folders_and_models(assets, tmp_path):
 def test_shipped_yamls_parse_and_name_their_stages():
     for path in sorted((ROOT / "recipes" / "configs").rglob("compress_*.yaml")):
         config = load_pipeline_config(path)
-        assert config.names[0] in ("finetune", "search", "distill") and config.names[-1] in ("evaluate", "share")
+        assert config.names[0] in ("finetune", "search", "distill") and config.names[-1] in (
+            "evaluate",
+            "share",
+        )
 
 
 def test_cli_compress_reports_bad_input(tmp_path, capsys):

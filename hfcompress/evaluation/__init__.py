@@ -5,11 +5,11 @@ from .measure import (
     add_latency,
     compare_models,
     evaluate_model,
+    gzip_size_on_disk,
     interleaved_latency,
     measure_latency,
     measure_model,
     predict,
-    gzip_size_on_disk,
     size_on_disk,
 )
 from .metrics import classification_metrics, load_metric, multilabel_metrics, task_metrics, token_metrics

@@ -22,19 +22,17 @@ the closest allowed one), so a shipped YAML can't drift; every one is parsed by 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import yaml
 from transformers import TrainingArguments
 
 from ..configs import DataArguments, ReportingArguments, parse_int_list
 from ..distillation import DistillationConfig
 from ..errors import HfCompressError, check_choice
 from ..finetune import FinetuneConfig
-from ..parser import known_fields
+from ..parser import check_keys, known_fields, read_yaml
 from ..pruning import PruningConfig, StructuredPruningConfig
 from ..quantization.config import METHODS, QuantizationOptions
 
@@ -49,7 +47,9 @@ def _float_list(spec: str, name: str) -> list[float]:
     try:
         values = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise HfCompressError(f"{name} must be comma-separated numbers like '1.0,0.5', got {spec!r}") from None
+        raise HfCompressError(
+            f"{name} must be comma-separated numbers like '1.0,0.5', got {spec!r}"
+        ) from None
     if not values or not all(0 < v <= 1 for v in values):
         raise HfCompressError(f"{name} must list fractions in (0, 1], got {spec!r}")
     return values
@@ -90,12 +90,16 @@ class SearchConfig:
     )
     min_speedup: Optional[float] = field(
         default=None,
-        metadata={"help": "Budget: teacher latency / candidate latency at budget_batch_size (None: no limit)."},
+        metadata={
+            "help": "Budget: teacher latency / candidate latency at budget_batch_size (None: no limit)."
+        },
     )
     max_size_mb: Optional[float] = field(
         default=None, metadata={"help": "Budget: the candidate's fp32 weights in MB (None: no limit)."}
     )
-    budget_batch_size: int = field(default=32, metadata={"help": "Batch size the latency budget is for; >= 1."})
+    budget_batch_size: int = field(
+        default=32, metadata={"help": "Batch size the latency budget is for; >= 1."}
+    )
     depths: str = field(default="2,3", metadata={"help": "Layer counts to try (layers kept evenly spread)."})
     ffn_fractions: str = field(
         default="1.0,0.5", metadata={"help": "Fractions of FFN neurons to keep (lowest importance go)."}
@@ -104,8 +108,16 @@ class SearchConfig:
         default="1.0",
         metadata={"help": "Fractions of attention heads to keep (needs a transformers that prunes heads)."},
     )
+    layer_presets: str = field(
+        default="",
+        metadata={
+            "help": "More candidates at full width with these teacher layers, ';'-separated student_layers "
+            "specs: 'every_other', or explicit lists like '0,2,5' (layers chosen by you, not spread)."
+        },
+    )
     proxy_steps: int = field(
-        default=100, metadata={"help": "Distillation steps each in-budget candidate gets before scoring; >= 1."}
+        default=100,
+        metadata={"help": "Distillation steps each in-budget candidate gets before scoring; >= 1."},
     )
     importance: str = field(
         default="gradient", metadata={"help": "How heads and neurons are scored: 'gradient' or 'magnitude'."}
@@ -129,8 +141,10 @@ class SearchConfig:
         _float_list(self.head_fractions, "head_fractions")
 
     @property
-    def grid(self) -> list[tuple[int, float, float]]:
-        return [
+    def grid(self) -> list[tuple[int | str, float, float]]:
+        """(depth or layer spec, FFN fraction kept, head fraction kept) of every candidate."""
+        presets = [(spec.strip(), 1.0, 1.0) for spec in self.layer_presets.split(";") if spec.strip()]
+        return presets + [
             (d, f, h)
             for d in parse_int_list(self.depths, "depths")
             for f in _float_list(self.ffn_fractions, "ffn_fractions")
@@ -192,10 +206,16 @@ class EvaluateConfig:
     )
     objective: str = field(
         default="latency",
-        metadata={"help": "Rule: among those, choose the fastest (largest batch size) or the smallest on disk."},
+        metadata={
+            "help": "Rule: among those, choose the fastest (largest batch size) or the smallest on disk."
+        },
     )
-    memory: bool = field(default=True, metadata={"help": "Measure peak memory of a fresh process per artifact."})
-    plots: bool = field(default=True, metadata={"help": "Write accuracy-vs-latency and -size PNGs (matplotlib)."})
+    memory: bool = field(
+        default=True, metadata={"help": "Measure peak memory of a fresh process per artifact."}
+    )
+    plots: bool = field(
+        default=True, metadata={"help": "Write accuracy-vs-latency and -size PNGs (matplotlib)."}
+    )
 
     def __post_init__(self):
         parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")
@@ -211,7 +231,9 @@ class ShareConfig:
     """Where the chosen variant goes (the share_* fields of the recipes)."""
 
     share_namespace: Optional[str] = field(default=None, metadata={"help": "Push to <namespace>/<name>."})
-    share_export_dir: Optional[str] = field(default=None, metadata={"help": "Write what would be pushed here."})
+    share_export_dir: Optional[str] = field(
+        default=None, metadata={"help": "Write what would be pushed here."}
+    )
     share_private: bool = field(default=False, metadata={"help": "Create pushed repos as private."})
     share_revision: Optional[str] = field(default=None, metadata={"help": "Push to this branch."})
 
@@ -266,20 +288,21 @@ def _check_keys(values, allowed: set[str], where: str) -> dict:
         return {}
     if not isinstance(values, dict):
         raise HfCompressError(f"{where} must be a mapping of field: value, got {type(values).__name__}")
-    for key in values:
-        if key in RESERVED and where != "the top level":
-            raise HfCompressError(f"{key!r} in {where}: set {key} once, at the top level of the config")
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise HfCompressError(f"unknown key {key!r} in {where}{hint}")
+    reserved = [k for k in values if k in RESERVED and where != "the top level"]
+    if reserved:
+        raise HfCompressError(
+            f"{reserved[0]!r} in {where}: set {reserved[0]} once, at the top level of the config"
+        )
+    check_keys(values, allowed, where)
     return dict(values)
 
 
 def build(cls, values: dict, **fixed):
     """An instance of ``cls`` from the keys of ``values`` it defines (plus ``fixed``)."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(**{k: v for k, v in values.items() if k in names}, **{k: v for k, v in fixed.items() if k in names})
+    return cls(
+        **{k: v for k, v in values.items() if k in names}, **{k: v for k, v in fixed.items() if k in names}
+    )
 
 
 def _check_order(names: list[str]) -> None:
@@ -295,7 +318,9 @@ def _check_order(names: list[str]) -> None:
                 f"stage {b!r} can't come after {a!r}; stages run in the order {' -> '.join(ORDER)}"
             )
     if "search" in names and "distill" not in names:
-        raise HfCompressError("the search stage chooses the student of a distill stage: add 'distill' after it")
+        raise HfCompressError(
+            "the search stage chooses the student of a distill stage: add 'distill' after it"
+        )
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
@@ -303,12 +328,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     from ..parser import parse_config
 
     path = Path(path)
-    if not path.is_file():
-        raise HfCompressError(f"config file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise HfCompressError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    raw = read_yaml(path)
     top = known_fields((PipelineArguments,))
     raw = _check_keys(raw, top | {"data", "training", "stages"}, "the top level")
     data_values = _check_keys(raw.get("data"), known_fields((DataArguments,)), "data")
@@ -322,7 +342,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
             entry = {entry: {}}
         if not isinstance(entry, dict) or len(entry) != 1:
             raise HfCompressError(f"each stage must be 'name: {{fields}}', got {entry!r}")
-        (name, values), = entry.items()
+        ((name, values),) = entry.items()
         check_choice("each stage", name, ORDER)
         names.append(name)
         stage_values.append(_check_keys(values, known_fields(STAGE_TYPES[name]), f"stage {name!r}"))
@@ -340,7 +360,9 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         for cls in STAGE_TYPES[name]:
             if issubclass(cls, TrainingArguments):
                 merged = {**training_values, **values}
-                configs[cls] = build(cls, merged, output_dir=str(Path(pipeline.output_dir) / name), seed=pipeline.seed)
+                configs[cls] = build(
+                    cls, merged, output_dir=str(Path(pipeline.output_dir) / name), seed=pipeline.seed
+                )
             else:
                 configs[cls] = build(cls, values)
         stages.append(Stage(name, values, configs))

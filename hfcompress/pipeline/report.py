@@ -7,10 +7,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..configs import parse_int_list
 from ..errors import HfCompressError
 from ..evaluation import markdown_table, write_report
 from ..hub import CompressionInfo, share_variant
-from ..configs import parse_int_list
 from .config import EvaluateConfig, ShareConfig
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,11 @@ def choose(rows: list[dict], config: EvaluateConfig, batch_size: int) -> tuple[s
         f"({config.min_kept * teacher:.4f}), the {'fastest at batch ' + str(batch_size) if config.objective == 'latency' else 'smallest on disk'}"
         " (chosen on the validation split; test figures only reported)"
     )
-    eligible = [r for r in rows[1:] if r["stage"] not in ("candidate",) and r["validation_accuracy"] >= config.min_kept * teacher]
+    eligible = [
+        r
+        for r in rows[1:]
+        if r["stage"] not in ("candidate",) and r["validation_accuracy"] >= config.min_kept * teacher
+    ]
     if not eligible:
         return None, rule
     return min(eligible, key=lambda r: (r[cost], -r["validation_accuracy"]))["model"], rule
@@ -78,9 +82,13 @@ def run_evaluate(ctx, stage, folder: Path):
         row["stage"] = artifacts[row["model"]][1]
         row["folder"] = artifacts[row["model"]][0]
         teacher = rows[0]
-        row["kept_test"] = row["test_accuracy"] / teacher["test_accuracy"] if teacher["test_accuracy"] else None
+        row["kept_test"] = (
+            row["test_accuracy"] / teacher["test_accuracy"] if teacher["test_accuracy"] else None
+        )
         row["kept_validation"] = (
-            row["validation_accuracy"] / teacher["validation_accuracy"] if teacher["validation_accuracy"] else None
+            row["validation_accuracy"] / teacher["validation_accuracy"]
+            if teacher["validation_accuracy"]
+            else None
         )
     chosen, rule = choose(rows, config, max(batch_sizes))
     plots = []

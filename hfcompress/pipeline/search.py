@@ -15,7 +15,7 @@ from ..distillation import DistillationConfig, DistillationTrainer
 from ..distillation.trainer import kept_layer_maps
 from ..errors import HfCompressError
 from ..evaluation import evaluate_model, interleaved_latency
-from ..modeling import count_parameters, find_layer_list, layer_style, select_layers
+from ..modeling import count_parameters, find_layer_list, keep_layers, layer_style, select_layers
 from ..pruning import StructuredPruningConfig, structure, structured_prune
 from ..pruning.structured import bert_head_pruning_supported, prune_attention_heads
 from ..training_args import stage_args
@@ -29,21 +29,24 @@ def weights_mb(model) -> float:
     return sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 2**20
 
 
-def cut_candidate(teacher, depth: int, ffn_fraction: float, head_fraction: float, importance: str, batches):
-    """A student of ``depth`` evenly spread teacher layers with ``ffn_fraction`` of the FFN neurons and
-    ``head_fraction`` of the heads (KV groups for Llama-style) kept by importance; returns (model, teacher layers
-    kept, name)."""
+def cut_candidate(
+    teacher, layers: int | str, ffn_fraction: float, head_fraction: float, importance: str, batches
+):
+    """A student with ``layers`` of the teacher's layers (a count: evenly spread; or a student_layers spec such
+    as 'every_other' or '0,2,5'), ``ffn_fraction`` of the FFN neurons and ``head_fraction`` of the heads (KV
+    groups for Llama-style) kept by importance; returns (model, teacher layers kept, name)."""
     now = structure(teacher)
     units, width = min(now["attention_units"]), now["intermediate_size"]
-    kept = select_layers(depth, now["num_layers"])
+    kept = select_layers(layers, now["num_layers"])
     target = {
-        "num_layers": depth,
+        "num_layers": len(kept),
         "attention_units": max(1, round(head_fraction * units)),
         "intermediate_size": max(1, round(ffn_fraction * width)),
     }
     config = StructuredPruningConfig(importance=importance, layer_selection="spread")
-    model, _ = structured_prune(copy.deepcopy(teacher), target, config, batches)
-    name = f"L{depth}-ffn{target['intermediate_size']}-h{target['attention_units']}"
+    model, _ = structured_prune(keep_layers(teacher, kept), target, config, batches)
+    shape = f"ffn{target['intermediate_size']}-h{target['attention_units']}"
+    name = f"L{len(kept)}-{shape}" if isinstance(layers, int) else f"layers{'-'.join(map(str, kept))}-{shape}"
     return model, kept, name
 
 
@@ -51,8 +54,8 @@ def check_grid(teacher, config: SearchConfig) -> None:
     """Refuse a grid the teacher can't give before any work: too deep, or heads the installed transformers
     can't prune."""
     depth = teacher.config.num_hidden_layers
-    for d, _, h in config.grid:
-        select_layers(d, depth)  # raises for d > depth
+    for layers, _, h in config.grid:
+        select_layers(layers, depth)  # raises for more layers than the teacher has, or a bad spec
         style = layer_style(find_layer_list(teacher)[1][0])
         if h < 1 and style == "bert" and not bert_head_pruning_supported(teacher):
             prune_attention_heads(teacher, {})  # raises the explanation
@@ -77,7 +80,9 @@ def budget_text(config: SearchConfig) -> str:
     return " and ".join(parts) or "no budget"
 
 
-def measure_candidates(teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig) -> list[dict]:
+def measure_candidates(
+    teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig
+) -> list[dict]:
     """The candidate table: parameters, fp32 size, latency at the budget's batch size (candidates and teacher
     taking turns), speed-up against the teacher, and whether each is within the budget."""
     models = {"teacher": teacher, **{name: c["model"] for name, c in candidates.items()}}
@@ -128,7 +133,9 @@ def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConf
     trainer.save_model(str(folder))
     from ..data import DistillationDataCollator
 
-    return evaluate_model(candidate["model"], data["validation"], DistillationDataCollator(tokenizer), metrics)
+    return evaluate_model(
+        candidate["model"], data["validation"], DistillationDataCollator(tokenizer), metrics
+    )
 
 
 def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics, texts, max_length, folder,
@@ -137,8 +144,8 @@ def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics
     candidate's cut before training, "teacher_layers": its kept teacher layers}."""
     folder = Path(folder)
     candidates = {}
-    for depth, ffn, heads in config.grid:
-        model, kept, name = cut_candidate(teacher, depth, ffn, heads, config.importance, calibration)
+    for layers, ffn, heads in config.grid:
+        model, kept, name = cut_candidate(teacher, layers, ffn, heads, config.importance, calibration)
         candidates.setdefault(name, {"model": model, "kept": kept})
     rows = measure_candidates(teacher, candidates, tokenizer, texts, max_length, config)
     within = [r for r in rows if r["within_budget"]]
@@ -149,7 +156,9 @@ def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics
             f"{fastest['latency_ms']:.1f} ms at batch {config.budget_batch_size} ({fastest['speedup']:.2f}x, "
             f"{fastest['size_mb']:.1f} MB): relax the budget or add smaller depths/fractions"
         )
-    logger.info("Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget_text(config))
+    logger.info(
+        "Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget_text(config)
+    )
     initial = {r["candidate"]: copy.deepcopy(candidates[r["candidate"]]["model"]) for r in within}
     for row in within:
         name = row["candidate"]

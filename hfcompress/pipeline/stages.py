@@ -47,7 +47,8 @@ class RunContext:
     latest: Path | None = None  # the last PyTorch model a stage made (what prune and quantize take)
     latest_layers: list[int] | None = None  # the teacher layer each of its layers came from
     records: dict = field(default_factory=dict)  # stage name -> record (this run's or a skipped one's)
-    callbacks: list = field(default_factory=list)  # extra TrainerCallbacks for the finetune and distill stages
+    # extra TrainerCallbacks for the finetune and distill stages
+    callbacks: list = field(default_factory=list)
 
     @property
     def task(self) -> str:
@@ -91,7 +92,9 @@ def run_finetune(ctx: RunContext, stage, folder: Path):
     trainer = finetune(model, ctx.tokenizer, ctx.data["train"], ctx.data["validation"],
                        stage_args(args, output_dir=checkpoints), config, ctx.metrics, ctx.callbacks,
                        task_type=ctx.task, resume_from_checkpoint=resume)  # fmt: skip
-    saved = save_finetuned(trainer, ctx.tokenizer, config, folder, lambda: load_classifier(name, ctx.labels, ctx.task)[0])
+    saved = save_finetuned(
+        trainer, ctx.tokenizer, config, folder, lambda: load_classifier(name, ctx.labels, ctx.task)[0]
+    )
     figures = {"resumed_from": resume, **_train_figures(trainer)}
     return figures, str(saved)
 
@@ -129,7 +132,9 @@ def run_distill(ctx: RunContext, stage, folder: Path):
         student, _ = load_classifier(search["artifact"], ctx.labels, ctx.task)
         kept = search["figures"]["teacher_layers"]
     else:
-        kept = select_layers(stage.get(DistillStageArguments).student_layers, teacher.config.num_hidden_layers)
+        kept = select_layers(
+            stage.get(DistillStageArguments).student_layers, teacher.config.num_hidden_layers
+        )
         student = create_student_from_teacher(teacher, kept)
     checkpoints = folder / "checkpoints"
     args = ctx.distill_args(stage, checkpoints, **kept_layer_maps(stage.get(DistillationConfig), kept))
@@ -160,13 +165,21 @@ def run_prune(ctx: RunContext, stage, folder: Path):
     config = stage.get(StructuredPruningConfig) if kind == "structured" else stage.get(PruningConfig)
     shutil.rmtree(folder / "recovery", ignore_errors=True)
     teacher = ctx.teacher()
-    model, _ = load_classifier(str(ctx.latest), ctx.labels, ctx.task) if ctx.latest else (copy.deepcopy(teacher), None)
+    model, _ = (
+        load_classifier(str(ctx.latest), ctx.labels, ctx.task)
+        if ctx.latest
+        else (copy.deepcopy(teacher), None)
+    )
     set_seed(ctx.config.pipeline.seed)
     args = ctx.distill_args(stage, folder / "recovery")
     model, trainer, details = prune_and_recover(model, teacher, config, args, ctx.data, ctx.tokenizer, ctx.metrics,
                                                 folder / "recovery", teacher_layers=ctx.latest_layers)  # fmt: skip
     trainer.save_model(str(folder / "model"))
-    figures = {"pruning": kind, "details": details, "teacher_layers": details.get("teacher_layers", ctx.latest_layers)}
+    figures = {
+        "pruning": kind,
+        "details": details,
+        "teacher_layers": details.get("teacher_layers", ctx.latest_layers),
+    }
     return figures, str(folder / "model")
 
 

@@ -23,7 +23,9 @@ from .iterative import structure, structured_prune, structured_targets
 logger = logging.getLogger(__name__)
 
 
-def prune_and_recover(model, teacher, config, args, data, tokenizer, compute_metrics, out, teacher_layers=None):
+def prune_and_recover(
+    model, teacher, config, args, data, tokenizer, compute_metrics, out, teacher_layers=None
+):
     """Prune ``model`` and recover by distilling from the unpruned ``teacher``; returns (model, trainer, details).
 
     ``config`` is a ``StructuredPruningConfig`` (each iteration: prune to the next target, then train; the
