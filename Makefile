@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint docs bench bench-torchao clean
+.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint docs bench bench-torchao bench-compress clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,11 @@ bench: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_prune.py --teacher_dir scripts/results/work/teacher --num_train_epochs 1
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_quantize.py --teacher_dir scripts/results/work/teacher
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_qat.py --teacher_dir scripts/results/work/teacher
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_compress.py --teacher_dir scripts/results/work/teacher
+
+# P1a/P1b through the compress pipeline (about an hour on 2 cores; fine-tunes its own teacher first)
+bench-compress: assets
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_compress.py
 
 # torchao int8 needs transformers 5, so its row comes from the .venv-v5 environment
 bench-torchao: setup-v5 assets

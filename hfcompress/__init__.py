@@ -7,6 +7,7 @@ from .distillation import DistillationConfig, DistillationTrainer, create_studen
 from .errors import HfCompressError
 from .finetune import FinetuneConfig, finetune
 from .modeling import count_parameters
+from .pipeline import run_pipeline
 from .pruning import (
     PruningCallback,
     PruningConfig,
@@ -35,6 +36,7 @@ __all__ = [
     "load_quantized",
     "prune_and_recover",
     "quantize",
+    "run_pipeline",
     "structured_prune",
     "structured_targets",
 ]

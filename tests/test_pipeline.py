@@ -318,3 +318,17 @@ def test_cli_compress_reports_bad_input(tmp_path, capsys):
 
     assert main(["compress", "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_recipe_and_cli_run_the_same_pipeline(assets, tmp_path, caplog):
+    from conftest import load_recipe
+
+    from hfcompress.cli import main
+
+    path = write_config(tmp_path, assets, [{"distill": {"max_steps": 1, "student_layers": "2"}}])
+    report = load_recipe("compress").main(["--config", str(path), "--seed", "7"])
+    assert report["seed"] == 7 and report["stages"][-1]["stage"] == "evaluate"  # evaluate added at the end
+    caplog.clear()
+    caplog.set_level("INFO", logger="hfcompress")
+    assert main(["compress", "--config", str(path), "--seed", "7"]) == 0
+    assert stage_runs(caplog) == []  # the same run: every stage skipped

@@ -46,18 +46,16 @@ def choose(rows: list[dict], config: EvaluateConfig, batch_size: int) -> tuple[s
     """The variant to ship: among compressed variants (not the teacher, not search proxies) whose validation
     accuracy is >= min_kept x the teacher's, the fastest at ``batch_size`` (or the smallest). Returns
     (name or None, the rule in words)."""
-    teacher = rows[0]["validation_accuracy"]
-    cost = f"latency_ms_b{batch_size}" if config.objective == "latency" else "size_mb"
+    floor = config.min_kept * rows[0]["validation_accuracy"]
+    if config.objective == "latency":
+        cost, best = f"latency_ms_b{batch_size}", f"the fastest at batch {batch_size}"
+    else:
+        cost, best = "size_mb", "the smallest on disk"
     rule = (
         f"among compressed variants whose validation accuracy is >= {config.min_kept:g} x the teacher's "
-        f"({config.min_kept * teacher:.4f}), the {'fastest at batch ' + str(batch_size) if config.objective == 'latency' else 'smallest on disk'}"
-        " (chosen on the validation split; test figures only reported)"
+        f"({floor:.4f}), {best} (chosen on the validation split; test figures only reported)"
     )
-    eligible = [
-        r
-        for r in rows[1:]
-        if r["stage"] not in ("candidate",) and r["validation_accuracy"] >= config.min_kept * teacher
-    ]
+    eligible = [r for r in rows[1:] if r["stage"] != "candidate" and r["validation_accuracy"] >= floor]
     if not eligible:
         return None, rule
     return min(eligible, key=lambda r: (r[cost], -r["validation_accuracy"]))["model"], rule
