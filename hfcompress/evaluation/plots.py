@@ -10,12 +10,14 @@ from ..errors import HfCompressError
 def pareto_front(rows: list[dict], cost: str, score: str) -> list[int]:
     """Indices of the rows no other row beats: none is at most as costly and at least as good, and strictly
     better on one of the two. Rows missing either figure are left out."""
-    points = [(i, r[cost], r[score]) for i, r in enumerate(rows) if r.get(cost) is not None and r.get(score) is not None]
+    points = [
+        (i, r[cost], r[score])
+        for i, r in enumerate(rows)
+        if r.get(cost) is not None and r.get(score) is not None
+    ]
     front = []
     for i, c, s in points:
-        dominated = any(
-            (c2 <= c and s2 >= s) and (c2 < c or s2 > s) for j, c2, s2 in points if j != i
-        )
+        dominated = any((c2 <= c and s2 >= s) and (c2 < c or s2 > s) for j, c2, s2 in points if j != i)
         if not dominated:
             front.append(i)
     return front
@@ -28,11 +30,15 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise HfCompressError("plots need matplotlib: pip install 'hfcompress[plots]' (or set plots false)") from None
+        raise HfCompressError(
+            "plots need matplotlib: pip install 'hfcompress[plots]' (or set plots false)"
+        ) from None
     return plt
 
 
-def plot_front(rows: list[dict], x: str, x_label: str, y: str, path: str | Path, label: str = "model") -> Path:
+def plot_front(
+    rows: list[dict], x: str, x_label: str, y: str, path: str | Path, label: str = "model"
+) -> Path:
     """One labelled point per row (``y`` against ``x``), the Pareto front (low ``x``, high ``y``) joined by a
     dashed line and its points ringed."""
     plt = _pyplot()
@@ -56,7 +62,11 @@ def plot_front(rows: list[dict], x: str, x_label: str, y: str, path: str | Path,
 
 
 def plot_tradeoffs(
-    rows: list[dict], out_dir: str | Path, batch_size: int = 32, score: str = "test_accuracy", label: str = "model"
+    rows: list[dict],
+    out_dir: str | Path,
+    batch_size: int = 32,
+    score: str = "test_accuracy",
+    label: str = "model",
 ) -> list[Path]:
     """accuracy_vs_latency.png and accuracy_vs_size.png, with the Pareto front marked."""
     return [
