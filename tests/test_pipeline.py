@@ -332,3 +332,14 @@ def test_recipe_and_cli_run_the_same_pipeline(assets, tmp_path, caplog):
     caplog.set_level("INFO", logger="hfcompress")
     assert main(["compress", "--config", str(path), "--seed", "7"]) == 0
     assert stage_runs(caplog) == []  # the same run: every stage skipped
+
+
+def test_the_guides_example_yaml_parses(tmp_path):
+    """The YAML shown in docs/pipeline.md is a config that works, not a sketch that drifted."""
+    import re
+
+    block = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "pipeline.md").read_text(), re.S)[0]
+    (tmp_path / "example.yaml").write_text(block)
+    assert load_pipeline_config(tmp_path / "example.yaml").names == [
+        "finetune", "search", "distill", "prune", "quantize", "evaluate", "share"
+    ]  # fmt: skip
