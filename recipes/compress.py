@@ -20,14 +20,12 @@ import sys
 from pathlib import Path
 
 from hfcompress.pipeline import run_pipeline
-from hfcompress.recipe import run_recipe
+from hfcompress.recipe import run_recipe, setup_logging_and_threads
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs/minilm/rotten_tomatoes/compress_default.yaml"
 
 
 def main(argv=None) -> dict:
-    from hfcompress.recipe import setup_logging_and_threads
-
     argv = list(sys.argv[1:] if argv is None else argv)
     config = DEFAULT_CONFIG
     if "--config" in argv:

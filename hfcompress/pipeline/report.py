@@ -20,17 +20,11 @@ KINDS = {"teacher": "finetuned", "candidate": "distilled", "student": "distilled
 def collect_artifacts(ctx, folder: Path) -> dict[str, tuple[str, str]]:
     """name -> (folder, stage) for every model the run made, in order: teacher, trained search candidates,
     student, pruned model, quantized variants."""
-    teacher = ctx.teacher_dir
-    if teacher is None:  # the model as given: saved here so that it is measured like the others
-        teacher = folder / "teacher"
-        ctx.teacher().save_pretrained(teacher)
-        ctx.tokenizer.save_pretrained(teacher)
-    artifacts = {"teacher": (str(teacher), "teacher")}
+    artifacts = {"teacher": (str(ctx.teacher_folder(folder / "teacher")), "teacher")}
     records = ctx.records
     if "search" in records:
         for row in records["search"]["figures"]["candidates"]:
-            if row.get("folder"):
-                ctx.tokenizer.save_pretrained(row["folder"])
+            if row.get("folder"):  # trained (in budget); saved with its tokenizer
                 artifacts[f"candidate {row['candidate']}"] = (row["folder"], "candidate")
     for name, label in (("distill", "student"), ("prune", "pruned")):
         if name in records:
@@ -75,7 +69,7 @@ def run_evaluate(ctx, stage, folder: Path):
     splits = {s: ctx.data[s] for s in ("validation", "test")}
     rows = measure_artifacts({k: v[0] for k, v in artifacts.items()}, "teacher", ctx.tokenizer, splits, ctx.metrics,
                              ctx.texts, batch_sizes, ctx.config.data.max_seq_length, runs=config.latency_runs,
-                             memory=config.memory, model_class=model_class, collator=ctx.collator)  # fmt: skip
+                             memory=config.memory, model_class=model_class)  # fmt: skip
     for row in rows:
         row["stage"] = artifacts[row["model"]][1]
         row["folder"] = artifacts[row["model"]][0]

@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..data import DistillationDataCollator, limit_samples, load_task_data
+from ..data import limit_samples, load_task_data
 from ..errors import HfCompressError
 from ..modeling import load_tokenizer
 from .config import PipelineConfig, load_pipeline_config
@@ -79,7 +79,6 @@ def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
         tokenizer=tokenizer,
         data=data,
         metrics=task_metrics(pipeline.task_type, data_args.metric_names, len(labels)),
-        collator=DistillationDataCollator(tokenizer),
         texts=texts,
     )
     if "finetune" not in config.names:

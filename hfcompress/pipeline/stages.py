@@ -18,7 +18,13 @@ from ..distillation.trainer import kept_layer_maps
 from ..errors import HfCompressError
 from ..finetune import FinetuneConfig, check_early_stopping, finetune, save_finetuned
 from ..modeling import load_classifier, select_layers
-from ..pruning import PruningConfig, StructuredPruningConfig, prune_and_recover, structure
+from ..pruning import (
+    PruningConfig,
+    StructuredPruningConfig,
+    calibration_batches,
+    prune_and_recover,
+    structure,
+)
 from ..quantization import QuantizationConfig, quantize
 from ..quantization.backends import require_backend
 from ..quantization.config import QuantizationOptions
@@ -41,7 +47,6 @@ class RunContext:
     tokenizer: object
     data: object  # tokenized splits
     metrics: object
-    collator: object
     texts: list[str]  # latency inputs (validation texts)
     teacher_dir: Path | None = None  # the fine-tuned teacher's folder (None: model_name_or_path as given)
     latest: Path | None = None  # the last PyTorch model a stage made (what prune and quantize take)
@@ -65,6 +70,15 @@ class RunContext:
                 "before the others"
             )
         return model
+
+    def teacher_folder(self, folder: Path) -> Path:
+        """The teacher's saved folder; the model as given (no finetune stage) is saved in ``folder`` first, so
+        that the quantizers and the measurements read a plain folder."""
+        if self.teacher_dir is not None:
+            return self.teacher_dir
+        self.teacher().save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        return folder
 
     def distill_args(self, stage, folder: Path, **changes) -> DistillationConfig:
         args = stage.get(DistillationConfig)
@@ -101,18 +115,15 @@ def run_finetune(ctx: RunContext, stage, folder: Path):
 
 def run_search(ctx: RunContext, stage, folder: Path):
     """Cut candidates, measure, drop those over budget, train the rest briefly; save the chosen cut."""
-    from torch.utils.data import DataLoader
-
     from .search import check_grid, search_student
 
     config = stage.get(SearchConfig)
     teacher = ctx.teacher()
     check_grid(teacher, config)
     set_seed(ctx.config.pipeline.seed)
-    shuffled = ctx.data["train"].shuffle(seed=ctx.config.pipeline.seed)
-    args = stage.get(DistillationConfig)
-    loader = DataLoader(shuffled, batch_size=args.per_device_train_batch_size, collate_fn=ctx.collator)
-    calibration = [batch for _, batch in zip(range(config.calibration_batches), loader)]
+    calibration = calibration_batches(ctx.data["train"], ctx.tokenizer,
+                                      stage.get(DistillationConfig).per_device_train_batch_size,
+                                      config.calibration_batches, ctx.config.pipeline.seed)  # fmt: skip
     result = search_student(teacher, config, ctx.distill_args(stage, folder), ctx.data, ctx.tokenizer, ctx.metrics,
                             ctx.texts, ctx.config.data.max_seq_length, folder, calibration)  # fmt: skip
     chosen = result.pop("chosen_model")
@@ -187,11 +198,7 @@ def run_quantize(ctx: RunContext, stage, folder: Path):
     """Quantize the last PyTorch model with each method; each artifact in <folder>/<method>."""
     methods = stage.get(QuantizeStageArguments).method_list
     options = stage.get(QuantizationOptions)
-    source = ctx.latest or ctx.teacher_dir
-    if source is None:  # the model as given: save it so the quantizers read a plain folder
-        source = folder / "source"
-        ctx.teacher().save_pretrained(source)
-        ctx.tokenizer.save_pretrained(source)
+    source = ctx.latest or ctx.teacher_folder(folder / "source")
     artifacts = {}
     for method in methods:
         config = QuantizationConfig(method=method, **options.to_dict())

@@ -100,6 +100,19 @@ def _lowest(scores: torch.Tensor, count: int) -> list[int]:
     return sorted(torch.argsort(scores, stable=True)[:count].tolist()) if count > 0 else []
 
 
+def calibration_batches(dataset, tokenizer, batch_size: int, count: int, seed: int) -> list[dict]:
+    """The first ``count`` padded batches of ``dataset`` shuffled with ``seed``: what head, neuron and layer
+    importance are scored on."""
+    from torch.utils.data import DataLoader
+
+    from ..data import DistillationDataCollator
+
+    loader = DataLoader(
+        dataset.shuffle(seed=seed), batch_size=batch_size, collate_fn=DistillationDataCollator(tokenizer)
+    )
+    return [batch for _, batch in zip(range(count), loader)]
+
+
 def structured_prune(
     model: nn.Module, target: dict, config: StructuredPruningConfig, batches
 ) -> tuple[nn.Module, dict]:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from torch.utils.data import DataLoader
-
-from ..data import DistillationDataCollator
 from ..distillation import DistillationConfig, DistillationTrainer
 from ..distillation.trainer import kept_layer_maps
 from ..training_args import stage_args
 from .callback import PruningCallback
 from .config import StructuredPruningConfig
-from .iterative import structure, structured_prune, structured_targets
+from .iterative import calibration_batches, structure, structured_prune, structured_targets
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +33,6 @@ def prune_and_recover(
     """
     out = Path(out)
     cache = args.teacher_cache_path or str(out / "teacher_logits.safetensors")
-    collator = DistillationDataCollator(tokenizer)
 
     def distil(model, stage_dir, callbacks=None, epochs=args.num_train_epochs, kept=None):
         # a kept layer learns from the teacher layer it was (not a uniform map)
@@ -67,9 +63,9 @@ def prune_and_recover(
         trainer = distil(model, out / "training", [callback], kept=teacher_layers)
         return model, trainer, {"config": config.to_dict(), "sparsity": callback.report}
 
-    shuffled = data["train"].shuffle(seed=args.seed)
-    loader = DataLoader(shuffled, batch_size=args.per_device_train_batch_size, collate_fn=collator)
-    calibration = [batch for _, batch in zip(range(config.calibration_batches), loader)]
+    calibration = calibration_batches(
+        data["train"], tokenizer, args.per_device_train_batch_size, config.calibration_batches, args.seed
+    )
     steps = []
     targets = structured_targets(model, config)
     # the teacher layer each remaining layer comes from

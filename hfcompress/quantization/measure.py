@@ -76,8 +76,6 @@ def measure_artifacts(
     memory: bool = True,
     load_kwargs: dict[str, dict] | None = None,
     model_class=None,
-    collator=None,
-    score: str = "accuracy",
 ) -> list[dict]:
     """Load each saved model in ``artifacts`` (name -> folder; fp32 PyTorch folders and ``quantize`` outputs)
     and measure it: metrics on each of ``eval_datasets`` (split -> tokenized dataset; keys ``<split>_<metric>``),
@@ -85,8 +83,7 @@ def measure_artifacts(
     (ONNX Runtime on as many intra-op threads as PyTorch has; both counts go in each row); ratios and accuracy
     differences against the ``baseline`` entry. ``load_kwargs`` (name -> keyword
     arguments of ``load_quantized``) loads an artifact differently, e.g. ``{"denormal_as_zero": False}``.
-    ``model_class`` loads the PyTorch folders (default ``AutoModelForSequenceClassification``); ``collator``
-    pads the evaluation batches; ``score`` is the metric the ``*_delta_points`` columns compare."""
+    ``model_class`` loads the PyTorch folders (default ``AutoModelForSequenceClassification``)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -103,7 +100,7 @@ def measure_artifacts(
         else model_class.from_pretrained(path)
         for name, path in artifacts.items()
     }
-    collator = collator or DistillationDataCollator(tokenizer)
+    collator = DistillationDataCollator(tokenizer)
     rows = {}
     for name, model in models.items():
         rows[name] = {"model": name}
@@ -131,8 +128,10 @@ def measure_artifacts(
     base = rows[baseline]
     for row in rows.values():
         for split in eval_datasets:
-            row[f"{split}_{score}_delta_points"] = 100 * (row[f"{split}_{score}"] - base[f"{split}_{score}"])
-        row[f"{score}_delta_points"] = row.get(f"test_{score}_delta_points")
+            row[f"{split}_accuracy_delta_points"] = 100 * (
+                row[f"{split}_accuracy"] - base[f"{split}_accuracy"]
+            )
+        row["accuracy_delta_points"] = row.get("test_accuracy_delta_points")
         row["size_ratio"] = base["size_mb"] / row["size_mb"]
     return list(rows.values())
 
