@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint docs bench bench-torchao bench-compress clean
+.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -33,8 +33,9 @@ $(VENV5)/.installed: pyproject.toml constraints-v5.txt
 	$(VENV5)/bin/python -m pip install -q -c constraints-v5.txt -e ".[dev,bnb,torchao,plots]"
 	touch $@
 
+# what the demo and the real-model tests need; all-mpnet-base-v2 (440 MB) is fetched by bench-pair
 assets: setup
-	$(PY) scripts/fetch_assets.py
+	$(PY) scripts/fetch_assets.py all-MiniLM-L6-v2 rotten_tomatoes_snippets
 
 demo: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
@@ -66,6 +67,11 @@ bench: assets
 # P1a/P1b through the compress pipeline (about an hour on 2 cores; fine-tunes its own teacher first)
 bench-compress: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_compress.py
+
+# P2: all-mpnet-base-v2 (two tokenizers) into MiniLM students, 3 seeds (fine-tunes MPNet first: ~35 min)
+bench-pair: assets
+	$(PY) scripts/fetch_assets.py all-mpnet-base-v2
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_distill_pair.py --seeds 42,43,44
 
 # torchao int8 needs transformers 5, so its row comes from the .venv-v5 environment
 bench-torchao: setup-v5 assets

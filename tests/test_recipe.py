@@ -131,9 +131,19 @@ def test_recipe_end_to_end(assets, tmp_path):
 
 def test_recipe_with_separately_tokenized_student_and_all_terms(assets, tmp_path):
     out = tmp_path / "sep"
+    (tmp_path / "extra.txt").write_text("great fun film\nboring dull story\n" * 10)
+    other = ["--student_model_name_or_path", str(assets / "other_vocab_student")]
+    # two tokenizers: hidden-state MSE on the token alignment, plus unlabelled text (soft targets only)
     load_recipe().main(
-        base_args(assets, out, "--student_model_name_or_path", str(assets / "other_vocab_student"))
-    )
+        base_args(assets, out, *other, "--hidden_mse_weight", "1", "--cache_teacher_logits", "false",
+                  "--unlabelled_data", str(tmp_path / "extra.txt"))
+    )  # fmt: skip
+    report = json.loads((out / "report.json").read_text())
+    assert report["tokenization"] == "separate" and report["unlabelled_rows"] == 20
+    with pytest.raises(HfCompressError, match="attention_weight needs one tokenization"):
+        load_recipe().main(base_args(assets, tmp_path / "att", *other, "--attention_weight", "1",
+                                     "--cache_teacher_logits", "false"))  # fmt: skip
+    assert not (tmp_path / "att" / "report.json").exists()
     assert AutoModelForSequenceClassification.from_pretrained(out / "student").config.vocab_size == len(
         make_tokenizer(tmp_path, 11)
     )
@@ -170,6 +180,7 @@ def test_recipe_with_separately_tokenized_student_and_all_terms(assets, tmp_path
         ),
         (["--student_layers", "0,7"], "must be distinct layer indices in 0..3"),
         (["--no_such_flag", "1"], "unknown option --no_such_flag"),
+        (["--unlabelled_data", "/no/such.txt"], "neither a file, a folder nor a data asset"),
     ],
 )
 def test_bad_input_stops_before_writing(assets, tmp_path, extra, message):

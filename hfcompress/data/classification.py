@@ -12,6 +12,7 @@ import datasets
 from ..errors import HfCompressError
 from .collators import TEACHER_PREFIX
 from .loading import SPLITS, is_list_feature, load_splits
+from .unlabelled import ALIGNMENT, token_alignment
 
 
 def _check_label_coverage(raw: datasets.DatasetDict, label_names: list[str], name: str) -> None:
@@ -92,12 +93,26 @@ def tokenize_dataset(
     """Tokenize ``text`` for the student (and, when given, again for the teacher under ``teacher_`` keys).
 
     ``label`` becomes ``labels``; ``text`` is dropped. Padding is left to the collator (dynamic padding).
+    With two fast tokenizers, ``ALIGNMENT`` holds each student token's teacher position (-1: none), the
+    alignment hidden-state terms between two tokenizers are computed on.
     """
+    align = teacher_tokenizer is not None and tokenizer.is_fast and teacher_tokenizer.is_fast
+    extra = {"return_offsets_mapping": True, "return_special_tokens_mask": True} if align else {}
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        out = dict(tokenizer(batch["text"], truncation=True, max_length=max_length))
+        out = dict(tokenizer(batch["text"], truncation=True, max_length=max_length, **extra))
         if teacher_tokenizer is not None:
-            teacher = teacher_tokenizer(batch["text"], truncation=True, max_length=max_length)
+            teacher = teacher_tokenizer(batch["text"], truncation=True, max_length=max_length, **extra)
+            if align:
+                out[ALIGNMENT] = [
+                    token_alignment(*pair)
+                    for pair in zip(
+                        out.pop("offset_mapping"),
+                        out.pop("special_tokens_mask"),
+                        teacher.pop("offset_mapping"),
+                        teacher.pop("special_tokens_mask"),
+                    )
+                ]
             out.update({TEACHER_PREFIX + k: v for k, v in teacher.items()})
         out["labels"] = batch["label"]
         return out

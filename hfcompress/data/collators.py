@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from .unlabelled import ALIGNMENT, UNLABELLED
+
 TEACHER_PREFIX = "teacher_"
 EXAMPLE_INDEX = "hfc_example_index"
 
@@ -14,7 +16,8 @@ class DistillationDataCollator:
     """Pads student inputs with the student's tokenizer and ``teacher_*`` inputs with the teacher's.
 
     Keys that are neither model inputs nor labels (raw text, ids) are dropped, so ``remove_unused_columns``
-    can stay False.
+    can stay False. The token alignment between the two tokenizations is padded with -1, and unlabelled rows'
+    label (-1) becomes -100, which every hard-label loss ignores.
     """
 
     def __init__(self, tokenizer, teacher_tokenizer=None, pad_to_multiple_of: int | None = None):
@@ -37,8 +40,13 @@ class DistillationDataCollator:
                 [{k[len(TEACHER_PREFIX) :]: f[k] for k in teacher_keys} for f in features],
             )
             batch.update({TEACHER_PREFIX + k: v for k, v in teacher.items()})
+        length = batch["input_ids"].shape[1]
+        if ALIGNMENT in features[0]:
+            batch[ALIGNMENT] = torch.tensor(
+                [f[ALIGNMENT] + [-1] * (length - len(f[ALIGNMENT])) for f in features]
+            )
         if "labels" in features[0]:
-            batch["labels"] = self._labels(features, batch["input_ids"].shape[1])
+            batch["labels"] = self._labels(features, length)
         if EXAMPLE_INDEX in features[0]:
             batch[EXAMPLE_INDEX] = torch.tensor([f[EXAMPLE_INDEX] for f in features])
         return batch
@@ -50,6 +58,8 @@ class DistillationDataCollator:
         labels = [f["labels"] for f in features]
         if isinstance(labels[0], list) and labels[0] and isinstance(labels[0][0], int):
             labels = [tags + [-100] * (length - len(tags)) for tags in labels]
+        elif isinstance(labels[0], int):
+            labels = [-100 if label == UNLABELLED else label for label in labels]
         return torch.tensor(labels)
 
 

@@ -55,10 +55,17 @@ def logits_mse_loss(
 
 
 def hard_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against gold labels, ignoring ``-100``; works for ``(B, C)`` and ``(B, L, C)``."""
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX
+    """Cross-entropy against gold labels, ignoring ``-100``; works for ``(B, C)`` and ``(B, L, C)``.
+
+    A batch with no real label (all unlabelled rows) gives 0, not NaN.
+    """
+    total = F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
+    return total / label_mask(labels).sum().clamp_min(1)
 
 
 def hidden_mse_loss(

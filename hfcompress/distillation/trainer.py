@@ -21,12 +21,15 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same_vocabulary
+from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
 from . import losses
 from .cache import dataset_fingerprint, load_or_build_teacher_cache, teacher_fingerprint
 from .config import DistillationConfig, parse_layer_map
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+_NOT_STUDENT_INPUTS = (EXAMPLE_INDEX, ALIGNMENT)
+MIN_ALIGNED = 0.5  # share of student tokens with a teacher partner below which hidden terms are refused
 PROJECTIONS_FILE = "distillation_projections.safetensors"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -45,6 +48,30 @@ def check_shared_vocabulary(student, teacher, student_tokenizer=None, teacher_to
         raise HfCompressError(
             f"teacher vocabulary ({teacher_vocab} ids) and student vocabulary ({student_vocab} ids) differ, so they "
             "can't share one tokenization; tokenize separately (teacher_* columns, tokenizer_mode 'separate')"
+        )
+
+
+def check_two_tokenizer_terms(args: DistillationConfig, train_dataset) -> None:
+    """With two tokenizations, hidden-state terms run on the character-span alignment of the tokens and need
+    most tokens aligned; attention maps would need every query and key aligned and are refused."""
+    allowed = "alpha, logits_mse_weight, and hidden_mse_weight/hidden_cosine_weight on aligned tokens"
+    if args.attention_weight > 0:
+        raise HfCompressError(
+            f"attention_weight needs one tokenization for teacher and student; with two tokenizers use {allowed}"
+        )
+    if not args.uses_hidden_states:
+        return
+    columns = getattr(train_dataset, "column_names", None) or []
+    if ALIGNMENT not in columns:
+        raise HfCompressError(
+            "hidden-state terms across two tokenizers need the token alignment that tokenize_dataset writes with "
+            "two fast tokenizers; without it use alpha and logits_mse_weight only"
+        )
+    share = aligned_fraction(train_dataset)
+    if share < MIN_ALIGNED:
+        raise HfCompressError(
+            f"only {share:.0%} of student tokens cover the same characters as a teacher token (hidden-state terms "
+            f"need {MIN_ALIGNED:.0%}); these tokenizers can't be aligned: use alpha and logits_mse_weight only"
         )
 
 
@@ -131,11 +158,7 @@ class DistillationTrainer(Trainer):
         columns = getattr(train_dataset, "column_names", None) or []
         self.separate_tokenization = any(c.startswith(TEACHER_PREFIX) for c in columns)
         if self.separate_tokenization:
-            if args.uses_teacher_internals:
-                raise HfCompressError(
-                    "hidden-state and attention terms need teacher and student to share one tokenization; with "
-                    "separate tokenizers use the logit terms (alpha, logits_mse_weight) only"
-                )
+            check_two_tokenizer_terms(args, train_dataset)
             if data_collator is None and teacher_processing_class is None:
                 raise HfCompressError(
                     "train_dataset has teacher_* columns: pass teacher_processing_class to pad them"
@@ -259,11 +282,17 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         student_inputs = {
-            k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != EXAMPLE_INDEX
+            k: v
+            for k, v in inputs.items()
+            if not k.startswith(TEACHER_PREFIX) and k not in _NOT_STUDENT_INPUTS
         }
         if not model.training:  # evaluation: the student's own task loss
             outputs = model(**student_inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
+        labels = student_inputs.get("labels")
+        if labels is not None and labels.dim() == 1 and not labels.is_floating_point() and (labels < 0).any():
+            # unlabelled rows (-100): the model's own loss is NaN on a batch of them; hard_label_loss skips them
+            student_inputs.pop("labels")
         internals = self.args.uses_teacher_internals
         extra = {"output_hidden_states": True} if self.args.uses_hidden_states else {}
         if self.args.attention_weight > 0:
@@ -276,7 +305,14 @@ class DistillationTrainer(Trainer):
         else:
             teacher_outputs = self._teacher_forward(inputs, need_internals=internals)
             teacher_logits = teacher_outputs.logits
-        terms = self._loss_terms(outputs, teacher_logits, teacher_outputs, student_inputs)
+        terms = self._loss_terms(
+            outputs,
+            teacher_logits,
+            teacher_outputs,
+            labels,
+            student_inputs.get("attention_mask"),
+            inputs.get(ALIGNMENT),
+        )
         loss = sum(weight * value for weight, value in terms.values())
         for name, (_, value) in terms.items():
             self._term_sums[name] += float(value.detach())
@@ -308,12 +344,10 @@ class DistillationTrainer(Trainer):
         return self.teacher(**inputs, **extra)
 
     def _loss_terms(
-        self, outputs, teacher_logits, teacher_outputs, inputs
+        self, outputs, teacher_logits, teacher_outputs, labels, attention_mask, alignment=None
     ) -> dict[str, tuple[float, torch.Tensor]]:
         """Each active term as (weight, value)."""
         args = self.args
-        labels = inputs.get("labels")
-        attention_mask = inputs.get("attention_mask")
         logits = outputs.logits
         # Token-level logits (B, L, C) count only real tokens; sequence-level (B, C) count every example.
         position_mask = None
@@ -339,7 +373,7 @@ class DistillationTrainer(Trainer):
             )
         if args.uses_hidden_states:
             mse, cosine = self._hidden_terms(
-                outputs.hidden_states, teacher_outputs.hidden_states, attention_mask
+                outputs.hidden_states, teacher_outputs.hidden_states, attention_mask, alignment
             )
             if args.hidden_mse_weight > 0:
                 terms["hidden_mse"] = (args.hidden_mse_weight, mse)
@@ -361,15 +395,27 @@ class DistillationTrainer(Trainer):
             terms["attention_kl"] = (args.attention_weight, value)
         return terms
 
-    def _hidden_terms(self, student_hidden, teacher_hidden, attention_mask):
-        """Hidden-state MSE and cosine averaged over the layer pairs; a term with weight 0 is not computed."""
+    def _hidden_terms(self, student_hidden, teacher_hidden, attention_mask, alignment=None):
+        """Hidden-state MSE and cosine averaged over the layer pairs; a term with weight 0 is not computed.
+
+        With two tokenizations, ``alignment`` (B, L_student) gives each student token's teacher position: the
+        teacher's states are gathered at those positions and unaligned tokens (-1) don't count.
+        """
         mse, cosine = 0.0, 0.0
+        mask = attention_mask
+        if alignment is not None:
+            alignment = alignment.to(student_hidden[0].device)
+            mask = (alignment >= 0) if mask is None else mask.bool() & (alignment >= 0)
         for k, (s, t) in enumerate(self.hidden_pairs):
             projected = (
                 student_hidden[s] if self.projections is None else self.projections[k](student_hidden[s])
             )
+            target = teacher_hidden[t]
+            if alignment is not None:
+                index = alignment.clamp_min(0).unsqueeze(-1).expand(-1, -1, target.shape[-1])
+                target = target.gather(1, index)
             if self.args.hidden_mse_weight > 0:
-                mse = mse + losses.hidden_mse_loss(projected, teacher_hidden[t], attention_mask)
+                mse = mse + losses.hidden_mse_loss(projected, target, mask)
             if self.args.hidden_cosine_weight > 0:
-                cosine = cosine + losses.hidden_cosine_loss(projected, teacher_hidden[t], attention_mask)
+                cosine = cosine + losses.hidden_cosine_loss(projected, target, mask)
         return mse / len(self.hidden_pairs), cosine / len(self.hidden_pairs)
