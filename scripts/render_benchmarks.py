@@ -345,6 +345,54 @@ def compress(relative: str) -> str:
     return "".join(parts)
 
 
+def distill_pair(relative: str) -> str:
+    """P2: the verdict and its rule, every arm (medians and per seed), the teacher's figures, throughput."""
+    data = load(relative)
+    p2 = data["p2"]
+
+    def per_seed(formatter):
+        return lambda values: "-" if values is None else ", ".join(formatter(v) for v in values)
+
+    text = (
+        f"**P2** ({p2['target']}): **{'met' if p2['met'] else 'not met'}**. Rule (validation): {p2['rule']}; "
+        f"chosen: `{p2['chosen']}`; its test points over `l6-plain` per seed: "
+        f"{', '.join(points(d) for d in p2['test_delta_points_per_seed'])}.\n\n"
+        f"{data['train_examples']:,} labelled training examples, {data['validation_examples']:,} validation, "
+        f"{data['test_examples']:,} test; every arm {data['steps']} optimizer steps; `l6-augment` adds "
+        f"{data['unlabelled_rows']:,} unlabelled rows ({data['augment']['rows']:,} augmented texts, method "
+        f"`{data['augment']['method_used']}`). Seeds {data['seeds']}. {threads_line(data)}\n"
+    )
+    text += table(
+        data["rows"],
+        [
+            ("model", "arm", str),
+            ("validation_accuracy", "val acc (median)", fmt),
+            ("test_accuracy", "test acc (median)", fmt),
+            ("test_per_seed", "test acc per seed", per_seed(lambda v: f"{v:.4f}")),
+            ("delta_vs_l6_plain", "test points vs l6-plain, per seed", per_seed(points)),
+            ("kept_pct", "% of teacher's test acc", fmt),
+            ("parameters", "parameters", fmt),
+            ("size_mb", "MB", fmt),
+            ("latency_ms_b1", "b1 ms", fmt),
+            ("latency_ms_b32", "b32 ms", fmt),
+            ("speedup_b32", "speed-up b32", fmt),
+        ],
+    )
+    speed = data["throughput_median"]
+    text += (
+        "\nTraining throughput of MiniLM-L6, cached teacher logits (median of interleaved runs):\n\n"
+        + table(
+            [{"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()],
+            [
+                ("trainer", "trainer", str),
+                ("samples_per_s", "samples/s", fmt),
+                ("vs_plain", "x plain Trainer", fmt),
+            ],
+        )
+    )
+    return text
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -362,6 +410,7 @@ BLOCKS = {
     "quantize-repeat": lambda: quantize("quantization_repeat/quantize_benchmark.json"),
     "qat": lambda: qat("qat/qat_benchmark.json"),
     "compress": lambda: compress("compress/compress_benchmark.json"),
+    "distill-pair": lambda: distill_pair("distill_pair/distill_pair_benchmark.json"),
 }
 
 

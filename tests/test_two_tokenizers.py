@@ -181,3 +181,19 @@ def test_augment_command_writes_a_dataset_once(tmp_path, capsys):
     before = (tmp_path / "aug" / "augmented.parquet").read_bytes()
     assert main(argv) == 2 and "already exists" in capsys.readouterr().err
     assert (tmp_path / "aug" / "augmented.parquet").read_bytes() == before
+
+
+def test_cache_made_with_another_teacher_tokenizer_is_refused(tmp_path):
+    student_tok, teacher_tok = make_tokenizer(tmp_path), make_tokenizer(tmp_path, shift=9)
+    data = tiny_data(student_tok, teacher_tok)
+    teacher = make_bert(tokenizer=make_tokenizer(tmp_path, shift=11))  # reads either tokenization's ids
+    cache = tmp_path / "logits.safetensors"
+    kwargs = dict(model=make_bert(tokenizer=student_tok), teacher_model=teacher, train_dataset=data["train"],
+                  args=args(tmp_path, cache_teacher_logits=True, teacher_cache_path=str(cache)),
+                  processing_class=student_tok)  # fmt: skip
+    DistillationTrainer(teacher_processing_class=teacher_tok, **kwargs)
+    before = cache.read_bytes()
+    other = make_tokenizer(tmp_path, shift=11)
+    with pytest.raises(HfCompressError, match="stale teacher cache .* different teacher_tokenizer"):
+        DistillationTrainer(teacher_processing_class=other, **kwargs)
+    assert cache.read_bytes() == before

@@ -47,6 +47,12 @@ def teacher_fingerprint(teacher: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def vocabulary_fingerprint(tokenizer) -> str:
+    """sha256 of a tokenizer's token -> id map: a cache made with another tokenizer is refused by name."""
+    vocabulary = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    return hashlib.sha256(vocabulary.encode()).hexdigest()[:16]
+
+
 def dataset_fingerprint(dataset) -> str:
     """The ``datasets`` fingerprint (stable across runs for the same data and transforms)."""
     fingerprint = getattr(dataset, "_fingerprint", None)

@@ -24,7 +24,12 @@ from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same
 from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
 from . import losses
-from .cache import dataset_fingerprint, load_or_build_teacher_cache, teacher_fingerprint
+from .cache import (
+    dataset_fingerprint,
+    load_or_build_teacher_cache,
+    teacher_fingerprint,
+    vocabulary_fingerprint,
+)
 from .config import DistillationConfig, parse_layer_map
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -168,6 +173,11 @@ class DistillationTrainer(Trainer):
         if data_collator is None and processing_class is not None:
             data_collator = DistillationDataCollator(processing_class, teacher_processing_class)
         self._train_fingerprint = None
+        self._teacher_vocabulary = (
+            vocabulary_fingerprint(teacher_processing_class)
+            if self.separate_tokenization and teacher_processing_class is not None
+            else None
+        )
         if args.cache_teacher_logits and train_dataset is not None:
             self._train_fingerprint = dataset_fingerprint(train_dataset)
             train_dataset = train_dataset.add_column(EXAMPLE_INDEX, list(range(len(train_dataset))))
@@ -232,6 +242,10 @@ class DistillationTrainer(Trainer):
             self.args.output_dir, "teacher_logits.safetensors"
         )
         key = {"teacher": teacher_fingerprint(self.teacher), "dataset": self._train_fingerprint}
+        if (
+            self._teacher_vocabulary
+        ):  # two tokenizers: the cache holds logits of the teacher's own tokenization
+            key["teacher_tokenizer"] = self._teacher_vocabulary
 
         def build() -> torch.Tensor:
             from .cache import compute_teacher_logits
