@@ -62,6 +62,7 @@ from hfcompress.training_args import stage_args
 CONFIG = Path(__file__).resolve().parents[1] / "recipes/configs/mpnet/rotten_tomatoes/distill_minilm.yaml"
 ARMS = ("l6-plain", "l6-soft", "l6-hidden", "l6-augment", "l3-plain", "l3-soft")
 DISTILLED_L6 = ("l6-soft", "l6-hidden", "l6-augment")
+ORDER = (("l6-plain", "l6-soft"), ("l6-hidden",), ("l6-augment",), ("l3-plain", "l3-soft"))
 
 
 def train_arm(arm, seed, students, teacher, data, args, steps, work, tokenizers):
@@ -123,6 +124,9 @@ def main() -> None:
     cli.add_argument("--config", default=str(CONFIG))
     cli.add_argument("--seeds", default="42,43,44")
     cli.add_argument(
+        "--arms", default=",".join(ARMS), help="arms to run and report (l6-plain and one distilled)"
+    )
+    cli.add_argument(
         "--teacher_dir", default=None, help="a teacher fine-tuned by hfcompress (skips fine-tuning)"
     )
     cli.add_argument("--max_train_samples", type=int, default=None)
@@ -153,49 +157,54 @@ def main() -> None:
     )
     teacher.eval()
 
-    unlabelled = load_unlabelled_texts(recipe.unlabelled_data or data_args.dataset_name)
-    extra, augment_record = augmented_texts(work, raw, unlabelled, args.seed)
-    extra = unlabelled + extra
+    arms = [a for a in ARMS if a in opts.arms.split(",")]
+    unknown = set(opts.arms.split(",")) - set(ARMS)
+    if unknown or "l6-plain" not in arms or not set(arms) & set(DISTILLED_L6):
+        raise SystemExit(f"--arms must name l6-plain, one of {DISTILLED_L6} and only arms of {ARMS}")
     max_len = data_args.max_seq_length
     pair = tokenize_dataset(raw, student_tok, max_len, teacher_tok)
-    augmented_raw = DatasetDict({**raw, "train": add_unlabelled(raw["train"], extra)})
-    data = {
-        "student": tokenize_dataset(raw, student_tok, max_len)["train"],
-        "pair": pair["train"],
-        "augment": tokenize_dataset(augmented_raw, student_tok, max_len, teacher_tok)["train"],
-    }
+    data = {"student": tokenize_dataset(raw, student_tok, max_len)["train"], "pair": pair["train"]}
+    extra, augment_record = [], None
+    if "l6-augment" in arms:  # the training movies' plot summaries, plus one augmented copy of every text
+        unlabelled = load_unlabelled_texts(recipe.unlabelled_data or data_args.dataset_name)
+        augmented, augment_record = augmented_texts(work, raw, unlabelled, args.seed)
+        augment_record["plot_summaries"] = len(unlabelled)
+        extra = unlabelled + augmented
+        augmented_raw = DatasetDict({**raw, "train": add_unlabelled(raw["train"], extra)})
+        data["augment"] = tokenize_dataset(augmented_raw, student_tok, max_len, teacher_tok)["train"]
     splits = {s: pair[s] for s in ("validation", "test")}
     collator = DistillationDataCollator(student_tok)
     l6, _ = load_classifier(recipe.student_model_name_or_path, labels)
     students = {"l6": l6, "l3": create_student_from_teacher(l6, recipe.student_layers)}
     steps = -(-len(raw["train"]) // args.per_device_train_batch_size) * int(args.num_train_epochs)
 
-    runs = {arm: [] for arm in ARMS}
+    runs = {arm: [] for arm in arms}
     seeds = [int(s) for s in opts.seeds.split(",")]
-    for seed in seeds:
-        for arm in ARMS:
-            folder = work / f"{arm}-seed{seed}"
-            if not (
-                folder / "result.json"
-            ).exists():  # an earlier, interrupted run's finished arms are reused
-                tick = time.time()
-                model = train_arm(
-                    arm, seed, students, teacher, data, args, steps, work, (student_tok, teacher_tok)
-                )
-                model.save_pretrained(folder)
-                result = {"seed": seed, **measure_model(model, folder, splits, collator, metrics),
-                          "train_minutes": (time.time() - tick) / 60}  # fmt: skip
-                (folder / "result.json").write_text(json.dumps(result, indent=2))
-            runs[arm].append(json.loads((folder / "result.json").read_text()))
+    for group in ORDER:  # the baseline and soft targets on every seed first: P2 needs them
+        for seed in seeds:
+            for arm in (a for a in group if a in arms):
+                folder = work / f"{arm}-seed{seed}"
+                if not (folder / "result.json").exists():  # an interrupted run's finished arms are reused
+                    tick = time.time()
+                    model = train_arm(
+                        arm, seed, students, teacher, data, args, steps, work, (student_tok, teacher_tok)
+                    )
+                    model.save_pretrained(folder)
+                    result = {"seed": seed, **measure_model(model, folder, splits, collator, metrics),
+                              "train_minutes": (time.time() - tick) / 60}  # fmt: skip
+                    (folder / "result.json").write_text(json.dumps(result, indent=2))
+                runs[arm].append(json.loads((folder / "result.json").read_text()))
 
     teacher = AutoModelForSequenceClassification.from_pretrained(
         teacher_dir
     ).eval()  # fp32 (arms ran it in bf16)
     teacher_figures = measure_model(teacher, teacher_dir, {s: teacher_data[s] for s in ("validation", "test")},
                                     DistillationDataCollator(teacher_tok), metrics)  # fmt: skip
-    timed = {"teacher": teacher}
-    for arm in ("l6-soft", "l3-soft"):
-        timed[arm] = AutoModelForSequenceClassification.from_pretrained(work / f"{arm}-seed{seeds[0]}").eval()
+    timed = {
+        "teacher": teacher,
+        "l6": students["l6"].eval(),
+        "l3": students["l3"].eval(),
+    }  # latency: shape only
     latency_rows = [{"model": k} for k in timed]
     add_latency(latency_rows, list(timed.values()), [teacher_tok, student_tok, student_tok],
                 raw["validation"]["text"][:64], [1, 32], max_len, rounds=opts.rounds, runs=opts.latency_runs)  # fmt: skip
@@ -220,8 +229,9 @@ def main() -> None:
     deltas = {
         arm: [round(100 * (r["test_accuracy"] - base[r["seed"]]), 2) for r in runs[arm]]
         for arm in DISTILLED_L6
+        if arm in arms
     }
-    chosen = max(DISTILLED_L6, key=lambda arm: med(arm, "validation_accuracy"))
+    chosen = max(deltas, key=lambda arm: med(arm, "validation_accuracy"))
     p2 = {
         "target": "the distilled MiniLM-L6 beats the same student without distillation by >= 1.0 test point, every seed",
         "rule": "the L6 distillation arm with the highest median validation accuracy",
@@ -233,8 +243,8 @@ def main() -> None:
     rows = [{"model": "teacher: all-mpnet-base-v2 fine-tuned", "arm": "teacher",
              **{k: teacher_figures[k] for k in ("validation_accuracy", "test_accuracy", "parameters", "size_mb")},
              "kept_pct": 100.0, **{k: latency["teacher"][k] for k in ("latency_ms_b1", "latency_ms_b32")}}]  # fmt: skip
-    for arm in ARMS:
-        size_of = "l6-soft" if arm.startswith("l6") else "l3-soft"
+    for arm in arms:
+        size_of = arm[:2]
         row = {"model": arm, "arm": arm, "validation_accuracy": med(arm, "validation_accuracy"),
                "test_accuracy": med(arm, "test_accuracy"), "parameters": runs[arm][0]["parameters"],
                "size_mb": runs[arm][0]["size_mb"], "kept_pct": 100 * med(arm, "test_accuracy") / teacher_test,
@@ -254,11 +264,16 @@ def main() -> None:
         {"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()
     ]
     minutes = (time.time() - started) / 60
+    augment_line = (
+        f" (+{len(extra)} unlabelled rows for `l6-augment`: {augment_record['plot_summaries']} plot summaries and "
+        f"{augment_record['rows']} augmented texts, method `{augment_record['method_used']}`)"
+        if augment_record
+        else ""
+    )
     markdown = (
         "# Distillation across two tokenizers: all-mpnet-base-v2 -> MiniLM students, Rotten Tomatoes snippets\n\n"
-        f"Train {len(raw['train'])} labelled examples (+{len(extra)} unlabelled rows for `l6-augment`: "
-        f"{len(unlabelled)} plot summaries and {augment_record['rows']} augmented texts, method "
-        f"`{augment_record['method_used']}`), validation {len(raw['validation'])}, test {len(raw['test'])}. "
+        f"Train {len(raw['train'])} labelled examples{augment_line}, validation {len(raw['validation'])}, "
+        f"test {len(raw['test'])}. "
         f"Every arm: {steps} optimizer steps at batch {args.per_device_train_batch_size}, lr "
         f"{args.learning_rate}, seeds {opts.seeds}; medians over seeds. Latency: models taking turns, "
         f"{latency['teacher']['torch_threads']} CPU threads, median of {opts.rounds} rounds.\n\n"

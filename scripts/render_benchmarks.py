@@ -358,9 +358,14 @@ def distill_pair(relative: str) -> str:
         f"chosen: `{p2['chosen']}`; its test points over `l6-plain` per seed: "
         f"{', '.join(points(d) for d in p2['test_delta_points_per_seed'])}.\n\n"
         f"{data['train_examples']:,} labelled training examples, {data['validation_examples']:,} validation, "
-        f"{data['test_examples']:,} test; every arm {data['steps']} optimizer steps; `l6-augment` adds "
-        f"{data['unlabelled_rows']:,} unlabelled rows ({data['augment']['rows']:,} augmented texts, method "
-        f"`{data['augment']['method_used']}`). Seeds {data['seeds']}. {threads_line(data)}\n"
+        f"{data['test_examples']:,} test; every arm {data['steps']} optimizer steps"
+        + (
+            f"; `l6-augment` adds {data['unlabelled_rows']:,} unlabelled rows ({data['augment']['rows']:,} "
+            f"augmented texts, method `{data['augment']['method_used']}`)"
+            if data.get("augment")
+            else ""
+        )
+        + f". Seeds {data['seeds']}. {threads_line(data)}\n"
     )
     text += table(
         data["rows"],
