@@ -365,7 +365,13 @@ def distill_pair(relative: str) -> str:
             if data.get("augment")
             else ""
         )
-        + f". Seeds {data['seeds']}. {threads_line(data)}\n"
+        + f". Seeds {data['seeds']}"
+        + (
+            f" (l6-hidden, l6-augment and l3 arms: {', '.join(map(str, data['extra_seeds']))})"
+            if data.get("extra_seeds")
+            else ""
+        )
+        + f". {threads_line(data)}\n"
     )
     text += table(
         data["rows"],
