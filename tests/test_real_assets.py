@@ -71,3 +71,24 @@ def test_recipe_on_real_minilm(tmp_path):
         student["parameters"] < teacher["parameters"]
         and student["latency_ms_b32"] < teacher["latency_ms_b32"]
     )
+
+
+def test_mpnet_resolves_offline_and_aligns_with_minilm():
+    """The real two-tokenizer pair: MPNet's ids differ from MiniLM's, every token aligns by characters."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from hfcompress.assets import resolve_model
+    from hfcompress.data.unlabelled import token_alignment
+
+    path = resolve_model("sentence-transformers/all-mpnet-base-v2")
+    model = AutoModel.from_pretrained(path)
+    assert model.config.num_hidden_layers == 12 and model.config.hidden_size == 768
+    teacher_tok = AutoTokenizer.from_pretrained(path)
+    student_tok = AutoTokenizer.from_pretrained(resolve_model("sentence-transformers/all-MiniLM-L6-v2"))
+    text = "A thoroughly enjoyable film, isn't it? Naïve, but fun."
+    extra = {"return_offsets_mapping": True, "return_special_tokens_mask": True}
+    t, s = teacher_tok(text, **extra), student_tok(text, **extra)
+    assert t["input_ids"] != s["input_ids"]
+    alignment = token_alignment(s["offset_mapping"], s["special_tokens_mask"], t["offset_mapping"],
+                                t["special_tokens_mask"])  # fmt: skip
+    assert alignment == list(range(len(s["input_ids"])))
