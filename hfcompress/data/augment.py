@@ -128,7 +128,9 @@ def load_candidates(config: AugmentConfig) -> Candidates:
     path = resolve_model(config.augment_model_name_or_path)
     tokenizer = load_tokenizer(path)
     method = config.augment_method
-    if method in ("auto", "mlm"):
+    if method == "embedding":
+        model = AutoModel.from_pretrained(path)
+    else:  # the input embeddings load either way, so a missing head leaves the embedding route on this model
         model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
         head_missing = any("lm_head" in k or "cls.predictions" in k for k in info["missing_keys"])
         if head_missing and method == "mlm":
@@ -136,10 +138,6 @@ def load_candidates(config: AugmentConfig) -> Candidates:
                 f"{config.augment_model_name_or_path} has no masked-LM head; use augment_method embedding or auto"
             )
         method = "embedding" if head_missing else "mlm"
-        if method == "embedding":
-            model = AutoModel.from_pretrained(path)
-    else:
-        model = AutoModel.from_pretrained(path)
     if method == "mlm" and tokenizer.mask_token is None:
         raise HfCompressError(f"{config.augment_model_name_or_path}'s tokenizer has no mask token for mlm")
     return Candidates(model, tokenizer, method, config.top_k, config.augment_batch_size)

@@ -242,9 +242,7 @@ class DistillationTrainer(Trainer):
             self.args.output_dir, "teacher_logits.safetensors"
         )
         key = {"teacher": teacher_fingerprint(self.teacher), "dataset": self._train_fingerprint}
-        if (
-            self._teacher_vocabulary
-        ):  # two tokenizers: the cache holds logits of the teacher's own tokenization
+        if self._teacher_vocabulary:  # two tokenizers: logits of the teacher's own tokenization
             key["teacher_tokenizer"] = self._teacher_vocabulary
 
         def build() -> torch.Tensor:
