@@ -133,3 +133,37 @@ def load_recipe(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def make_llama(num_layers=4, hidden=32, heads=4, kv_heads=2, vocab_size=128, intermediate=64, seed=0):
+    """A tiny random Llama causal LM (tied embeddings, as SmolLM2)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=num_layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def make_lm_blocks(n=16, length=24, vocab_size=128, seed=0):
+    """A datasets.Dataset of token blocks with labels (a causal LM's training rows), no tokenizer needed."""
+    import datasets
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab_size, (n, length), generator=generator).tolist()
+    return datasets.Dataset.from_dict(
+        {"input_ids": ids, "attention_mask": [[1] * length] * n, "labels": [list(r) for r in ids]}
+    )

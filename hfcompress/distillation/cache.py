@@ -83,6 +83,11 @@ def load_or_build_teacher_cache(path: str | os.PathLike, key: dict[str, str], bu
     ``build`` is a zero-argument callable returning the logits tensor. A file whose key differs is stale:
     we raise instead of using it (wrong targets) or overwriting it (it may be someone's result).
     """
+    return load_or_build_tensors(path, key, lambda: {"logits": build()})["logits"]
+
+
+def load_or_build_tensors(path: str | os.PathLike, key: dict[str, str], build) -> dict[str, torch.Tensor]:
+    """``load_or_build_teacher_cache`` for several named tensors (``build`` returns a dict of them)."""
     path = Path(path)
     if path.exists():
         from safetensors import safe_open
@@ -95,14 +100,14 @@ def load_or_build_teacher_cache(path: str | os.PathLike, key: dict[str, str], bu
                 f"stale teacher cache {path}: it was made for a different {' and '.join(diff) or 'run'}; "
                 "delete it or set teacher_cache_path to a new file"
             )
-        return load_file(str(path))["logits"]
-    logits = build()
+        return load_file(str(path))
+    tensors = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     save_file(
-        {"logits": logits.contiguous()},
+        {name: tensor.contiguous() for name, tensor in tensors.items()},
         str(tmp),
         metadata={"hfcompress_key": json.dumps(key, sort_keys=True)},
     )
     os.replace(tmp, path)  # atomic: an interrupted run leaves no half-written cache
-    return logits
+    return tensors

@@ -14,6 +14,7 @@ from typing import Optional
 from transformers import TrainingArguments
 
 from ..errors import HfCompressError, check_choice
+from .losses import DIVERGENCES
 
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -105,6 +106,41 @@ class DistillationConfig(TrainingArguments):
             "A cache made for another teacher or dataset is refused, never overwritten."
         },
     )
+    divergence: str = field(
+        default="forward_kl",
+        metadata={
+            "help": f"Token-level divergence of the KD term: one of {', '.join(DIVERGENCES)} (see losses.py)."
+        },
+    )
+    beta: float = field(
+        default=0.5,
+        metadata={"help": "In [0, 1]: the mixture weight of 'jsd' (GKD) and of 'skew_kl'/'skew_reverse_kl'."},
+    )
+    lm_chunk_size: int = field(
+        default=1024,
+        metadata={
+            "help": "Causal LMs: positions sent through the lm_heads at a time, so [batch, seq, vocab] logits are "
+            "never built; 0 computes the full logits of both models (more memory, same result)."
+        },
+    )
+    teacher_topk: int = field(
+        default=64,
+        metadata={
+            "help": "Causal LMs with cache_teacher_logits: keep the teacher's top-k log-probabilities per "
+            "position plus the tail mass (k >= the vocabulary keeps all of it)."
+        },
+    )
+    lmbda: float = field(
+        default=0.0,
+        metadata={
+            "help": "Causal LMs, in [0, 1]: share of batches the student generates itself from the first "
+            "on_policy_prompt_tokens tokens, scored by the teacher (GKD's on-policy lambda)."
+        },
+    )
+    on_policy_prompt_tokens: int = field(default=64, metadata={"help": "Prompt length of on-policy batches."})
+    on_policy_max_new_tokens: int = field(
+        default=64, metadata={"help": "Tokens the student samples for an on-policy batch."}
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the distillation collator drops what the models don't take itself."},
@@ -119,6 +155,19 @@ class DistillationConfig(TrainingArguments):
             if getattr(self, name) < 0:
                 raise HfCompressError(f"{name} must be >= 0, got {getattr(self, name)}")
         check_choice("teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
+        check_choice("divergence", self.divergence, DIVERGENCES)
+        for name in ("beta", "lmbda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise HfCompressError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("teacher_topk", "on_policy_prompt_tokens", "on_policy_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lm_chunk_size < 0:
+            raise HfCompressError(f"lm_chunk_size must be >= 0 (0 = unchunked), got {self.lm_chunk_size}")
+        if self.lmbda > 0 and self.cache_teacher_logits:
+            raise HfCompressError(
+                "lmbda > 0 scores student-generated text with the live teacher: set cache_teacher_logits to false"
+            )
         parse_layer_map(self.hidden_layer_map)
         parse_layer_map(self.attention_layer_map)
         if self.cache_teacher_logits and self.uses_teacher_internals:

@@ -8,6 +8,8 @@ a mean over the positions that count, so it does not depend on batch size or on 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -109,3 +111,91 @@ def attention_kd_loss(
         teacher = teacher / teacher.sum(-1, keepdim=True).clamp_min(eps)
     per_query = (teacher * (teacher.clamp_min(eps).log() - student.clamp_min(eps).log())).sum(-1)
     return masked_mean(per_query, mask)
+
+
+# -- token-level divergences for causal language models -----------------------------------------------------
+# Each takes log-probabilities over the same categories (the vocabulary, or top-k buckets plus a tail) and
+# returns one value per position; callers mask and average. Conventions follow TRL's GKD and DistiLLM.
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tv")
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) per position, with 0 * log 0 = 0."""
+    gap = torch.where(log_p.isneginf(), 0.0, log_p - log_q)  # finite gradients where p is 0
+    return (log_p.exp() * gap).sum(-1)
+
+
+def _mix(log_p: torch.Tensor, log_q: torch.Tensor, weight_p: float) -> torch.Tensor:
+    """log(weight_p * p + (1 - weight_p) * q), computed in log space."""
+    stacked = torch.stack([log_p + math.log(weight_p), log_q + math.log1p(-weight_p)])
+    return torch.logsumexp(stacked, dim=0)
+
+
+def divergence_from_log_probs(
+    student_log_probs: torch.Tensor,
+    teacher_log_probs: torch.Tensor,
+    kind: str = "forward_kl",
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Per-position divergence between teacher ``t`` and student ``s`` distributions.
+
+    - ``forward_kl``: KL(t || s), mean-seeking (the classic KD loss).
+    - ``reverse_kl``: KL(s || t), mode-seeking (MiniLLM).
+    - ``jsd``: generalized JSD of GKD, ``beta * KL(t || m) + (1 - beta) * KL(s || m)`` with
+      ``m = beta * t + (1 - beta) * s``; as in TRL, ``beta=0`` is forward KL and ``beta=1`` reverse KL.
+    - ``skew_kl``: KL(t || beta * t + (1 - beta) * s) (DistiLLM; beta around 0.1); ``skew_reverse_kl``:
+      KL(s || beta * s + (1 - beta) * t).
+    - ``tv``: total variation, half the L1 distance between the distributions.
+    """
+    s, t = student_log_probs.float(), teacher_log_probs.float()
+    if kind == "forward_kl":
+        return _kl(t, s)
+    if kind == "reverse_kl":
+        return _kl(s, t)
+    if kind == "jsd":
+        if beta <= 0:
+            return _kl(t, s)
+        if beta >= 1:
+            return _kl(s, t)
+        mixture = _mix(t, s, beta)
+        return beta * _kl(t, mixture) + (1 - beta) * _kl(s, mixture)
+    if kind == "skew_kl":
+        return _kl(t, t if beta >= 1 else _mix(t, s, beta) if beta > 0 else s)
+    if kind == "skew_reverse_kl":
+        return _kl(s, s if beta >= 1 else _mix(s, t, beta) if beta > 0 else t)
+    if kind == "tv":
+        return 0.5 * (s.exp() - t.exp()).abs().sum(-1)
+    raise ValueError(f"unknown divergence {kind!r}; allowed: {', '.join(DIVERGENCES)}")
+
+
+def token_divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    kind: str = "forward_kl",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Per-position divergence between temperature-softened logits, times T² (as ``kd_kl_loss``)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return divergence_from_log_probs(student, teacher, kind, beta) * temperature**2
+
+
+def topk_student_log_probs(
+    student_logits: torch.Tensor, indices: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """The student's log-probabilities on the teacher's top-k token ids, plus (when k is less than the
+    vocabulary) one last bucket for every other token, so it compares with a cached top-k teacher."""
+    log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    top = log_probs.gather(-1, indices.long())
+    return with_tail(top, student_logits.shape[-1])
+
+
+def with_tail(top_log_probs: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Append log(1 - sum(exp(top))) as a last bucket, unless the top-k already covers the vocabulary."""
+    if top_log_probs.shape[-1] >= vocab_size:
+        return top_log_probs
+    covered = torch.logsumexp(top_log_probs, dim=-1, keepdim=True).clamp(max=-1e-7)
+    return torch.cat([top_log_probs, torch.log(-torch.expm1(covered))], dim=-1)

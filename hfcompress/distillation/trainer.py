@@ -12,6 +12,7 @@ precision. Evaluation reports the student's own task loss, so eval loss is compa
 from __future__ import annotations
 
 import os
+import random
 from collections import defaultdict
 
 import torch
@@ -23,10 +24,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same_vocabulary
 from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
-from . import losses
+from . import causal, losses
 from .cache import (
     dataset_fingerprint,
     load_or_build_teacher_cache,
+    load_or_build_tensors,
     teacher_fingerprint,
     vocabulary_fingerprint,
 )
@@ -162,7 +164,16 @@ class DistillationTrainer(Trainer):
             raise HfCompressError("DistillationTrainer needs a teacher_model")
         columns = getattr(train_dataset, "column_names", None) or []
         self.separate_tokenization = any(c.startswith(TEACHER_PREFIX) for c in columns)
-        if self.separate_tokenization:
+        self.causal = causal.is_causal_lm(model)
+        self.vocab_size = None
+        if self.causal:
+            if self.separate_tokenization or args.uses_teacher_internals:
+                raise HfCompressError(
+                    "causal LM distillation takes one tokenization and the logit terms (alpha, divergence); "
+                    "hidden-state, attention and two-tokenizer terms are for encoders"
+                )
+            self.vocab_size = causal.common_vocab_size(model, teacher_model, processing_class)
+        elif self.separate_tokenization:
             check_two_tokenizer_terms(args, train_dataset)
             if data_collator is None and teacher_processing_class is None:
                 raise HfCompressError(
@@ -200,6 +211,7 @@ class DistillationTrainer(Trainer):
             self.add_callback(_ProjectionsCallback(self.projections))
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_steps = 0
+        self._policy_rng = random.Random(args.seed)
         self.teacher_logits = (
             self._teacher_cache() if args.cache_teacher_logits and train_dataset is not None else None
         )
@@ -237,13 +249,32 @@ class DistillationTrainer(Trainer):
         layers = nn.ModuleList(nn.Linear(student_width, teacher_width) for _ in self.hidden_pairs)
         return layers.to(self.args.device)
 
-    def _teacher_cache(self) -> torch.Tensor:
+    def _teacher_cache(self) -> torch.Tensor | dict:
         path = self.args.teacher_cache_path or os.path.join(
             self.args.output_dir, "teacher_logits.safetensors"
         )
         key = {"teacher": teacher_fingerprint(self.teacher), "dataset": self._train_fingerprint}
         if self._teacher_vocabulary:  # two tokenizers: logits of the teacher's own tokenization
             key["teacher_tokenizer"] = self._teacher_vocabulary
+        if self.causal:  # top-k log-probabilities at the training temperature
+            key.update(topk=str(self.args.teacher_topk), temperature=str(self.args.temperature))
+            topk_path = self.args.teacher_cache_path or os.path.join(
+                self.args.output_dir, "teacher_topk.safetensors"
+            )
+
+            def build_topk() -> dict:
+                return causal.compute_teacher_topk(
+                    self._teacher_forward,
+                    self.train_dataset,
+                    self.data_collator,
+                    self.args.per_device_eval_batch_size,
+                    self.args.teacher_topk,
+                    self.args.temperature,
+                    self.vocab_size,
+                )
+
+            with self.args.main_process_first(desc="teacher top-k cache"):
+                return load_or_build_tensors(topk_path, key, build_topk)
 
         def build() -> torch.Tensor:
             from .cache import compute_teacher_logits
@@ -301,6 +332,9 @@ class DistillationTrainer(Trainer):
         if not model.training:  # evaluation: the student's own task loss
             outputs = model(**student_inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
+        if self.causal:
+            loss = self._causal_lm_loss(model, inputs)
+            return (loss, None) if return_outputs else loss
         labels = student_inputs.get("labels")
         if labels is not None and labels.dim() == 1 and not labels.is_floating_point() and (labels < 0).any():
             # unlabelled rows (-100): the model's own loss is NaN on a batch of them; hard_label_loss skips them
@@ -325,10 +359,7 @@ class DistillationTrainer(Trainer):
             student_inputs.get("attention_mask"),
             inputs.get(ALIGNMENT),
         )
-        loss = sum(weight * value for weight, value in terms.values())
-        for name, (_, value) in terms.items():
-            self._term_sums[name] += float(value.detach())
-        self._term_steps += 1
+        loss = self._record(terms)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
@@ -340,6 +371,62 @@ class DistillationTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     # -- loss -----------------------------------------------------------------------------------------------
+    def _record(self, terms: dict[str, tuple[float, torch.Tensor]]) -> torch.Tensor:
+        loss = sum(weight * value for weight, value in terms.values())
+        for name, (_, value) in terms.items():
+            self._term_sums[name] += float(value.detach())
+        self._term_steps += 1
+        return loss
+
+    def _causal_lm_loss(self, model, inputs) -> torch.Tensor:
+        """alpha * divergence + (1 - alpha) * LM cross-entropy over the next-token positions that count."""
+        args = self.args
+        indices = inputs.get(EXAMPLE_INDEX)
+        if causal.draw_on_policy(args.lmbda, self._policy_rng):
+            pad = getattr(self.processing_class, "pad_token_id", None)
+            inputs, indices = (
+                causal.on_policy_inputs(
+                    model, inputs, args.on_policy_prompt_tokens, args.on_policy_max_new_tokens, 1.0, pad
+                ),
+                None,
+            )
+        model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        mask, targets = causal.next_token_positions(inputs["labels"])
+        student_head = causal.unwrap(model).get_output_embeddings()
+        teacher = {}
+        if self.teacher_logits is not None and indices is not None:
+            length = mask.shape[1]
+            for name, key in (("topk_indices", "indices"), ("topk_log_probs", "log_probs")):
+                rows = self.teacher_logits[key][indices.cpu(), :length]
+                teacher[name] = rows.to(mask.device)[mask]
+        if args.lm_chunk_size > 0:
+            hidden = causal.final_hidden_states(model, model_inputs)[:, :-1][mask]
+            if not teacher:
+                with torch.no_grad():
+                    states = causal.final_hidden_states(self.teacher, model_inputs, teacher=True)
+                teacher = {
+                    "teacher_hidden": states[:, :-1][mask],
+                    "teacher_head": self.teacher.get_output_embeddings(),
+                }
+            kd, ce = causal.lm_distillation_losses(
+                hidden, student_head, targets, vocab_size=self.vocab_size, kind=args.divergence, beta=args.beta,
+                temperature=args.temperature, chunk_size=args.lm_chunk_size, **teacher,
+            )  # fmt: skip
+        else:  # both models' full logits, as a plain implementation would hold them
+            logits = model(**model_inputs).logits[:, :-1][mask]
+            if not teacher:
+                with torch.no_grad():
+                    teacher = {"teacher_hidden": self.teacher(**model_inputs).logits[:, :-1][mask]}
+                teacher["teacher_head"] = nn.Identity()
+            kd, ce = causal.lm_distillation_losses(
+                logits, nn.Identity(), targets, vocab_size=self.vocab_size, kind=args.divergence, beta=args.beta,
+                temperature=args.temperature, chunk_size=0, **teacher,
+            )  # fmt: skip
+        terms = {f"kd_{args.divergence}": (args.alpha, kd)}
+        if args.alpha < 1:
+            terms["lm_ce"] = (1 - args.alpha, ce)
+        return self._record(terms)
+
     @torch.no_grad()
     def _teacher_forward(self, batch: dict, need_internals: bool = False):
         """Run the frozen teacher on its inputs: the ``teacher_*`` columns if present, else the student's."""
@@ -374,10 +461,14 @@ class DistillationTrainer(Trainer):
             hard = outputs.loss if outputs.loss is not None else losses.hard_label_loss(logits, labels)
             terms["hard_ce"] = (1 - args.alpha, hard)
         if args.alpha > 0 or labels is None:
-            terms["kd_kl"] = (
-                args.alpha if labels is not None else 1.0,
-                losses.kd_kl_loss(logits, teacher_logits, args.temperature, position_mask),
-            )
+            if args.divergence == "forward_kl":
+                value = losses.kd_kl_loss(logits, teacher_logits, args.temperature, position_mask)
+            else:
+                per_position = losses.token_divergence(
+                    logits, teacher_logits, args.divergence, args.beta, args.temperature
+                )
+                value = losses.masked_mean(per_position, position_mask)
+            terms["kd_kl"] = (args.alpha if labels is not None else 1.0, value)
         if args.logits_mse_weight > 0:
             terms["logits_mse"] = (
                 args.logits_mse_weight,

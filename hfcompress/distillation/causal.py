@@ -1,0 +1,230 @@
+"""Distillation for causal language models: next-token divergences over the vocabulary, in chunks.
+
+A causal LM predicts token ``i + 1`` at position ``i``: the divergence and the LM loss count the positions
+whose next label is not ``-100`` (padding, prompt tokens). With a 49k vocabulary, ``[batch, seq, vocab]``
+logits of two models do not fit comfortably, so the default path never builds them: it takes both models'
+final hidden states and sends ``chunk_size`` positions at a time through each ``lm_head``, under activation
+checkpointing, so that only one chunk's logits exist at any moment, in the forward and in the backward
+pass (the same idea as TRL/Liger's chunked JSD). ``chunk_size=0`` is the plain path, for comparison.
+
+The teacher can also come from a cache of its top-k log-probabilities per position plus the tail mass
+(DistillKit's offline mode): the student's distribution is folded into the same k + 1 buckets.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+from torch.utils.data import DataLoader
+
+from ..errors import HfCompressError
+from . import losses
+
+
+def unwrap(model):
+    """The model inside DDP/FSDP-style wrappers (``.module``)."""
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def is_causal_lm(model) -> bool:
+    """True for ``*ForCausalLM`` models (also inside DDP or a PEFT wrapper)."""
+    return type(unwrap(model)).__name__.endswith("ForCausalLM")
+
+
+def output_vocab_size(model) -> int:
+    return unwrap(model).get_output_embeddings().weight.shape[0]
+
+
+def common_vocab_size(student, teacher, tokenizer=None) -> int:
+    """How many output ids student and teacher share; raises unless the vocabularies are the same.
+
+    Sizes that differ only by padding rows (Qwen2.5's 151,936 vs 152,064 for one tokenizer of 151,665
+    tokens) are aligned on the smaller size; the rows beyond the tokenizer are never real tokens.
+    """
+    student_size, teacher_size = output_vocab_size(student), output_vocab_size(teacher)
+    if student_size == teacher_size:
+        return student_size
+    used = len(tokenizer) if tokenizer is not None else None
+    if used is not None and used <= min(student_size, teacher_size):
+        return min(student_size, teacher_size)
+    raise HfCompressError(
+        f"teacher ({teacher_size} output ids) and student ({student_size}) have different vocabularies"
+        + (f" (the tokenizer has {used} tokens)" if used is not None else " and no tokenizer was given")
+        + "; cross-tokenizer LM distillation is not supported: use a student with the teacher's tokenizer"
+    )
+
+
+def accepts(model, argument: str) -> bool:
+    """True when the (unwrapped, PEFT-unwrapped) model's forward takes ``argument``."""
+    model = unwrap(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return argument in inspect.signature(base.forward).parameters
+
+
+def final_hidden_states(model, inputs: dict, teacher: bool = False) -> torch.Tensor:
+    """The states the ``lm_head`` reads, ``(B, L, H)``, without computing the full logits.
+
+    The student runs through its own (possibly DDP-wrapped) forward so gradient synchronisation works; its
+    ``lm_head`` sees only the last position (``logits_to_keep=1``). The teacher, unwrapped and frozen, runs
+    its decoder alone when it exposes one.
+    """
+    if teacher and hasattr(model, "get_decoder"):
+        return model.get_decoder()(**inputs).last_hidden_state
+    extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
+    return model(**inputs, output_hidden_states=True, **extra).hidden_states[-1]
+
+
+def _position_losses(
+    student_logits, targets, teacher_logits, topk_indices, topk_log_probs, vocab_size, kind, beta, temperature
+):
+    """Summed divergence and summed cross-entropy over a set of positions ``(N, V)``."""
+    student_logits = student_logits[..., :vocab_size]
+    if topk_indices is not None:
+        student = losses.topk_student_log_probs(student_logits, topk_indices, temperature)
+        divergence = losses.divergence_from_log_probs(student, topk_log_probs, kind, beta) * temperature**2
+    else:
+        divergence = losses.token_divergence(
+            student_logits, teacher_logits[..., :vocab_size], kind, beta, temperature
+        )
+    cross_entropy = F.cross_entropy(student_logits.float(), targets, reduction="sum")
+    return divergence.sum(), cross_entropy
+
+
+def lm_distillation_losses(
+    student_hidden: torch.Tensor,
+    student_head: torch.nn.Module,
+    targets: torch.Tensor,
+    *,
+    teacher_hidden: torch.Tensor | None = None,
+    teacher_head: torch.nn.Module | None = None,
+    topk_indices: torch.Tensor | None = None,
+    topk_log_probs: torch.Tensor | None = None,
+    vocab_size: int,
+    kind: str = "forward_kl",
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(divergence, cross-entropy), each a mean over the ``N`` positions given.
+
+    ``student_hidden`` ``(N, H)`` and ``targets`` ``(N,)`` are the positions that count; the teacher is either
+    ``teacher_hidden`` + ``teacher_head`` or cached ``topk_indices``/``topk_log_probs`` for those positions.
+    Chunks of ``chunk_size`` positions go through the heads under checkpointing; the result and its gradients
+    equal the one-shot computation up to float rounding.
+    """
+    count = max(int(targets.numel()), 1)
+    kd_total = student_hidden.new_zeros((), dtype=torch.float32)
+    ce_total = student_hidden.new_zeros((), dtype=torch.float32)
+    size = chunk_size if chunk_size > 0 else max(int(targets.numel()), 1)
+
+    def chunk_losses(hidden, chunk_targets, teacher_states, indices, log_probs):
+        teacher_logits = None
+        if teacher_states is not None:
+            with torch.no_grad():
+                teacher_logits = teacher_head(teacher_states)
+        return _position_losses(
+            student_head(hidden), chunk_targets, teacher_logits, indices, log_probs, vocab_size, kind, beta,
+            temperature,
+        )  # fmt: skip
+
+    for start in range(0, targets.numel(), size):
+        part = slice(start, start + size)
+        args = (
+            student_hidden[part],
+            targets[part],
+            None if teacher_hidden is None else teacher_hidden[part],
+            None if topk_indices is None else topk_indices[part],
+            None if topk_log_probs is None else topk_log_probs[part],
+        )
+        if chunk_size > 0 and torch.is_grad_enabled():
+            kd, ce = checkpoint(chunk_losses, *args, use_reentrant=False)
+        else:
+            kd, ce = chunk_losses(*args)
+        kd_total = kd_total + kd
+        ce_total = ce_total + ce
+    return kd_total / count, ce_total / count
+
+
+def next_token_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask ``(B, L-1)`` of positions whose next label counts, their targets ``(N,)``)."""
+    following = labels[:, 1:]
+    mask = following != losses.IGNORE_INDEX
+    return mask, following[mask]
+
+
+@torch.no_grad()
+def compute_teacher_topk(
+    teacher_forward, dataset, collator, batch_size: int, k: int, temperature: float, vocab_size: int
+) -> dict[str, torch.Tensor]:
+    """The teacher's top-k log-probabilities (at ``temperature``) and their token ids for every position of
+    every example, ``(N, L, k)``, plus the tail bucket when k is less than the vocabulary. Examples shorter
+    than the longest are padded (those positions are never read: their labels are -100)."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    length = max(len(ids) for ids in dataset["input_ids"])
+    indices, log_probs = [], []
+    with torch.random.fork_rng(devices=devices):  # leave the data order exactly as a live-teacher run sees it
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
+        for batch in loader:
+            logits = teacher_forward(batch).logits[..., :vocab_size].float()
+            values, ids = F.log_softmax(logits / temperature, dim=-1).topk(min(k, vocab_size), dim=-1)
+            values = losses.with_tail(values, vocab_size)
+            pad = length - ids.shape[1]
+            indices.append(F.pad(ids, (0, 0, 0, pad)).to(torch.int32).cpu())
+            log_probs.append(F.pad(values, (0, 0, 0, pad)).cpu())
+    return {"indices": torch.cat(indices), "log_probs": torch.cat(log_probs)}
+
+
+def load_cache_file(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def topk_bytes_per_token(cache: dict[str, torch.Tensor]) -> float:
+    """Bytes of cache per training position."""
+    positions = cache["indices"].shape[0] * cache["indices"].shape[1]
+    total = sum(t.numel() * t.element_size() for t in cache.values())
+    return total / max(positions, 1)
+
+
+@torch.no_grad()
+def on_policy_inputs(
+    model, inputs: dict, prompt_tokens: int, max_new_tokens: int, temperature: float, pad_token_id: int | None
+) -> dict:
+    """GKD's on-policy batch: the student continues the first ``prompt_tokens`` tokens of each sequence by
+    sampling ``max_new_tokens`` tokens; only the sampled tokens are labels (the prompt is -100)."""
+    student = unwrap(model)
+    was_training = student.training
+    student.eval()
+    prompt = inputs["input_ids"][:, :prompt_tokens]
+    attention = inputs.get("attention_mask")
+    attention = None if attention is None else attention[:, :prompt_tokens]
+    generated = student.generate(
+        input_ids=prompt,
+        attention_mask=attention,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id,
+    )
+    student.train(was_training)
+    labels = generated.clone()
+    labels[:, : prompt.shape[1]] = losses.IGNORE_INDEX
+    mask = torch.ones_like(generated)
+    if attention is not None:
+        mask[:, : prompt.shape[1]] = attention
+        labels[mask == 0] = losses.IGNORE_INDEX
+    return {"input_ids": generated, "attention_mask": mask, "labels": labels}
+
+
+def draw_on_policy(lmbda: float, rng: random.Random) -> bool:
+    """True for the share ``lmbda`` of batches that are generated by the student."""
+    return lmbda > 0 and rng.random() < lmbda
