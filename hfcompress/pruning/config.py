@@ -10,7 +10,7 @@ from typing import Optional
 from ..errors import HfCompressError, check_choice
 
 METHODS = ("magnitude", "gradient", "movement")
-IMPORTANCE = ("gradient", "magnitude")
+IMPORTANCE = ("gradient", "magnitude", "activation")
 LAYER_SELECTIONS = ("block_influence", "spread")
 SCOPES = ("layer", "global")
 
@@ -95,6 +95,13 @@ class StructuredPruningConfig:
         default=0.0,
         metadata={"help": "Fraction of FFN (intermediate) neurons removed from every layer, in [0, 1)."},
     )
+    prune_hidden_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of hidden (embedding) channels removed across the whole model, in [0, 1); "
+            "Llama-style decoders only (Minitron's embedding-channel pruning, scored by activation)."
+        },
+    )
     prune_layers: int = field(
         default=0,
         metadata={"help": "Number of whole transformer layers removed (lowest block influence first); >= 0."},
@@ -103,7 +110,8 @@ class StructuredPruningConfig:
         default="gradient",
         metadata={
             "help": "Head/neuron ranking: 'gradient' (|sum w * dL/dw| over a head's or neuron's output weights: "
-            "Michel et al. 2019 head importance, first-order Taylor for neurons) or 'magnitude' (weight norms)."
+            "Michel et al. 2019 head importance, first-order Taylor for neurons), 'magnitude' (weight norms) or "
+            "'activation' (mean squared activations on calibration text, Minitron; no gradients)."
         },
     )
     num_iterations: int = field(
@@ -121,7 +129,7 @@ class StructuredPruningConfig:
     )
 
     def __post_init__(self):
-        for name in ("prune_heads_fraction", "prune_ffn_fraction"):
+        for name in ("prune_heads_fraction", "prune_ffn_fraction", "prune_hidden_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise HfCompressError(f"{name} must be in [0, 1), got {value}")

@@ -6,6 +6,11 @@ attention output projection W_o through its own columns, so dL/dxi_h = sum over 
 W_o * dL/dW_o. The same identity on the FFN's down projection gives the first-order Taylor score of each
 neuron (Molchanov et al. 2019). Absolute values are taken per batch and summed over the calibration batches.
 
+Activation importance (Minitron, Muralidharan et al. 2024) needs no gradient: a forward pass over calibration
+text, and each head's (KV group's), neuron's and embedding channel's mean squared activation: the inputs of the
+attention output projection and of the FFN down projection, and the outputs of every RMS/LayerNorm (what the
+hidden channels carry).
+
 Layers by block influence (Men et al. 2024, ShortGPT): 1 - cosine similarity between a layer's input and
 output hidden states, averaged over real tokens; a layer that barely changes its input is the first to go.
 """
@@ -86,21 +91,100 @@ def magnitude_importance(model: nn.Module) -> tuple[dict[int, torch.Tensor], dic
     return heads, neurons
 
 
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
+
+
 @torch.no_grad()
-def block_influence(model: nn.Module, batches) -> torch.Tensor:
-    """Per layer, 1 - cos(input, output) of its hidden states, averaged over non-padding tokens."""
+def activation_importance(
+    model: nn.Module, batches
+) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], torch.Tensor]:
+    """(head scores, neuron scores, hidden-channel scores) from activations on ``batches`` (Minitron).
+
+    Head (KV group) and neuron scores are per layer; the channel score sums every norm's output over layers.
+    Padding tokens don't count.
+    """
+    _, layers = find_layer_list(model)
     device = next(model.parameters()).device
-    total, count = torch.zeros(model.config.num_hidden_layers), 0.0
+    heads = {i: torch.zeros(head_layout(layer)[0]) for i, layer in enumerate(layers)}
+    neurons = {i: torch.zeros(ffn_output(layer).in_features) for i, layer in enumerate(layers)}
+    channels = torch.zeros(model.config.hidden_size)
+    mask: list[torch.Tensor] = []
+
+    def squares(x: torch.Tensor) -> torch.Tensor:  # sum over real tokens of x^2, per feature
+        return (x.float().pow(2) * mask[0][..., None]).sum((0, 1)).cpu()
+
+    def add(total: torch.Tensor, scores_of=lambda x: x):  # a hook must return None, or it replaces values
+        def hook(module, args, output=None):
+            total.add_(scores_of(squares(args[0] if output is None else output)))
+
+        return hook
+
+    hooks = []
+    for i, layer in enumerate(layers):
+        units = len(heads[i])
+        hooks.append(
+            attention_output(layer).register_forward_pre_hook(
+                add(heads[i], lambda x, u=units: _per_unit(x, u))
+            )
+        )
+        hooks.append(ffn_output(layer).register_forward_pre_hook(add(neurons[i])))
+    hooks += [module.register_forward_hook(add(channels)) for module in model.modules() if _is_norm(module)]
     was_training = model.training
     model.eval()
-    for batch in batches:
-        inputs = _inputs(batch, device)
-        inputs.pop("labels", None)
-        hidden = model(**inputs, output_hidden_states=True).hidden_states
-        mask = inputs.get("attention_mask", torch.ones(hidden[0].shape[:2], device=device)).float()
-        for i in range(len(hidden) - 1):
-            cos = nn.functional.cosine_similarity(hidden[i].float(), hidden[i + 1].float(), dim=-1)
-            total[i] += ((1 - cos) * mask).sum().cpu()
-        count += float(mask.sum())
-    model.train(was_training)
+    try:
+        for batch in batches:
+            inputs = _inputs(batch, device)
+            inputs.pop("labels", None)
+            mask[:] = [inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])).float()]
+            model(**inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return {i: _group_heads(s, layers[i]) for i, s in heads.items()}, neurons, channels
+
+
+@torch.no_grad()
+def block_influence(model: nn.Module, batches) -> torch.Tensor:
+    """Per layer, 1 - cos(input, output) of its hidden states, averaged over non-padding tokens.
+
+    Read with hooks on the layers themselves: a model's ``hidden_states`` output may hold the final norm's
+    output in place of the last layer's (Llama does).
+    """
+    _, layers = find_layer_list(model)
+    device = next(model.parameters()).device
+    total, count = torch.zeros(len(layers)), 0.0
+    mask: list[torch.Tensor] = []
+    seen: dict[int, torch.Tensor] = {}
+
+    def before(i):
+        def hook(module, args, kwargs):
+            seen[i] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    def after(i):
+        def hook(module, args, kwargs, output):
+            out = output[0] if isinstance(output, tuple) else output
+            cos = nn.functional.cosine_similarity(seen.pop(i).float(), out.float(), dim=-1)
+            total[i] += ((1 - cos) * mask[0]).sum().cpu()
+
+        return hook
+
+    hooks = [layer.register_forward_pre_hook(before(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    hooks += [layer.register_forward_hook(after(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            inputs = _inputs(batch, device)
+            inputs.pop("labels", None)
+            mask[:] = [inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])).float()]
+            model(**inputs)
+            count += float(mask[0].sum())
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
     return total / max(count, 1.0)

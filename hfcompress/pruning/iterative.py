@@ -17,11 +17,12 @@ from torch import nn
 from ..errors import HfCompressError
 from ..modeling import find_layer_list, head_layout, layer_style, select_layers
 from .config import StructuredPruningConfig
-from .importance import block_influence, gradient_importance, magnitude_importance
+from .importance import activation_importance, block_influence, gradient_importance, magnitude_importance
 from .structured import (
     bert_head_pruning_supported,
     prune_attention_heads,
     prune_ffn_neurons,
+    prune_hidden_channels,
     remove_layers,
 )
 
@@ -37,6 +38,7 @@ def structure(model: nn.Module) -> dict:
         "num_layers": len(layers),
         "attention_units": units,
         "intermediate_size": model.config.intermediate_size,
+        "hidden_size": model.config.hidden_size,
     }
 
 
@@ -48,10 +50,20 @@ def structured_targets(model: nn.Module, config: StructuredPruningConfig) -> lis
     """
     now = structure(model)
     units, width, depth = min(now["attention_units"]), now["intermediate_size"], now["num_layers"]
-    if not (config.prune_heads_fraction or config.prune_ffn_fraction or config.prune_layers):
+    hidden = now["hidden_size"]
+    if not (
+        config.prune_heads_fraction
+        or config.prune_ffn_fraction
+        or config.prune_layers
+        or config.prune_hidden_fraction
+    ):
         raise HfCompressError(
-            "structured pruning has nothing to do: set prune_heads_fraction, prune_ffn_fraction or prune_layers"
+            "structured pruning has nothing to do: set prune_heads_fraction, prune_ffn_fraction, "
+            "prune_hidden_fraction or prune_layers"
         )
+    final_hidden = hidden - round(config.prune_hidden_fraction * hidden)
+    if config.prune_hidden_fraction and layer_style(find_layer_list(model)[1][0]) != "llama":
+        prune_hidden_channels(model, torch.arange(hidden))  # raises the explanation, changes nothing
     if len(set(now["attention_units"])) != 1 and config.prune_heads_fraction:
         raise HfCompressError(
             f"layers have different head counts {now['attention_units']}; can't prune uniformly"
@@ -82,6 +94,7 @@ def structured_targets(model: nn.Module, config: StructuredPruningConfig) -> lis
             "num_layers": depth - round(config.prune_layers * k / n),
             "attention_units": units - round((units - final_units) * k / n),
             "intermediate_size": width - round((width - final_width) * k / n),
+            "hidden_size": hidden - round((hidden - final_hidden) * k / n),
         }
         for k in range(1, n + 1)
     ]
@@ -137,12 +150,18 @@ def structured_prune(
         now = structure(model)
     drop_units = now["attention_units"][0] - target["attention_units"]
     drop_neurons = now["intermediate_size"] - target["intermediate_size"]
-    if drop_units > 0 or drop_neurons > 0:
+    drop_channels = now["hidden_size"] - target.get("hidden_size", now["hidden_size"])
+    if drop_units > 0 or drop_neurons > 0 or drop_channels > 0:
+        channel_scores = None
+        if config.importance == "activation" or drop_channels > 0:  # channels are scored by activation only
+            head_scores, neuron_scores, channel_scores = activation_importance(model, batches)
         if config.importance == "gradient":
             head_scores, neuron_scores = gradient_importance(model, batches)
-        else:
+        elif config.importance == "magnitude":
             head_scores, neuron_scores = magnitude_importance(model)
-        head_scores, neuron_scores = _same_on_all_ranks((head_scores, neuron_scores))
+        head_scores, neuron_scores, channel_scores = _same_on_all_ranks(
+            (head_scores, neuron_scores, channel_scores)
+        )
         if drop_units > 0:
             removed["heads"] = {i: _lowest(s, drop_units) for i, s in head_scores.items()}
             prune_attention_heads(model, removed["heads"])
@@ -153,4 +172,8 @@ def structured_prune(
             }
             prune_ffn_neurons(model, keep)
             removed["ffn_neurons"] = drop_neurons
+        if drop_channels > 0:
+            keep = torch.argsort(channel_scores, descending=True, stable=True)[: target["hidden_size"]]
+            prune_hidden_channels(model, keep)
+            removed["hidden_channels"] = drop_channels
     return model, removed

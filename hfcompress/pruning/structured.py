@@ -11,6 +11,9 @@ config can express decides what is allowed:
 - BERT-style attention: the head size is derived as ``hidden_size / num_attention_heads``, so fewer heads are
   only expressible through ``config.pruned_heads``, which transformers 4.x honours on load and 5.x no longer
   does: head pruning of BERT-style models is refused there.
+- Hidden size (embedding channels, Minitron), Llama-style only: the same channels leave the embeddings, every
+  projection that reads or writes the residual stream, every RMSNorm and the LM head; ``head_dim`` is written
+  explicitly so the head size does not follow ``hidden_size / num_attention_heads``.
 - Layers: the model is rebuilt with the kept layers (as ``create_student_from_teacher``).
 
 Where the parts of a layer are (BERT- and Llama-style) is ``hfcompress.modeling``'s business.
@@ -43,6 +46,7 @@ __all__ = [
     "layer_style",
     "prune_attention_heads",
     "prune_ffn_neurons",
+    "prune_hidden_channels",
     "remove_layers",
 ]
 
@@ -179,6 +183,61 @@ def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
     model.config.head_dim = head_dim  # explicit, so hidden_size // num_attention_heads no longer decides it
     model.config.num_key_value_heads = new_kv
     model.config.num_attention_heads = new_kv * group
+
+
+def _keep_norm(norm: nn.Module, index: torch.Tensor) -> None:
+    norm.weight = nn.Parameter(norm.weight.detach()[index.to(norm.weight.device)].clone())
+    if getattr(norm, "bias", None) is not None:
+        norm.bias = nn.Parameter(norm.bias.detach()[index.to(norm.bias.device)].clone())
+
+
+def prune_hidden_channels(model: nn.Module, keep: torch.Tensor) -> None:
+    """Keep only the hidden (embedding) channels ``keep`` across a Llama-style causal LM, in place."""
+    _, layers = find_layer_list(model)
+    if layer_style(layers[0]) != "llama" or not hasattr(model, "get_decoder"):
+        raise HfCompressError(
+            "hidden-size pruning is implemented for Llama-style decoders (self_attn.q_proj ... mlp.down_proj); "
+            "prune heads, FFN neurons or layers of this model instead"
+        )
+    index = keep.sort().values
+    if (
+        len(index) == 0
+        or len(set(index.tolist())) != len(index)
+        or int(index.max()) >= model.config.hidden_size
+    ):
+        raise HfCompressError(
+            f"hidden channels to keep must be distinct indices in 0..{model.config.hidden_size - 1}"
+        )
+    head_dim = head_layout(layers[0])[2]
+    embeddings = model.get_input_embeddings()
+    smaller = nn.Embedding(
+        embeddings.num_embeddings, len(index), padding_idx=embeddings.padding_idx,
+        device=embeddings.weight.device, dtype=embeddings.weight.dtype,
+    )  # fmt: skip
+    with torch.no_grad():
+        smaller.weight.copy_(embeddings.weight[:, index.to(embeddings.weight.device)])
+    model.set_input_embeddings(smaller)
+    for layer in layers:
+        attention, mlp = layer.self_attn, layer.mlp
+        for name in ("q_proj", "k_proj", "v_proj"):
+            setattr(attention, name, keep_columns(getattr(attention, name), index))
+        attention.o_proj = keep_rows(attention.o_proj, index)
+        for parent, name in ffn_inputs(layer):
+            setattr(parent, name, keep_columns(getattr(parent, name), index))
+        mlp.down_proj = keep_rows(mlp.down_proj, index)
+        if hasattr(mlp, "hidden_size"):
+            mlp.hidden_size = len(index)
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            _keep_norm(norm, index)
+    _keep_norm(model.get_decoder().norm, index)
+    head = model.get_output_embeddings()
+    if getattr(model.config, "tie_word_embeddings", False):
+        model.set_output_embeddings(nn.Linear(len(index), head.out_features, bias=False))
+        model.get_output_embeddings().weight = smaller.weight
+    else:
+        model.set_output_embeddings(keep_columns(head, index))
+    model.config.head_dim = head_dim  # explicit: hidden_size / num_attention_heads no longer gives it
+    model.config.hidden_size = len(index)
 
 
 def remove_layers(model: nn.Module, layers: list[int]) -> nn.Module:
