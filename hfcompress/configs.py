@@ -260,3 +260,99 @@ class AugmentRunArguments:
         default=None, metadata={"help": "Augment only the first N source texts."}
     )
     seed: int = field(default=42, metadata={"help": "Seed of the replacement draws."})
+
+
+# -- causal language models (recipes/distill_llm.py) --------------------------------------------------------
+@dataclass
+class LMDataArguments:
+    """Text for a causal LM: documents by split, cut into token blocks for training."""
+
+    dataset_name: str = field(
+        default="austen_novels",
+        metadata={
+            "help": "Text with train/validation/test splits: Hub dataset id, local .txt (one file, one document) "
+            "/ .jsonl / CSV / parquet file or folder (train*, validation*, test*), or offline asset name."
+        },
+    )
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    ood_dataset_name: Optional[str] = field(
+        default="hamlet",
+        metadata={"help": "Out-of-domain text whose test split is also evaluated (None: skip)."},
+    )
+    block_size: int = field(
+        default=256, metadata={"help": "Tokens per training row; > 0 and <= the model's positions."}
+    )
+    max_train_tokens: Optional[int] = field(
+        default=None, metadata={"help": "Train on the first N tokens of the training split (None: all)."}
+    )
+    max_eval_tokens: Optional[int] = field(
+        default=None,
+        metadata={"help": "Evaluate perplexity on the first N tokens of each evaluated text (None: all)."},
+    )
+    eval_stride: int = field(
+        default=256, metadata={"help": "Stride of the sliding perplexity window (window = block_size)."}
+    )
+
+    def __post_init__(self):
+        if self.block_size <= 0:
+            raise HfCompressError(f"block_size must be > 0, got {self.block_size}")
+        if not 0 < self.eval_stride <= self.block_size:
+            raise HfCompressError(
+                f"eval_stride must be in (0, block_size={self.block_size}], got {self.eval_stride}"
+            )
+        for name in ("max_train_tokens", "max_eval_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < self.block_size:
+                raise HfCompressError(
+                    f"{name} must be >= block_size ({self.block_size}) or null, got {value}"
+                )
+
+
+@dataclass
+class DistillLLMRecipeArguments(TeacherRecipeArguments):
+    """Models, student and measurements for recipes/distill_llm.py."""
+
+    teacher_model_name_or_path: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        metadata={
+            "help": "Teacher causal LM: Hub id, local folder, or offline asset; adapted to the text first."
+        },
+    )
+    teacher_finetune: str = field(
+        default="auto",
+        metadata={
+            "help": "'auto'/'always': adapt the teacher to the training text first (LM loss); 'never'."
+        },
+    )
+    teacher_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of teacher adaptation."})
+    teacher_learning_rate: float = field(
+        default=5e-5, metadata={"help": "Learning rate of teacher adaptation."}
+    )
+    student_model_name_or_path: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "A pretrained student of the same tokenizer. None: cut or prune it from the teacher."
+        },
+    )
+    student_layers: str = field(
+        default="every_other",
+        metadata={
+            "help": "When no pruning is set: teacher layers the student keeps ('every_other', a count like '20', or "
+            "a list like '0,2,4'), kept evenly spread."
+        },
+    )
+    generate_tokens: int = field(
+        default=32, metadata={"help": "Tokens generated per greedy speed run (batch 1)."}
+    )
+    prompt_batch_size: int = field(
+        default=8, metadata={"help": "Batch of the prompt-processing speed figure."}
+    )
+    speed_runs: int = field(
+        default=3, metadata={"help": "Timed runs per speed figure, models taking turns; >= 1."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("generate_tokens", "prompt_batch_size", "speed_runs"):
+            if getattr(self, name) < 1:
+                raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")

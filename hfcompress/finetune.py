@@ -249,6 +249,7 @@ def ensure_finetuned_teacher(
     teacher_dir: str | Path,
     record: dict,
     compute_metrics=None,
+    task_type: str = "single_label_classification",
 ):
     """A teacher fine-tuned on the task: as given, reloaded from an earlier run, or trained now.
 
@@ -270,8 +271,9 @@ def ensure_finetuned_teacher(
         return reloaded, teacher_dir
     logger.info("Fine-tuning the teacher on the task (%s epochs)", record.get("epochs"))
     trainer = finetune(
-        teacher, tokenizer, tokenized["train"], tokenized["validation"], args, None, compute_metrics
-    )
+        teacher, tokenizer, tokenized["train"], tokenized["validation"], args, None, compute_metrics,
+        task_type=task_type,
+    )  # fmt: skip
     if trainer.is_world_process_zero():
         if teacher_dir.exists():
             shutil.rmtree(teacher_dir)

@@ -113,19 +113,23 @@ class CompressionInfo:
     reference: dict = field(default_factory=dict)  # the uncompressed model, same keys
     command: str = ""
     license: str | None = None
+    notes: str = ""  # a paragraph the card must carry (e.g. where the base weights came from)
 
     def __post_init__(self):
         check_choice("kind", self.kind, RELATIONS)
 
 
 REQUIRED_FIGURES = ("test_accuracy", "size_mb")
+REQUIRED_FIGURES_LM = ("test_perplexity", "size_mb")  # task_type text-generation
+CARD_FIGURES = ("test_", "ood_", "parameters", "size_mb", "latency_ms_", "generate_", "prompt_")
 
 
 def build_model_card(info: CompressionInfo, repo_name: str):
     """A ``huggingface_hub.ModelCard`` for a compressed variant; missing figures are an error."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    missing = [k for k in REQUIRED_FIGURES if info.metrics.get(k) is None]
+    required = REQUIRED_FIGURES_LM if info.task_type == "text-generation" else REQUIRED_FIGURES
+    missing = [k for k in required if info.metrics.get(k) is None]
     if missing or not info.command:
         absent = missing + ([] if info.command else ["command"])
         raise HfCompressError(
@@ -169,7 +173,7 @@ def _figure(value) -> str:
 
 
 def _card_body(info: CompressionInfo, repo_name: str) -> str:
-    keys = [k for k in info.metrics if k.startswith(("test_", "parameters", "size_mb", "latency_ms_"))]
+    keys = [k for k in info.metrics if k.startswith(CARD_FIGURES)]
     rows = "\n".join(
         f"| {k} | {_figure(info.metrics.get(k))} | {_figure(info.reference.get(k))} |" for k in keys
     )
@@ -187,16 +191,19 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
         )
     else:
         needs = "# needs: pip install torchao\n" if (info.method or "").startswith("torchao") else ""
-        how = (
-            f"{needs}from transformers import AutoModelForSequenceClassification\n"
-            f'model = AutoModelForSequenceClassification.from_pretrained("{repo_name}")'
+        auto = (
+            "AutoModelForCausalLM"
+            if info.task_type == "text-generation"
+            else "AutoModelForSequenceClassification"
         )
+        how = f'{needs}from transformers import {auto}\nmodel = {auto}.from_pretrained("{repo_name}")'
+    notes = f"{info.notes}\n\n" if info.notes else ""
     return f"""# {repo_name}
 
 A {info.kind} variant of [`{info.base_model}`](https://huggingface.co/{info.base_model}) for
 {info.task_name.lower()} on `{info.dataset}`, made with hfcompress.
 
-```python
+{notes}```python
 {how}
 ```
 

@@ -129,12 +129,18 @@ def group_texts(
         )
     blocks = [ids[i * block_size : (i + 1) * block_size] for i in range(count)]
     return datasets.Dataset.from_dict(
-        {"input_ids": blocks, "attention_mask": [[1] * block_size] * count, "labels": [list(b) for b in blocks]}
+        {
+            "input_ids": blocks,
+            "attention_mask": [[1] * block_size] * count,
+            "labels": [list(b) for b in blocks],
+        }
     )
 
 
 def split_text(raw: datasets.DatasetDict, split: str) -> str:
     """A split's documents joined by blank lines: the single text that perplexity slides over."""
     if split not in raw:
-        raise HfCompressError(f"the dataset has no {split!r} split; it has {', '.join(raw)} (allowed: {SPLITS})")
+        raise HfCompressError(
+            f"the dataset has no {split!r} split; it has {', '.join(raw)} (allowed: {SPLITS})"
+        )
     return "\n\n".join(raw[split]["text"])

@@ -67,6 +67,8 @@ def task_collator(tokenizer, task_type: str = "single_label_classification"):
     """Dynamic padding; for token classification the labels are padded with -100 too."""
     from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
 
+    if task_type == "causal_lm":  # token blocks with labels: pad them with -100, never mask real EOS tokens
+        return DistillationDataCollator(tokenizer)
     if task_type == "token_classification":
         return DataCollatorForTokenClassification(tokenizer)
     return DataCollatorWithPadding(tokenizer)

@@ -89,20 +89,10 @@ def generation_tokens_per_second(
     model, prompt_ids: torch.Tensor, max_new_tokens: int = 64, runs: int = 3, pad_token_id: int | None = None
 ) -> float:
     """Greedy decoding speed at batch 1 with the KV cache: new tokens / median seconds of a generate call."""
-    device = _device(model)
-    prompt = prompt_ids[:1].to(device)
-
-    def call():
-        model.generate(
-            input_ids=prompt,
-            attention_mask=torch.ones_like(prompt),
-            do_sample=False,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
-            pad_token_id=pad_token_id,
-        )
-
-    return max_new_tokens / _median_seconds(call, runs)
+    prompt = prompt_ids[:1].to(_device(model))
+    return max_new_tokens / _median_seconds(
+        lambda: generation_call(model, prompt, max_new_tokens, pad_token_id), runs
+    )
 
 
 @torch.inference_mode()
@@ -121,3 +111,70 @@ def speed_prompts(tokenizer, text: str, batch_size: int = 8, length: int = 256) 
     if len(ids) < needed:
         raise ValueError(f"speed prompts need {needed} tokens of text, got {len(ids)}")
     return torch.tensor(ids[:needed]).view(batch_size, length)
+
+
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def compare_language_models(
+    entries,
+    tokenizer,
+    texts: dict[str, str],
+    window: int,
+    stride: int,
+    max_tokens: int | None,
+    generate_tokens: int = 32,
+    prompt_batch_size: int = 8,
+    runs: int = 3,
+) -> list[dict]:
+    """One row per ``(name, model, folder)``: parameters, size on disk, ``<text>_perplexity`` and
+    ``<text>_bits_per_byte`` for each named text, and speeds measured with the models taking turns (one warm-up
+    each, then ``runs`` rounds; medians), so noise on a shared machine hits them alike."""
+    from ..modeling import count_parameters
+    from .measure import size_on_disk
+
+    rows = []
+    for name, model, folder in entries:
+        row = {"model": name, "parameters": count_parameters(model), "size_mb": size_on_disk(folder) / 1e6}
+        for split, text in texts.items():
+            result = strided_perplexity(model, tokenizer, text, window, stride, max_tokens)
+            row |= {f"{split}_{k}": result[k] for k in ("perplexity", "bits_per_byte", "tokens")}
+        rows.append(row)
+    speed_text = texts.get("test") or next(iter(texts.values()))
+    prompts = speed_prompts(tokenizer, speed_text, prompt_batch_size, window)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    calls = []
+    for _, model, _ in entries:
+        _device(model)
+        generate = lambda m=model: generation_call(m, prompts[:1, :32], generate_tokens, pad)  # noqa: E731
+        prefill = lambda m=model: m(input_ids=prompts, attention_mask=torch.ones_like(prompts))  # noqa: E731
+        with torch.inference_mode():
+            generate(), prefill()  # warm-up
+        calls.append((generate, prefill))
+    timings = [([], []) for _ in entries]
+    with torch.inference_mode():
+        for _ in range(runs):
+            for (generate, prefill), (gen_times, prefill_times) in zip(calls, timings):
+                gen_times.append(_seconds(generate))
+                prefill_times.append(_seconds(prefill))
+    for row, (gen_times, prefill_times) in zip(rows, timings):
+        row["generate_tokens_per_s_b1"] = generate_tokens / statistics.median(gen_times)
+        row["prompt_tokens_per_s"] = prompts.numel() / statistics.median(prefill_times)
+        row["prompt_batch_size"] = prompt_batch_size
+        row["torch_threads"] = torch.get_num_threads()
+    return rows
+
+
+def generation_call(model, prompt: torch.Tensor, new_tokens: int, pad_token_id: int | None):
+    """Greedy decoding of exactly ``new_tokens`` tokens with the KV cache."""
+    return model.generate(
+        input_ids=prompt,
+        attention_mask=torch.ones_like(prompt),
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        pad_token_id=pad_token_id,
+    )

@@ -1,0 +1,191 @@
+"""Shrink a causal language model: adapt the teacher to the text, prune or cut a student, distil, measure, share.
+
+    accelerate launch recipes/distill_llm.py
+    accelerate launch recipes/distill_llm.py --config recipes/configs/smollm2/austen/distill_width.yaml
+    accelerate launch recipes/distill_llm.py --config recipes/configs/smollm2/austen/distill_full.yaml
+    accelerate launch --multi_gpu --num_processes 2 recipes/distill_llm.py   # 2 CPU processes (gloo DDP)
+    python recipes/distill_llm.py --help
+
+Steps: load the text (train/validation/test, plus an out-of-domain text) and cut the training split into token
+blocks; load the teacher and adapt it to the training text with the LM loss (saved in <output_dir>/teacher and
+reused by later runs with the same settings); build the student: pruned from the teacher (depth by block
+influence or kept evenly, width by activation: KV groups, FFN neurons, hidden channels; in num_iterations
+prune -> distil rounds), cut from its layers, or a pretrained model of the same tokenizer; distil (divergence,
+temperature, alpha for the LM loss, chunked through the lm_head); measure teacher and student: strided
+perplexity and bits per byte on validation, test and the out-of-domain text, greedy tokens/s at batch 1 and
+prompt tokens/s at batch 8 with the models taking turns, size; save the student to <output_dir>/student; write
+<output_dir>/report.json and report.md; export/push the student if asked (share_*). Bad input stops the run
+before anything is written.
+"""
+
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM, set_seed
+
+from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher
+from hfcompress.assets import find_asset, resolve_model
+from hfcompress.configs import DistillLLMRecipeArguments, LMDataArguments
+from hfcompress.data.causal_lm import check_block_size, group_texts, load_lm_texts, split_text
+from hfcompress.distillation.causal import common_vocab_size
+from hfcompress.evaluation import markdown_table
+from hfcompress.evaluation.lm import compare_language_models
+from hfcompress.finetune import ensure_finetuned_teacher
+from hfcompress.hub import CompressionInfo
+from hfcompress.modeling import load_tokenizer
+from hfcompress.pruning import StructuredPruningConfig
+from hfcompress.pruning.iterative import calibration_batches, structured_prune, structured_targets
+from hfcompress.recipe import finish_recipe, report_header, run_recipe, start_recipe
+from hfcompress.training_args import stage_args
+
+CONFIG_TYPES = (DistillLLMRecipeArguments, LMDataArguments, StructuredPruningConfig, DistillationConfig)
+DEFAULT_CONFIG = Path(__file__).parent / "configs/smollm2/austen/distill_default.yaml"
+SETTINGS = (
+    "divergence",
+    "beta",
+    "temperature",
+    "alpha",
+    "lmbda",
+    "max_steps",
+    "num_train_epochs",
+    "learning_rate",
+)
+COLUMNS = [("model", "model"), ("parameters", "parameters"), ("size_mb", "MB"),
+           ("validation_perplexity", "val ppl"), ("test_perplexity", "test ppl"), ("test_bits_per_byte", "test bpb"),
+           ("ood_perplexity", "Hamlet ppl"), ("ood_bits_per_byte", "Hamlet bpb"),
+           ("generate_tokens_per_s_b1", "generate tok/s b1"), ("prompt_tokens_per_s", "prompt tok/s")]  # fmt: skip
+
+
+def load_causal_lm(name_or_path: str):
+    return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path))
+
+
+def pruning_requested(pruning: StructuredPruningConfig) -> bool:
+    return bool(
+        pruning.prune_layers
+        or pruning.prune_ffn_fraction
+        or pruning.prune_heads_fraction
+        or pruning.prune_hidden_fraction
+    )
+
+
+def main(argv=None) -> dict | None:
+    argv, (recipe, data_args, pruning, args) = start_recipe(CONFIG_TYPES, DEFAULT_CONFIG, argv)
+    out = Path(args.output_dir)
+    set_seed(args.seed)
+
+    # 1. Data and models; every check that can fail on bad input happens here, before anything is written.
+    raw = load_lm_texts(data_args.dataset_name, data_args.text_column)
+    ood = load_lm_texts(data_args.ood_dataset_name) if data_args.ood_dataset_name else None
+    tokenizer = load_tokenizer(recipe.teacher_model_name_or_path)
+    teacher = load_causal_lm(recipe.teacher_model_name_or_path)
+    check_block_size(data_args.block_size, getattr(teacher.config, "max_position_embeddings", None))
+    student = None
+    if recipe.student_model_name_or_path:
+        student = load_causal_lm(recipe.student_model_name_or_path)
+        common_vocab_size(student, teacher, tokenizer)
+    targets = structured_targets(teacher, pruning) if pruning_requested(pruning) and student is None else []
+    blocks = {
+        split: group_texts(raw[split], tokenizer, data_args.block_size, max_tokens=limit)
+        for split, limit in (("train", data_args.max_train_tokens), ("validation", data_args.max_eval_tokens))
+    }
+
+    # 2. Teacher: adapted to the training text with the LM loss, unless teacher_finetune is 'never'.
+    record = {
+        "base": recipe.teacher_model_name_or_path, "dataset": data_args.dataset_name,
+        "block_size": data_args.block_size, "max_train_tokens": data_args.max_train_tokens,
+        "epochs": recipe.teacher_num_train_epochs, "learning_rate": recipe.teacher_learning_rate,
+        "batch_size": args.per_device_train_batch_size, "seed": args.seed,
+    }  # fmt: skip
+    teacher_args = stage_args(
+        args, output_dir=out / "teacher_checkpoints", num_train_epochs=recipe.teacher_num_train_epochs,
+        max_steps=-1, learning_rate=recipe.teacher_learning_rate, eval_strategy="no", save_strategy="no",
+    )  # fmt: skip
+    teacher, teacher_dir = ensure_finetuned_teacher(
+        teacher, False, recipe.teacher_finetune, tokenizer, blocks, teacher_args, out / "teacher", record,
+        task_type="causal_lm",
+    )  # fmt: skip
+
+    # 3. Student: pruned from the teacher (in rounds of prune -> distil), cut from its layers, or given.
+    def distil(model, stage_out=None, fraction=1.0):
+        stage = args
+        if stage_out is not None:  # a recovery round between two cuts: its share of the training budget
+            steps = max(1, int(args.max_steps * fraction)) if args.max_steps > 0 else -1
+            stage = stage_args(args, DistillationConfig, output_dir=stage_out, max_steps=steps,
+                               num_train_epochs=args.num_train_epochs * fraction)  # fmt: skip
+        trainer = DistillationTrainer(
+            model=model, teacher_model=teacher, args=stage, train_dataset=blocks["train"],
+            eval_dataset=blocks["validation"], processing_class=tokenizer,
+        )  # fmt: skip
+        return trainer, trainer.train()
+
+    pruned = []
+    if student is None and targets:
+        student = create_student_from_teacher(teacher, list(range(teacher.config.num_hidden_layers)))
+        batches = calibration_batches(
+            blocks["train"],
+            tokenizer,
+            args.per_device_train_batch_size,
+            pruning.calibration_batches,
+            args.seed,
+        )
+        for k, target in enumerate(targets):
+            student, removed = structured_prune(student, target, pruning, batches)
+            pruned.append(removed)
+            if (
+                k < len(targets) - 1
+            ):  # Minitron: recover between cuts; the last round is the main distillation
+                student = distil(student, out / f"round{k + 1}", 1.0 / len(targets))[0].model
+    student = student or create_student_from_teacher(teacher, recipe.student_layers)
+    trainer, train_result = distil(student)
+    trainer.save_model(str(out / "student"))
+    if not trainer.is_world_process_zero():
+        return None
+
+    # 4. Measure both: perplexity and bits per byte on each text, speeds with the models taking turns.
+    texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
+    if ood is not None:
+        texts["ood"] = split_text(ood, "test")
+    entries = [("teacher", trainer.teacher.float(), teacher_dir or resolve_model(recipe.teacher_model_name_or_path)),
+               ("student", trainer.model, out / "student")]  # fmt: skip
+    rows = compare_language_models(
+        entries, tokenizer, texts, data_args.block_size, data_args.eval_stride, data_args.max_eval_tokens,
+        recipe.generate_tokens, recipe.prompt_batch_size, recipe.speed_runs,
+    )  # fmt: skip
+    report = {
+        **report_header("distill_llm", argv, data_args, raw),
+        "teacher": recipe.teacher_model_name_or_path,
+        "student_config": {k: getattr(trainer.model.config, k) for k in
+                           ("num_hidden_layers", "hidden_size", "intermediate_size", "num_key_value_heads")},
+        "pruned": pruned,
+        "train_tokens": len(blocks["train"]) * data_args.block_size,
+        "train_samples_per_second": train_result.metrics.get("train_samples_per_second"),
+        "results": rows,
+    }  # fmt: skip
+    markdown = (
+        f"# distill_llm report\n\nPerplexity over the first {rows[0]['test_tokens']} test tokens of "
+        f"{data_args.dataset_name} (window {data_args.block_size}, stride {data_args.eval_stride}); speeds on "
+        f"{rows[0]['torch_threads']} CPU threads, models interleaved.\n\n" + markdown_table(rows, COLUMNS)
+    )
+
+    # 5. Report and share: export and/or push with a model card made from the figures above.
+    asset = find_asset(recipe.teacher_model_name_or_path)
+    notes = (
+        f"The base weights come from the offline copy `{asset.name}` ({asset.requirement}): {asset.description}."
+        if asset is not None and "Q4_1" in asset.description
+        else ""
+    )
+    info = CompressionInfo(
+        kind="distilled", base_model=recipe.teacher_model_name_or_path, dataset=data_args.dataset_name,
+        task_name="Text Generation", task_type="text-generation",
+        method="pruned from the teacher and distilled" if targets else "knowledge distillation",
+        settings={k: getattr(args, k) for k in SETTINGS} | report["student_config"],
+        teacher=f"{recipe.teacher_model_name_or_path} (adapted to {data_args.dataset_name})",
+        metrics=rows[1], reference=rows[0], command=report["command"], notes=notes,
+    )  # fmt: skip
+    layers = trainer.model.config.num_hidden_layers
+    variants = {"student": (out / "student", info, ["distilled", f"{layers}L"])}
+    return finish_recipe(out, recipe, report, markdown, variants, f"Saved the student to {out / 'student'}")
+
+
+if __name__ == "__main__":
+    run_recipe(main, "distill_llm")
