@@ -9,7 +9,7 @@ those tokens cover, so models with different tokenizers compare.
 Speeds are medians of ``runs`` timed calls after one untimed warm-up, in ``torch.inference_mode``: greedy
 generation tokens/s at batch 1 (``max_new_tokens`` forced, so every model produces as many) and prompt
 processing tokens/s at batch 8 (one forward over the prompt, as a prefill). Works with PyTorch models and
-Optimum's ``ORTModelForCausalLM``.
+Optimum's ``ORTModelForCausalLM`` (the loss is computed here from the logits, not by the model).
 """
 
 from __future__ import annotations
@@ -57,9 +57,15 @@ def strided_perplexity(
         window = ids[:, begin:end].to(device)
         targets = window.clone()
         targets[:, :-target_length] = -100
-        loss = model(input_ids=window, labels=targets).loss
-        counted = int((targets[:, 1:] != -100).sum())  # the model shifts labels: one target fewer
-        nll_sum += float(loss) * counted
+        logits = model(input_ids=window, attention_mask=torch.ones_like(window)).logits
+        shifted = targets[:, 1:]  # position i predicts token i + 1: one target fewer than tokens
+        counted = int((shifted != -100).sum())
+        nll_sum += float(
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), shifted.reshape(-1).to(logits.device),
+                ignore_index=-100, reduction="sum",
+            )
+        )  # fmt: skip
         n_tokens += counted
         previous_end = end
         if end == length:
@@ -144,27 +150,10 @@ def compare_language_models(
             row |= {f"{split}_{k}": result[k] for k in ("perplexity", "bits_per_byte", "tokens")}
         rows.append(row)
     speed_text = texts.get("test") or next(iter(texts.values()))
-    prompts = speed_prompts(tokenizer, speed_text, prompt_batch_size, window)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    calls = []
-    for _, model, _ in entries:
-        _device(model)
-        generate = lambda m=model: generation_call(m, prompts[:1, :32], generate_tokens, pad)  # noqa: E731
-        prefill = lambda m=model: m(input_ids=prompts, attention_mask=torch.ones_like(prompts))  # noqa: E731
-        with torch.inference_mode():
-            generate(), prefill()  # warm-up
-        calls.append((generate, prefill))
-    timings = [([], []) for _ in entries]
-    with torch.inference_mode():
-        for _ in range(runs):
-            for (generate, prefill), (gen_times, prefill_times) in zip(calls, timings):
-                gen_times.append(_seconds(generate))
-                prefill_times.append(_seconds(prefill))
-    for row, (gen_times, prefill_times) in zip(rows, timings):
-        row["generate_tokens_per_s_b1"] = generate_tokens / statistics.median(gen_times)
-        row["prompt_tokens_per_s"] = prompts.numel() / statistics.median(prefill_times)
-        row["prompt_batch_size"] = prompt_batch_size
-        row["torch_threads"] = torch.get_num_threads()
+    speeds = interleaved_speeds([m for _, m, _ in entries], tokenizer, speed_text, window, generate_tokens,
+                                prompt_batch_size, runs)  # fmt: skip
+    for row, speed in zip(rows, speeds):
+        row |= speed
     return rows
 
 
@@ -178,3 +167,41 @@ def generation_call(model, prompt: torch.Tensor, new_tokens: int, pad_token_id: 
         min_new_tokens=new_tokens,
         pad_token_id=pad_token_id,
     )
+
+
+def interleaved_speeds(
+    models,
+    tokenizer,
+    text: str,
+    window: int,
+    generate_tokens: int = 32,
+    prompt_batch_size: int = 8,
+    runs: int = 3,
+) -> list[dict]:
+    """Greedy tokens/s at batch 1 (a 32-token prompt) and prompt tokens/s at ``prompt_batch_size`` x ``window``,
+    the models taking turns: one warm-up each, then ``runs`` rounds; medians."""
+    prompts = speed_prompts(tokenizer, text, prompt_batch_size, window)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    calls = []
+    for model in models:
+        _device(model)
+        generate = lambda m=model: generation_call(m, prompts[:1, :32], generate_tokens, pad)  # noqa: E731
+        prefill = lambda m=model: m(input_ids=prompts, attention_mask=torch.ones_like(prompts))  # noqa: E731
+        with torch.inference_mode():
+            generate(), prefill()  # warm-up
+        calls.append((generate, prefill))
+    timings = [([], []) for _ in models]
+    with torch.inference_mode():
+        for _ in range(runs):
+            for (generate, prefill), (gen_times, prefill_times) in zip(calls, timings):
+                gen_times.append(_seconds(generate))
+                prefill_times.append(_seconds(prefill))
+    return [
+        {
+            "generate_tokens_per_s_b1": generate_tokens / statistics.median(gen_times),
+            "prompt_tokens_per_s": prompts.numel() / statistics.median(prefill_times),
+            "prompt_batch_size": prompt_batch_size,
+            "torch_threads": torch.get_num_threads(),
+        }
+        for gen_times, prefill_times in timings
+    ]

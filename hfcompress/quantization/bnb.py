@@ -19,14 +19,14 @@ import torch
 from .config import QuantizationConfig
 
 
-def kept_modules(model_dir: str | Path) -> list[str]:
+def kept_modules(model_dir: str | Path, model_class=None) -> list[str]:
     """Top-level modules outside the base model (the task head, e.g. ``classifier``, ``score``, ``lm_head``)."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(model_dir)
     with init_empty_weights():
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = (model_class or AutoModelForSequenceClassification).from_config(config)
     return [name for name, _ in model.named_children() if name != model.base_model_prefix]
 
 
@@ -62,7 +62,7 @@ def load_bnb(model_dir: str | Path, config: QuantizationConfig | None = None, mo
     model_class = model_class or AutoModelForSequenceClassification
     kwargs = {}
     if config is not None:
-        kwargs["quantization_config"] = bnb_config(config, kept_modules(model_dir))
+        kwargs["quantization_config"] = bnb_config(config, kept_modules(model_dir, model_class))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model_class.from_pretrained(model_dir, device_map=device, **kwargs)
     disable_avx512bf16(model)
