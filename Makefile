@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 assets demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
+.PHONY: setup setup-v5 assets assets-llm llm-demo demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,14 @@ $(VENV5)/.installed: pyproject.toml constraints-v5.txt
 # what the demo and the real-model tests need; all-mpnet-base-v2 (440 MB) is fetched by bench-pair
 assets: setup
 	$(PY) scripts/fetch_assets.py all-MiniLM-L6-v2 rotten_tomatoes_snippets
+
+# the causal-LM assets: SmolLM2-135M-Instruct (GGUF -> safetensors), Jane Austen's novels (Debian), Hamlet
+assets-llm: setup
+	$(PY) scripts/fetch_assets.py SmolLM2-135M-Instruct austen_novels hamlet
+
+llm-demo: assets-llm
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
+		--mixed_precision no --dynamo_backend no recipes/distill_llm.py --overwrite_output true
 
 demo: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+import typing
 from dataclasses import fields
 from pathlib import Path
 
@@ -28,9 +29,12 @@ def known_fields(dataclass_types) -> set[str]:
 
 
 def _accept_null(parser: HfArgumentParser, dataclass_types) -> None:
-    """Let an optional field (default None) be set back to None from the command line: argparse would try
-    ``int("null")``."""
+    """Let an optional field (default None, or typed Optional) be set back to None from the command line:
+    argparse would try ``int("null")``."""
     optional = {f.name for t in dataclass_types for f in fields(t) if f.init and f.default is None}
+    for t in dataclass_types:  # Optional[...] fields with a default (HfArgumentParser rewrites Field.type)
+        hints = typing.get_type_hints(t)
+        optional |= {name for name, hint in hints.items() if type(None) in typing.get_args(hint)}
     for action in parser._actions:
         if action.dest in optional and action.type is not None:
             convert = action.type

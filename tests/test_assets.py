@@ -1,7 +1,9 @@
 """Asset fetching (with a fake wheel: no network), checksums, idempotence, interruption, model resolution."""
 
 import hashlib
+import shutil
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -120,8 +122,58 @@ def test_unknown_asset():
 
 def test_registry_is_consistent():
     for asset in assets.ASSETS.values():
-        assert asset.kind in ("model", "data") and "==" in asset.requirement
+        assert asset.kind in ("model", "data") and asset.source in ("pypi", "debian")
+        assert ("==" if asset.source == "pypi" else "=") in asset.requirement  # pinned exactly
         assert all(len(digest) == 64 for digest in asset.sha256.values())
+
+
+def debian_asset(monkeypatch, payload=b"novel text"):
+    asset = assets.Asset(
+        name="fake-deb",
+        kind="data",
+        requirement="r-cran-fake=1.0-1",
+        member_prefix="usr/lib/R/site-library/fake/data/",
+        sha256={"Rdata.rdb": hashlib.sha256(payload).hexdigest()},
+        source="debian",
+    )
+    monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+    return asset
+
+
+def test_debian_asset_without_apt_get_is_one_line(monkeypatch, tmp_path):
+    debian_asset(monkeypatch)
+    monkeypatch.setattr(assets.shutil, "which", lambda tool: None)
+    with pytest.raises(HfCompressError, match="Debian package and this machine has no apt-get or dpkg-deb"):
+        assets.fetch_asset("fake-deb")
+    assert not assets.asset_path("fake-deb").exists()
+
+
+@pytest.mark.skipif(assets.shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_debian_asset_is_extracted_and_checksummed(monkeypatch, tmp_path):
+    import subprocess
+
+    debian_asset(monkeypatch)
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: r-cran-fake\nVersion: 1.0-1\nArchitecture: all\nMaintainer: x <x@y>\nDescription: fake\n"
+    )
+    data = root / "usr/lib/R/site-library/fake/data"
+    data.mkdir(parents=True)
+    (data / "Rdata.rdb").write_bytes(b"novel text")
+    deb = tmp_path / "r-cran-fake_1.0-1_all.deb"
+    subprocess.run(["dpkg-deb", "--build", str(root), str(deb)], check=True, capture_output=True)
+
+    def download(requirement, dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(deb, dest))
+
+    monkeypatch.setattr(assets, "_download_deb", download)
+    folder = assets.fetch_asset("fake-deb")
+    assert (folder / "Rdata.rdb").read_bytes() == b"novel text" and assets.is_fetched("fake-deb")
+    debian_asset(monkeypatch, payload=b"other")  # a changed pin: refetched, checksum refused, old copy kept
+    with pytest.raises(HfCompressError, match="checksum mismatch for fake-deb/Rdata.rdb"):
+        assets.fetch_asset("fake-deb")
 
 
 def test_split_zip_asset_from_several_wheels(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_lm_blocks, make_llama
+from conftest import make_llama, make_lm_blocks
 
 from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError
 from hfcompress.data import DistillationDataCollator

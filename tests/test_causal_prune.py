@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from conftest import make_bert, make_lm_blocks, make_llama
+from conftest import make_bert, make_llama, make_lm_blocks
+from test_causal_distill import IdsOnly
 from transformers import AutoModelForCausalLM
 
 from hfcompress import HfCompressError
@@ -11,7 +12,6 @@ from hfcompress.pruning import StructuredPruningConfig, block_influence
 from hfcompress.pruning.importance import activation_importance
 from hfcompress.pruning.iterative import structured_prune, structured_targets
 from hfcompress.pruning.structured import prune_hidden_channels
-from test_causal_distill import IdsOnly
 
 
 def batches(n=2):

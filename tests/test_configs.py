@@ -142,3 +142,10 @@ def test_help_lists_fields_with_their_help(capsys):
     text = capsys.readouterr().out
     assert "--temperature" in text and "Softmax temperature for the KD term" in text
     assert "--max_train_samples" in text
+
+
+def test_null_clears_an_optional_field_with_a_default():
+    from hfcompress.configs import DistillLLMRecipeArguments, LMDataArguments
+
+    _, data = parse_config((DistillLLMRecipeArguments, LMDataArguments), ["--ood_dataset_name", "null"])
+    assert data.ood_dataset_name is None

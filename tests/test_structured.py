@@ -103,7 +103,12 @@ def test_bert_heads_and_neurons_shrink_exactly_and_reload(tmp_path):
     prune_attention_heads(model, {0: [2], 1: [2]})
     prune_ffn_neurons(model, {i: torch.tensor([n for n in range(64) if n != 5]) for i in range(2)})
     torch.testing.assert_close(model(**batches(1)[0]).logits, before, rtol=1e-4, atol=1e-5)
-    assert structure(model) == {"num_layers": 2, "attention_units": [3, 3], "intermediate_size": 63, "hidden_size": 32}
+    assert structure(model) == {
+        "num_layers": 2,
+        "attention_units": [3, 3],
+        "intermediate_size": 63,
+        "hidden_size": 32,
+    }
     model.save_pretrained(tmp_path / "m")
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m").eval()
     torch.testing.assert_close(loaded(**batches(1)[0]).logits, before, rtol=1e-4, atol=1e-5)
