@@ -17,7 +17,7 @@ from pathlib import Path
 from datasets import DatasetDict
 from transformers import set_seed
 
-from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher
+from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError, create_student_from_teacher
 from hfcompress.configs import DataArguments, DistillRecipeArguments, parse_int_list
 from hfcompress.data import (
     limit_samples,
@@ -41,6 +41,8 @@ SETTINGS = ("temperature", "alpha", "hidden_mse_weight", "hidden_cosine_weight",
 
 def main(argv=None) -> dict | None:
     argv, (recipe, data_args, args) = start_recipe(CONFIG_TYPES, DEFAULT_CONFIG, argv)
+    if args.shard_teacher:  # its evaluation runs the teacher in the main process alone
+        raise HfCompressError("shard_teacher is supported by recipes/distill_llm.py; set it to false here")
     out = Path(args.output_dir)
     set_seed(args.seed)
 

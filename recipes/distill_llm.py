@@ -145,7 +145,10 @@ def main(argv=None) -> dict | None:
     texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
     if ood is not None:
         texts["ood"] = split_text(ood, "test")
-    entries = [("teacher", trainer.teacher.float(), teacher_dir or resolve_model(recipe.teacher_model_name_or_path)),
+    teacher_folder = teacher_dir or resolve_model(recipe.teacher_model_name_or_path)
+    if args.shard_teacher:  # a sharded teacher runs only with every process: reload it whole here
+        trainer.teacher = load_causal_lm(str(teacher_folder))
+    entries = [("teacher", trainer.teacher.float(), teacher_folder),
                ("student", trainer.model, out / "student")]  # fmt: skip
     rows = compare_language_models(
         entries, tokenizer, texts, data_args.block_size, data_args.eval_stride, data_args.max_eval_tokens,

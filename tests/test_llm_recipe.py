@@ -103,3 +103,24 @@ def test_recipe_under_two_process_accelerate(assets, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("# distill_llm report") == 1  # reported once, by the main process
     assert AutoModelForCausalLM.from_pretrained(out / "student").config.num_hidden_layers == 2
+
+
+@pytest.mark.ddp
+def test_teacher_sharded_over_two_processes(assets, tmp_path):
+    from pathlib import Path
+
+    from conftest import launch_two_processes
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "sharded"
+    script = [root / "recipes" / "distill_llm.py", *args(assets, out, "--shard_teacher", "true")]
+    result = launch_two_processes(script, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    held = [line for line in result.stderr.splitlines() if "Teacher sharded over 2 processes" in line]
+    assert len(held) >= 2  # each process holds its share of the teacher's layers
+    local, total = (
+        int(x)
+        for x in held[0].split("holds ")[1].split(" of its ")[0:1] + [held[0].split(" of its ")[1].split()[0]]
+    )
+    assert local < total
+    assert (out / "report.json").exists()

@@ -141,6 +141,14 @@ class DistillationConfig(TrainingArguments):
     on_policy_max_new_tokens: int = field(
         default=64, metadata={"help": "Tokens the student samples for an on-policy batch."}
     )
+    shard_teacher: bool = field(
+        default=False,
+        metadata={
+            "help": "Several processes: shard the frozen teacher's transformer layers across them with torch's "
+            "fully_shard (FSDP2), so each holds 1/N of them, gathered layer by layer in its forward. The student "
+            "is wrapped as accelerate decides (DDP on CPU processes). No effect in one process."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False,
         metadata={"help": "Kept False: the distillation collator drops what the models don't take itself."},
@@ -164,6 +172,11 @@ class DistillationConfig(TrainingArguments):
                 raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lm_chunk_size < 0:
             raise HfCompressError(f"lm_chunk_size must be >= 0 (0 = unchunked), got {self.lm_chunk_size}")
+        if self.shard_teacher and self.cache_teacher_logits:
+            raise HfCompressError(
+                "shard_teacher and cache_teacher_logits don't combine (one process builds the cache, and a sharded "
+                "teacher runs only with all processes): set one of them to false"
+            )
         if self.lmbda > 0 and self.cache_teacher_logits:
             raise HfCompressError(
                 "lmbda > 0 scores student-generated text with the live teacher: set cache_teacher_logits to false"

@@ -11,6 +11,7 @@ precision. Evaluation reports the student's own task loss, so eval loss is compa
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections import defaultdict
@@ -34,6 +35,7 @@ from .cache import (
 )
 from .config import DistillationConfig, parse_layer_map
 
+logger = logging.getLogger(__name__)
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 _NOT_STUDENT_INPUTS = (EXAMPLE_INDEX, ALIGNMENT)
 MIN_ALIGNED = 0.5  # share of student tokens with a teacher partner below which hidden terms are refused
@@ -56,6 +58,29 @@ def check_shared_vocabulary(student, teacher, student_tokenizer=None, teacher_to
             f"teacher vocabulary ({teacher_vocab} ids) and student vocabulary ({student_vocab} ids) differ, so they "
             "can't share one tokenization; tokenize separately (teacher_* columns, tokenizer_mode 'separate')"
         )
+
+
+def shard_frozen_layers(teacher: nn.Module) -> None:
+    """Shard each transformer layer of a frozen model across the processes (FSDP2 ``fully_shard``, any
+    backend: gloo on CPU too). Embeddings, final norm and head stay whole; every process must run the
+    model's forward together, as training steps do."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    from ..modeling import find_layer_list
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise HfCompressError(
+            "shard_teacher needs a process group: launch with accelerate and several processes"
+        )
+    for layer in find_layer_list(teacher)[1]:
+        if not isinstance(layer, FSDPModule):  # a teacher reused by a later stage is sharded already
+            fully_shard(layer)
+    local = sum(getattr(p, "_local_tensor", p).numel() for p in teacher.parameters())
+    logger.info(
+        "Teacher sharded over %d processes: this one holds %d of its %d parameters",
+        dist.get_world_size(), local, sum(p.numel() for p in teacher.parameters()),
+    )  # fmt: skip
 
 
 def check_two_tokenizer_terms(args: DistillationConfig, train_dataset) -> None:
@@ -228,7 +253,11 @@ class DistillationTrainer(Trainer):
                         model.set_attn_implementation("eager")
                     except (AttributeError, ValueError):
                         pass
-        return teacher.to(self.args.device)
+        teacher = teacher.to(self.args.device)
+        self._teacher_fingerprint = teacher_fingerprint(teacher) if self.args.cache_teacher_logits else None
+        if self.args.shard_teacher and self.accelerator.num_processes > 1:
+            shard_frozen_layers(teacher)
+        return teacher
 
     def _layer_pairs(self):
         student_layers = getattr(self.model.config, "num_hidden_layers", None)
@@ -253,7 +282,7 @@ class DistillationTrainer(Trainer):
         path = self.args.teacher_cache_path or os.path.join(
             self.args.output_dir, "teacher_logits.safetensors"
         )
-        key = {"teacher": teacher_fingerprint(self.teacher), "dataset": self._train_fingerprint}
+        key = {"teacher": self._teacher_fingerprint, "dataset": self._train_fingerprint}
         if self._teacher_vocabulary:  # two tokenizers: logits of the teacher's own tokenization
             key["teacher_tokenizer"] = self._teacher_vocabulary
         if self.causal:  # top-k log-probabilities at the training temperature
