@@ -1,6 +1,7 @@
 """recipes/distill_llm.py end to end on a tiny random Llama, and its bad-input errors (nothing written)."""
 
 import json
+import re
 
 import pytest
 from conftest import load_recipe, make_llama, make_tokenizer
@@ -118,9 +119,6 @@ def test_teacher_sharded_over_two_processes(assets, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     held = [line for line in result.stderr.splitlines() if "Teacher sharded over 2 processes" in line]
     assert len(held) >= 2  # each process holds its share of the teacher's layers
-    local, total = (
-        int(x)
-        for x in held[0].split("holds ")[1].split(" of its ")[0:1] + [held[0].split(" of its ")[1].split()[0]]
-    )
+    local, total = (int(n) for n in re.search(r"holds (\d+) of its (\d+)", held[0]).groups())
     assert local < total
     assert (out / "report.json").exists()
