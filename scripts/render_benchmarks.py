@@ -404,6 +404,83 @@ def distill_pair(relative: str) -> str:
     return text
 
 
+def llm_memory(relative: str) -> str:
+    data = load(relative)
+    text = table(
+        data["rows"],
+        [("mode", "training step", fmt), ("peak_rss_mb", "peak RSS (MB)", lambda v: f"{v:,.0f}"),
+         ("rss_before_mb", "RSS before the step (MB)", lambda v: f"{v:,.0f}"), ("seconds", "seconds", lambda v: f"{v:.0f}")],
+    )  # fmt: skip
+    eq = data["equality"]
+    return text + (
+        f"\nChunked KD adds **{data['kd_chunked_adds_mb']:,.0f} MB** over the plain LM step, unchunked KD "
+        f"**{data['kd_unchunked_adds_mb']:,.0f} MB**: a ratio of {data['ratio']:.2f} (target at most 0.33: "
+        f"**{'met' if data['met'] else 'not met'}**). On the real models (batch {eq['batch']} x {eq['seq']}, chunks "
+        f"of {eq['chunk_size']} positions, T = 2, alpha 0.5) the loss differs by {eq['loss_abs_diff']:.1e} and the "
+        f"largest gradient difference is {eq['grad_max_abs_diff']:.1e} (target 1e-5: "
+        f"**{'met' if data['equality_met'] else 'not met'}**). {threads_line(data)}\n\n`{data['command']}`\n"
+    )
+
+
+def llm_recover(relative: str) -> str:
+    data = load(relative)
+    refs, med, runs = data["references"], data["medians"], data["runs"]
+    rows = [{"model": k, "seeds": "-", **v} for k, v in refs.items()]
+    for arm, m in med.items():
+        per_seed = [r for r in runs.values() if r["arm"] == arm]
+        rows.append({"model": arm, **m, "seeds": ", ".join(map(str, m["seeds"])), "parameters": per_seed[0]["parameters"],
+                     "per_seed": " / ".join(f"{r['test_perplexity']:.2f}" for r in sorted(per_seed, key=lambda r: r["seed"]))})  # fmt: skip
+    two = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    text = table(
+        rows,
+        [("model", "model / arm", fmt), ("seeds", "seeds", fmt), ("parameters", "parameters", lambda v: f"{v / 1e6:.1f}M"),
+         ("validation_perplexity", "val ppl (median)", two), ("test_perplexity", "test ppl (median)", two),
+         ("per_seed", "test ppl per seed", fmt), ("test_bits_per_byte", "test bits/byte", lambda v: f"{v:.3f}"),
+         ("train_samples_per_second", "train samples/s", lambda v: "-" if v is None else f"{v:.3f}")],
+    )  # fmt: skip
+    s = data["settings"]
+    text += (
+        f"\nEvery arm: {s['train_tokens']:,} training tokens (blocks of {s['block']}, batch {s['batch']}, the same "
+        f"steps), learning rate {s['learning_rate']}, seeds {s['seeds']}; the teacher was adapted on the first "
+        f"{s['teacher_tokens']:,} training tokens. Perplexity: windows of {s['window']} tokens, stride {s['stride']}, "
+        f"over the first {s['eval_tokens']:,} tokens of Persuasion (validation) and Pride and Prejudice (test). "
+        f"{threads_line(data)}\n"
+    )
+    verdict = data["verdicts"].get("1_kd_vs_lm")
+    if verdict:
+        text += (
+            f"\n**1. KD vs the LM loss** (median test perplexity): KD {verdict['kd_test_ppl']:.2f}, LM loss "
+            f"{verdict['lm_test_ppl']:.2f}: KD is {verdict['kd_lower_by']:+.1%} lower (target >= 5%), and "
+            f"{verdict['kd_over_teacher']:+.1%} over the adapted teacher's {verdict['teacher_test_ppl']:.2f} (target "
+            f"within 15%): **{'met' if verdict['met'] else 'not met'}**.\n"
+        )
+    speeds = data.get("speeds")
+    if speeds:
+        text += "\n" + table(
+            [{"model": k, **v} for k, v in speeds.items()],
+            [("model", "model (seed 42)", fmt), ("generate_tokens_per_s_b1", "greedy tokens/s, batch 1", lambda v: f"{v:.1f}"),
+             ("prompt_tokens_per_s", "prompt tokens/s, batch 8 x 256", lambda v: f"{v:.0f}")],
+        )  # fmt: skip
+    best = data["verdicts"].get("best_student")
+    if best:
+        text += f"\nQuantized student: `{best['arm']}` (rule: {best['rule']}).\n"
+    return text + f"\n`{data['command']}`\n"
+
+
+def llm_quantize(relative: str) -> str:
+    data = load(relative)
+    two = lambda v: f"{v:.2f}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", f"{data['student']}", fmt), ("size_mb", "MB", lambda v: f"{v:.0f}"),
+         ("validation_perplexity", "val ppl", two), ("test_perplexity", "test ppl", two),
+         ("test_bits_per_byte", "test bits/byte", lambda v: f"{v:.3f}"),
+         ("generate_tokens_per_s_b1", "greedy tokens/s b1", lambda v: f"{v:.1f}"),
+         ("prompt_tokens_per_s", "prompt tokens/s b8", lambda v: f"{v:.0f}")],
+    )  # fmt: skip
+    return text + f"\n{threads_line(data)}\n\n`{data['command']}`\n"
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -422,6 +499,9 @@ BLOCKS = {
     "qat": lambda: qat("qat/qat_benchmark.json"),
     "compress": lambda: compress("compress/compress_benchmark.json"),
     "distill-pair": lambda: distill_pair("distill_pair/distill_pair_benchmark.json"),
+    "llm-memory": lambda: llm_memory("llm/memory.json"),
+    "llm-recover": lambda: llm_recover("llm/recover.json"),
+    "llm-quantize": lambda: llm_quantize("llm/quantize.json"),
 }
 
 

@@ -91,6 +91,27 @@ def magnitude_importance(model: nn.Module) -> tuple[dict[int, torch.Tensor], dic
     return heads, neurons
 
 
+def _forward_with_hooks(model: nn.Module, batches, hooks: list, mask: list) -> float:
+    """Run ``batches`` through ``model`` in eval mode with ``hooks`` registered (removed afterwards, always);
+    ``mask[0]`` holds the current batch's attention mask for the hooks. Returns the real tokens seen."""
+    device = next(model.parameters()).device
+    count = 0.0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            inputs = _inputs(batch, device)
+            inputs.pop("labels", None)
+            mask[:] = [inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])).float()]
+            model(**inputs)
+            count += float(mask[0].sum())
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return count
+
+
 def _is_norm(module: nn.Module) -> bool:
     return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
 
@@ -105,7 +126,6 @@ def activation_importance(
     Padding tokens don't count.
     """
     _, layers = find_layer_list(model)
-    device = next(model.parameters()).device
     heads = {i: torch.zeros(head_layout(layer)[0]) for i, layer in enumerate(layers)}
     neurons = {i: torch.zeros(ffn_output(layer).in_features) for i, layer in enumerate(layers)}
     channels = torch.zeros(model.config.hidden_size)
@@ -130,18 +150,7 @@ def activation_importance(
         )
         hooks.append(ffn_output(layer).register_forward_pre_hook(add(neurons[i])))
     hooks += [module.register_forward_hook(add(channels)) for module in model.modules() if _is_norm(module)]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            inputs = _inputs(batch, device)
-            inputs.pop("labels", None)
-            mask[:] = [inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])).float()]
-            model(**inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
+    _forward_with_hooks(model, batches, hooks, mask)
     return {i: _group_heads(s, layers[i]) for i, s in heads.items()}, neurons, channels
 
 
@@ -153,8 +162,7 @@ def block_influence(model: nn.Module, batches) -> torch.Tensor:
     output in place of the last layer's (Llama does).
     """
     _, layers = find_layer_list(model)
-    device = next(model.parameters()).device
-    total, count = torch.zeros(len(layers)), 0.0
+    total = torch.zeros(len(layers))
     mask: list[torch.Tensor] = []
     seen: dict[int, torch.Tensor] = {}
 
@@ -174,17 +182,5 @@ def block_influence(model: nn.Module, batches) -> torch.Tensor:
 
     hooks = [layer.register_forward_pre_hook(before(i), with_kwargs=True) for i, layer in enumerate(layers)]
     hooks += [layer.register_forward_hook(after(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            inputs = _inputs(batch, device)
-            inputs.pop("labels", None)
-            mask[:] = [inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])).float()]
-            model(**inputs)
-            count += float(mask[0].sum())
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
+    count = _forward_with_hooks(model, batches, hooks, mask)
     return total / max(count, 1.0)
