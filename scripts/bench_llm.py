@@ -4,6 +4,7 @@ test: Pride and Prejudice) and Hamlet (out of domain). JSON + markdown under scr
     python scripts/bench_llm.py --part memory     # 5: peak memory of one training step, three ways
     python scripts/bench_llm.py --part recover    # 1-4: KD vs LM, depth vs width, fKL/rKL/JSD, top-k vs live
     python scripts/bench_llm.py --part quantize   # 6: ONNX int8 and bnb nf4 of the student chosen on validation
+    python scripts/bench_llm.py --part onpolicy   # GKD's on-policy batches (lmbda 0.5) on the real models
 
 Every choice is made on validation perplexity; test figures are reported, never used to choose. ``recover``
 keeps each finished (arm, seed) in its JSON and skips it when run again, so an interrupted run continues.
@@ -179,7 +180,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", required=True, choices=["memory", "memory-step", "recover", "quantize"])
+    parser.add_argument(
+        "--part", required=True, choices=["memory", "memory-step", "recover", "quantize", "onpolicy"]
+    )
+    parser.add_argument("--onpolicy_steps", type=int, default=6)
     parser.add_argument("--mode", default="lm")
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
@@ -199,6 +203,10 @@ def main() -> None:
         from bench_llm_recover import part_recover
 
         part_recover(args)
+    elif args.part == "onpolicy":
+        from bench_llm_recover import part_onpolicy
+
+        part_onpolicy(args)
     else:
         from bench_llm_recover import part_quantize
 

@@ -299,3 +299,30 @@ def part_quantize(args) -> None:
               f"{r['test_bits_per_byte']:.3f} | {r['generate_tokens_per_s_b1']:.1f} | {r['prompt_tokens_per_s']:.0f} |" for r in rows]  # fmt: skip
     write_report(RESULTS, "quantize", data, "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def part_onpolicy(args) -> None:
+    """GKD's on-policy batches on the real models: the depth-pruned student trained for the same steps with
+    lmbda 0 (all batches from the text) and lmbda 0.5 (half the batches sampled by the student from the
+    first 64 tokens of a block, 64 new tokens, scored by the teacher). Seed 42; throughput and perplexity."""
+    seed, steps = 42, args.onpolicy_steps
+    tokenizer, texts, train, teacher = setup(args)
+    rows = []
+    for lmbda in (0.0, 0.5):
+        student, _ = pruned_student(teacher, "depth", train, tokenizer)
+        config = training_args(WORK / "runs" / f"onpolicy-{lmbda}", seed, lmbda=lmbda, max_steps=steps,
+                               on_policy_prompt_tokens=64, on_policy_max_new_tokens=64)  # fmt: skip
+        trainer = DistillationTrainer(model=student, teacher_model=teacher, args=config, train_dataset=train,
+                                      processing_class=tokenizer)  # fmt: skip
+        result = trainer.train()
+        rows.append({"lmbda": lmbda, "steps": result.global_step, "seed": seed,
+                     "train_seconds": result.metrics["train_runtime"],
+                     "seconds_per_step": result.metrics["train_runtime"] / result.global_step}
+                    | perplexities(trainer.model, tokenizer, texts, args.eval_tokens))  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+    data = {"rows": rows, "machine": machine(), "command": f"python scripts/bench_llm.py --part onpolicy "
+            f"--onpolicy_steps {steps} --train_tokens {args.train_tokens} --eval_tokens {args.eval_tokens}"}  # fmt: skip
+    lines = ["| lmbda | steps | seconds per step | val ppl | test ppl |", "|---|---|---|---|---|"]
+    lines += [f"| {r['lmbda']} | {r['steps']} | {r['seconds_per_step']:.1f} | {r['validation_perplexity']:.2f} | "
+              f"{r['test_perplexity']:.2f} |" for r in rows]  # fmt: skip
+    write_report(RESULTS, "onpolicy", data, "\n".join(lines) + "\n")

@@ -1,0 +1,64 @@
+"""Quantized causal LMs on a tiny Llama: ONNX Runtime int8 with the KV cache, bitsandbytes int8/nf4."""
+
+import pytest
+import torch
+from conftest import make_llama, make_tokenizer
+from transformers import AutoModelForCausalLM
+
+from hfcompress.evaluation.lm import generation_call, strided_perplexity
+from hfcompress.pruning.structured import prune_attention_heads
+from hfcompress.quantization import QuantizationConfig, is_bitsandbytes_available, is_optimum_onnx_available
+
+TEXT = "the film was great and the story was fun but the acting was bad and the music was dull " * 8
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A tiny Llama whose KV groups were pruned (so head_dim != hidden / heads) with its tokenizer."""
+    tokenizer = make_tokenizer(tmp_path)
+    model = make_llama(num_layers=2, vocab_size=len(tokenizer))
+    prune_attention_heads(model, {0: [1], 1: [0]})  # 2 -> 1 KV groups: 2 query heads of 8 dims, hidden 32
+    model.save_pretrained(tmp_path / "fp32")
+    tokenizer.save_pretrained(tmp_path / "fp32")
+    return tmp_path / "fp32", tokenizer, model.eval()
+
+
+@pytest.mark.onnx
+@pytest.mark.skipif(not is_optimum_onnx_available(), reason="needs the [onnx] extra")
+def test_onnx_int8_with_kv_cache_reloads_generates_and_scores(saved, tmp_path):
+    from hfcompress.quantization.causal_lm import load_onnx_causal_lm, quantize_onnx_causal_lm
+
+    folder, tokenizer, model = saved
+    quantize_onnx_causal_lm(folder, tmp_path / "int8")
+    assert (tmp_path / "int8" / "model_quantized.onnx").exists()
+    for quantized in (False, True):
+        onnx = load_onnx_causal_lm(
+            tmp_path / "int8" / "fp32" if not quantized else tmp_path / "int8", quantized
+        )
+        prompt = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"][:6]])
+        out = generation_call(onnx, prompt, 5, tokenizer.pad_token_id)  # the KV cache, past the head_dim fix
+        assert out.shape == (1, 11)
+        ours = strided_perplexity(onnx, tokenizer, TEXT, max_length=32, stride=16)
+        torch_ppl = strided_perplexity(model, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
+        tolerance = 0.2 if quantized else 1e-3
+        assert abs(ours["perplexity"] / torch_ppl - 1) < tolerance
+        if not quantized:  # fp32 ONNX generates what PyTorch generates
+            assert torch.equal(out, generation_call(model, prompt, 5, tokenizer.pad_token_id))
+
+
+@pytest.mark.bnb
+@pytest.mark.skipif(not is_bitsandbytes_available(), reason="needs the [bnb] extra")
+@pytest.mark.parametrize("method", ["bnb-int8", "bnb-nf4"])
+def test_bnb_causal_lm_loads_saves_reloads_and_generates(saved, tmp_path, method):
+    from hfcompress.quantization.causal_lm import load_bnb_causal_lm
+
+    folder, tokenizer, model = saved
+    quantized = load_bnb_causal_lm(folder, QuantizationConfig(method=method))
+    assert type(quantized.lm_head) is torch.nn.Linear  # the LM head stays in full precision
+    quantized.save_pretrained(tmp_path / method)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / method)
+    prompt = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"][:6]])
+    assert generation_call(again, prompt, 4, tokenizer.pad_token_id).shape == (1, 10)
+    ppl = strided_perplexity(again, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
+    reference = strided_perplexity(model, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
+    assert abs(ppl / reference - 1) < 0.2
