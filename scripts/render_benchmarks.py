@@ -481,6 +481,17 @@ def llm_quantize(relative: str) -> str:
     return text + f"\n{threads_line(data)}\n\n`{data['command']}`\n"
 
 
+def llm_onpolicy(relative: str) -> str:
+    data = load(relative)
+    two = lambda v: f"{v:.2f}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("lmbda", "lmbda", fmt), ("steps", "steps", fmt), ("seconds_per_step", "seconds per step", lambda v: f"{v:.1f}"),
+         ("validation_perplexity", "val ppl", two), ("test_perplexity", "test ppl", two)],
+    )  # fmt: skip
+    return text + f"\n{threads_line(data)}\n\n`{data['command']}`\n"
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -502,6 +513,7 @@ BLOCKS = {
     "llm-memory": lambda: llm_memory("llm/memory.json"),
     "llm-recover": lambda: llm_recover("llm/recover.json"),
     "llm-quantize": lambda: llm_quantize("llm/quantize.json"),
+    "llm-onpolicy": lambda: llm_onpolicy("llm/onpolicy.json"),
 }
 
 
