@@ -450,8 +450,8 @@ def llm_recover(relative: str) -> str:
     if verdict:
         text += (
             f"\n**1. KD vs the LM loss** (median test perplexity): KD {verdict['kd_test_ppl']:.2f}, LM loss "
-            f"{verdict['lm_test_ppl']:.2f}: KD is {verdict['kd_lower_by']:+.1%} lower (target >= 5%), and "
-            f"{verdict['kd_over_teacher']:+.1%} over the adapted teacher's {verdict['teacher_test_ppl']:.2f} (target "
+            f"{verdict['lm_test_ppl']:.2f}: KD is {verdict['kd_lower_by']:.1%} lower (target >= 5%), and "
+            f"{verdict['kd_over_teacher']:.1%} over the adapted teacher's {verdict['teacher_test_ppl']:.2f} (target "
             f"within 15%): **{'met' if verdict['met'] else 'not met'}**.\n"
         )
     speeds = data.get("speeds")
