@@ -32,7 +32,9 @@ def _accept_null(parser: HfArgumentParser, dataclass_types) -> None:
     """Let an optional field (default None, or typed Optional) be set back to None from the command line:
     argparse would try ``int("null")``."""
     optional = {f.name for t in dataclass_types for f in fields(t) if f.init and f.default is None}
-    for t in dataclass_types:  # our Optional[...] fields with a default (HfArgumentParser rewrites Field.type)
+    for (
+        t
+    ) in dataclass_types:  # our Optional[...] fields with a default (HfArgumentParser rewrites Field.type)
         if issubclass(t, TrainingArguments):  # transformers' own: e.g. report_to takes the word "none"
             continue
         hints = typing.get_type_hints(t)

@@ -59,15 +59,6 @@ def load_causal_lm(name_or_path: str):
     return AutoModelForCausalLM.from_pretrained(resolve_model(name_or_path))
 
 
-def pruning_requested(pruning: StructuredPruningConfig) -> bool:
-    return bool(
-        pruning.prune_layers
-        or pruning.prune_ffn_fraction
-        or pruning.prune_heads_fraction
-        or pruning.prune_hidden_fraction
-    )
-
-
 def main(argv=None) -> dict | None:
     argv, (recipe, data_args, pruning, args) = start_recipe(CONFIG_TYPES, DEFAULT_CONFIG, argv)
     out = Path(args.output_dir)
@@ -83,7 +74,7 @@ def main(argv=None) -> dict | None:
     if recipe.student_model_name_or_path:
         student = load_causal_lm(recipe.student_model_name_or_path)
         common_vocab_size(student, teacher, tokenizer)
-    targets = structured_targets(teacher, pruning) if pruning_requested(pruning) and student is None else []
+    targets = structured_targets(teacher, pruning) if pruning.removes_anything and student is None else []
     blocks = {
         split: group_texts(raw[split], tokenizer, data_args.block_size, max_tokens=limit)
         for split, limit in (("train", data_args.max_train_tokens), ("validation", data_args.max_eval_tokens))

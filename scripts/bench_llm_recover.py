@@ -28,12 +28,13 @@ from pathlib import Path
 import torch
 from bench_llm import RESULTS, TEACHER
 from bench_setup import machine
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher
 from hfcompress.assets import resolve_model
 from hfcompress.data.causal_lm import group_texts, load_lm_texts, split_text
-from hfcompress.distillation.causal import load_cache_file, topk_bytes_per_token
+from hfcompress.distillation.causal import topk_bytes_per_token
 from hfcompress.evaluation import write_report
 from hfcompress.evaluation.lm import interleaved_speeds, strided_perplexity
 from hfcompress.evaluation.measure import size_on_disk
@@ -169,9 +170,7 @@ def part_recover(args) -> None:
                    "train_seconds": result.metrics["train_runtime"], "setup_seconds": setup_seconds,
                    "parameters": count_parameters(student)}  # fmt: skip
             if "topk" in spec:
-                row["cache_bytes_per_token"] = topk_bytes_per_token(
-                    load_cache_file(extra["teacher_cache_path"])
-                )
+                row["cache_bytes_per_token"] = topk_bytes_per_token(load_file(extra["teacher_cache_path"]))
             row |= perplexities(trainer.model, tokenizer, texts, args.eval_tokens)
             if seed == seeds[0]:
                 trainer.model.save_pretrained(WORK / "models" / arm)

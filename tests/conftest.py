@@ -167,3 +167,23 @@ def make_lm_blocks(n=16, length=24, vocab_size=128, seed=0):
     return datasets.Dataset.from_dict(
         {"input_ids": ids, "attention_mask": [[1] * length] * n, "labels": [list(r) for r in ids]}
     )
+
+
+class IdsOnly:
+    """Stands in for a tokenizer: pads ids with 2, masks with 0 (the collator only calls ``pad``)."""
+
+    pad_token_id = 2
+
+    def __init__(self, size=128):
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+    def pad(self, features, padding=True, pad_to_multiple_of=None, return_tensors="pt"):
+        import torch
+
+        length = max(len(f["input_ids"]) for f in features)
+        ids = [f["input_ids"] + [2] * (length - len(f["input_ids"])) for f in features]
+        mask = [f["attention_mask"] + [0] * (length - len(f["attention_mask"])) for f in features]
+        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}

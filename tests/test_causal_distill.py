@@ -2,29 +2,12 @@
 
 import pytest
 import torch
-from conftest import make_llama, make_lm_blocks
+from conftest import IdsOnly, make_llama, make_lm_blocks
+from safetensors.torch import load_file
 
 from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError
 from hfcompress.data import DistillationDataCollator
 from hfcompress.distillation import causal, losses
-
-
-class IdsOnly:
-    """Stands in for a tokenizer: pads ids with 2, masks with 0 (the collator only calls ``pad``)."""
-
-    pad_token_id = 2
-
-    def __init__(self, size=128):
-        self.size = size
-
-    def __len__(self):
-        return self.size
-
-    def pad(self, features, padding=True, pad_to_multiple_of=None, return_tensors="pt"):
-        length = max(len(f["input_ids"]) for f in features)
-        ids = [f["input_ids"] + [2] * (length - len(f["input_ids"])) for f in features]
-        mask = [f["attention_mask"] + [0] * (length - len(f["attention_mask"])) for f in features]
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
 
 def config(tmp_path, **kwargs):
@@ -148,7 +131,7 @@ def test_top_k_cache_with_the_whole_vocabulary_trains_as_the_live_teacher(tmp_pa
     cached.train()
     for (name, a), b in zip(live.model.named_parameters(), cached.model.parameters()):
         assert (a - b).abs().max() < 1e-5, name
-    cache = causal.load_cache_file(tmp_path / "cache" / "out" / "teacher_topk.safetensors")
+    cache = load_file(tmp_path / "cache" / "out" / "teacher_topk.safetensors")
     assert causal.topk_bytes_per_token(cache) == 128 * 8
 
 

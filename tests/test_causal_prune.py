@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_bert, make_llama, make_lm_blocks
-from test_causal_distill import IdsOnly
+from conftest import IdsOnly, make_bert, make_llama, make_lm_blocks
 from transformers import AutoModelForCausalLM
 
 from hfcompress import HfCompressError

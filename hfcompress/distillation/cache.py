@@ -64,17 +64,23 @@ def dataset_fingerprint(dataset) -> str:
 
 
 @torch.no_grad()
-def compute_teacher_logits(teacher_forward, dataset, collator, batch_size: int) -> torch.Tensor:
-    """Teacher logits for every example of ``dataset`` in order, as a float32 CPU tensor ``(N, ...)``.
+def teacher_logits_in_order(teacher_forward, dataset, collator, batch_size: int):
+    """The teacher's logits batch by batch, over ``dataset`` in order (consume it to the end).
 
-    The random state is left as found (a DataLoader draws a seed), so a run with the cache trains exactly as
+    The random state is left as found (a DataLoader draws a seed), so a run with a cache trains exactly as
     one with the live teacher.
     """
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
-        chunks = [teacher_forward(batch, need_internals=False).logits.float().cpu() for batch in loader]
-    return torch.cat(chunks)
+        for batch in loader:
+            yield teacher_forward(batch, need_internals=False).logits
+
+
+def compute_teacher_logits(teacher_forward, dataset, collator, batch_size: int) -> torch.Tensor:
+    """Teacher logits for every example of ``dataset`` in order, as a float32 CPU tensor ``(N, ...)``."""
+    batches = teacher_logits_in_order(teacher_forward, dataset, collator, batch_size)
+    return torch.cat([logits.float().cpu() for logits in batches])
 
 
 def load_or_build_teacher_cache(path: str | os.PathLike, key: dict[str, str], build) -> torch.Tensor:

@@ -19,10 +19,10 @@ import random
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from torch.utils.data import DataLoader
 
 from ..errors import HfCompressError
 from . import losses
+from .cache import teacher_logits_in_order
 
 
 def unwrap(model):
@@ -165,25 +165,15 @@ def compute_teacher_topk(
     """The teacher's top-k log-probabilities (at ``temperature``) and their token ids for every position of
     every example, ``(N, L, k)``, plus the tail bucket when k is less than the vocabulary. Examples shorter
     than the longest are padded (those positions are never read: their labels are -100)."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     length = max(len(ids) for ids in dataset["input_ids"])
     indices, log_probs = [], []
-    with torch.random.fork_rng(devices=devices):  # leave the data order exactly as a live-teacher run sees it
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
-        for batch in loader:
-            logits = teacher_forward(batch).logits[..., :vocab_size].float()
-            values, ids = F.log_softmax(logits / temperature, dim=-1).topk(min(k, vocab_size), dim=-1)
-            values = losses.with_tail(values, vocab_size)
-            pad = length - ids.shape[1]
-            indices.append(F.pad(ids, (0, 0, 0, pad)).to(torch.int32).cpu())
-            log_probs.append(F.pad(values, (0, 0, 0, pad)).cpu())
+    for logits in teacher_logits_in_order(teacher_forward, dataset, collator, batch_size):
+        log_softmax = F.log_softmax(logits[..., :vocab_size].float() / temperature, dim=-1)
+        values, ids = log_softmax.topk(min(k, vocab_size), dim=-1)
+        pad = length - ids.shape[1]
+        indices.append(F.pad(ids, (0, 0, 0, pad)).to(torch.int32).cpu())
+        log_probs.append(F.pad(losses.with_tail(values, vocab_size), (0, 0, 0, pad)).cpu())
     return {"indices": torch.cat(indices), "log_probs": torch.cat(log_probs)}
-
-
-def load_cache_file(path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
 
 
 def topk_bytes_per_token(cache: dict[str, torch.Tensor]) -> float:

@@ -27,6 +27,7 @@ from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
 from . import causal, losses
 from .cache import (
+    compute_teacher_logits,
     dataset_fingerprint,
     load_or_build_teacher_cache,
     load_or_build_tensors,
@@ -279,44 +280,25 @@ class DistillationTrainer(Trainer):
         return layers.to(self.args.device)
 
     def _teacher_cache(self) -> torch.Tensor | dict:
-        path = self.args.teacher_cache_path or os.path.join(
-            self.args.output_dir, "teacher_logits.safetensors"
-        )
+        """Classifiers: the teacher's logits (a tensor). Causal LMs: its top-k log-probabilities at the training
+        temperature, their ids and the tail bucket (a dict), keyed to k and the temperature too."""
+        name = "teacher_topk.safetensors" if self.causal else "teacher_logits.safetensors"
+        path = self.args.teacher_cache_path or os.path.join(self.args.output_dir, name)
         key = {"teacher": self._teacher_fingerprint, "dataset": self._train_fingerprint}
         if self._teacher_vocabulary:  # two tokenizers: logits of the teacher's own tokenization
             key["teacher_tokenizer"] = self._teacher_vocabulary
-        if self.causal:  # top-k log-probabilities at the training temperature
-            key.update(topk=str(self.args.teacher_topk), temperature=str(self.args.temperature))
-            topk_path = self.args.teacher_cache_path or os.path.join(
-                self.args.output_dir, "teacher_topk.safetensors"
-            )
-
-            def build_topk() -> dict:
-                return causal.compute_teacher_topk(
-                    self._teacher_forward,
-                    self.train_dataset,
-                    self.data_collator,
-                    self.args.per_device_eval_batch_size,
-                    self.args.teacher_topk,
-                    self.args.temperature,
-                    self.vocab_size,
-                )
-
-            with self.args.main_process_first(desc="teacher top-k cache"):
-                return load_or_build_tensors(topk_path, key, build_topk)
-
-        def build() -> torch.Tensor:
-            from .cache import compute_teacher_logits
-
-            return compute_teacher_logits(
-                self._teacher_forward,
-                self.train_dataset,
-                self.data_collator,
-                self.args.per_device_eval_batch_size,
-            )
-
-        with self.args.main_process_first(desc="teacher logits cache"):  # rank 0 builds, the others load
-            return load_or_build_teacher_cache(path, key, build)
+        batches = (
+            self._teacher_forward,
+            self.train_dataset,
+            self.data_collator,
+            self.args.per_device_eval_batch_size,
+        )
+        with self.args.main_process_first(desc="teacher cache"):  # rank 0 builds, the others load
+            if self.causal:
+                key.update(topk=str(self.args.teacher_topk), temperature=str(self.args.temperature))
+                args = (self.args.teacher_topk, self.args.temperature, self.vocab_size)
+                return load_or_build_tensors(path, key, lambda: causal.compute_teacher_topk(*batches, *args))
+            return load_or_build_teacher_cache(path, key, lambda: compute_teacher_logits(*batches))
 
     # -- public hooks ---------------------------------------------------------------------------------------
     def train(self, resume_from_checkpoint=None, *args, **kwargs):

@@ -80,36 +80,6 @@ def strided_perplexity(
     }
 
 
-def _median_seconds(call, runs: int) -> float:
-    call()  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-@torch.inference_mode()
-def generation_tokens_per_second(
-    model, prompt_ids: torch.Tensor, max_new_tokens: int = 64, runs: int = 3, pad_token_id: int | None = None
-) -> float:
-    """Greedy decoding speed at batch 1 with the KV cache: new tokens / median seconds of a generate call."""
-    prompt = prompt_ids[:1].to(_device(model))
-    return max_new_tokens / _median_seconds(
-        lambda: generation_call(model, prompt, max_new_tokens, pad_token_id), runs
-    )
-
-
-@torch.inference_mode()
-def prompt_tokens_per_second(model, prompt_ids: torch.Tensor, runs: int = 3) -> float:
-    """Prompt-processing (prefill) speed: tokens of a ``(batch, length)`` forward / median seconds."""
-    device = _device(model)
-    batch = prompt_ids.to(device)
-    mask = torch.ones_like(batch)
-    return batch.numel() / _median_seconds(lambda: model(input_ids=batch, attention_mask=mask), runs)
-
-
 def speed_prompts(tokenizer, text: str, batch_size: int = 8, length: int = 256) -> torch.Tensor:
     """``(batch_size, length)`` consecutive token windows of a text, for the speed measurements."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

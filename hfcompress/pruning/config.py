@@ -142,5 +142,15 @@ class StructuredPruningConfig:
         if self.calibration_batches < 1:
             raise HfCompressError(f"calibration_batches must be >= 1, got {self.calibration_batches}")
 
+    @property
+    def removes_anything(self) -> bool:
+        """True when some heads, neurons, hidden channels or layers are to be removed."""
+        return bool(
+            self.prune_heads_fraction
+            or self.prune_ffn_fraction
+            or self.prune_hidden_fraction
+            or self.prune_layers
+        )
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

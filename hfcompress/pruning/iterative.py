@@ -51,12 +51,7 @@ def structured_targets(model: nn.Module, config: StructuredPruningConfig) -> lis
     now = structure(model)
     units, width, depth = min(now["attention_units"]), now["intermediate_size"], now["num_layers"]
     hidden = now["hidden_size"]
-    if not (
-        config.prune_heads_fraction
-        or config.prune_ffn_fraction
-        or config.prune_layers
-        or config.prune_hidden_fraction
-    ):
+    if not config.removes_anything:
         raise HfCompressError(
             "structured pruning has nothing to do: set prune_heads_fraction, prune_ffn_fraction, "
             "prune_hidden_fraction or prune_layers"
