@@ -180,10 +180,102 @@ class IdsOnly:
     def __len__(self):
         return self.size
 
-    def pad(self, features, padding=True, pad_to_multiple_of=None, return_tensors="pt"):
+    def pad(self, features, padding=True, pad_to_multiple_of=None, return_tensors="pt", padding_side="right"):
         import torch
 
         length = max(len(f["input_ids"]) for f in features)
         ids = [f["input_ids"] + [2] * (length - len(f["input_ids"])) for f in features]
         mask = [f["attention_mask"] + [0] * (length - len(f["attention_mask"])) for f in features]
         return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+
+# -- a real byte-level BPE tokenizer, trained in the test (no downloads) ------------------------------------
+BPE_CORPUS = [
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune must be in "
+    "want of a wife.",
+    "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition, seemed to "
+    "unite some of the best blessings of existence.",
+    "The family of Dashwood had long been settled in Sussex. Their estate was large, and their residence was "
+    "at Norland Park.",
+    "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement, never took "
+    "up any book but the Baronetage.",
+    "Summarise this paragraph. Continue this passage. What did she say? She said nothing at all.",
+    "User: hello there! Assistant: good morning, how can I help you today? 0123456789",
+]
+# ChatML, as SmolLM2 and Qwen use: the assistant turn is '<|im_start|>assistant\n' ... '<|im_end|>\n'.
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def make_bpe_tokenizer(folder, pad=True, bos=False, padding_side="right", chat_template=True, vocab_size=320):
+    """A byte-level BPE trained on a few sentences with the ``tokenizers`` library, saved and reloaded with
+    ``AutoTokenizer`` as users load one. ``pad=False`` is a Llama-3-style tokenizer without a pad token;
+    ``bos=True`` prepends ``<|begin_of_text|>`` to every encoding."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = Path(folder)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<pad>"]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(
+        BPE_CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    if bos:
+        bos_id = backend.token_to_id("<|begin_of_text|>")
+        backend.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A $B", special_tokens=[("<|begin_of_text|>", bos_id)]
+        )
+    else:
+        backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    extra = {"pad_token": "<pad>"} if pad else {}
+    if bos:
+        extra["bos_token"] = "<|begin_of_text|>"
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>" if chat_template else "<|endoftext|>",
+        padding_side=padding_side, **extra,
+    )  # fmt: skip
+    if chat_template:
+        wrapped.chat_template = CHATML
+    wrapped.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+@pytest.fixture
+def bpe_tokenizer(tmp_path):
+    return make_bpe_tokenizer(tmp_path / "bpe")
+
+
+# Tiny random configs of every decoder family the LM features claim (hfcompress.modeling.FAMILIES).
+FAMILY_CONFIGS = {
+    "llama": {"tie_word_embeddings": False},  # untied head, as Llama 3
+    "mistral": {},
+    "qwen2": {},  # attention bias
+    "qwen3": {"head_dim": 8},  # q/k norms
+    "gemma2": {"head_dim": 8, "final_logit_softcapping": 0.05, "query_pre_attn_scalar": 8},
+    "gemma3_text": {"head_dim": 8, "final_logit_softcapping": 0.05, "query_pre_attn_scalar": 8},
+    "phi3": {},  # fused qkv_proj and gate_up_proj
+    "granite": {"logits_scaling": 4.0, "embedding_multiplier": 2.0, "residual_multiplier": 0.5},
+}
+
+
+def make_decoder(family, vocab_size=320, num_layers=4, hidden=32, heads=4, kv_heads=2, intermediate=64, seed=0):
+    """A tiny random causal LM of ``family`` (a key of FAMILY_CONFIGS) in fp32, eval mode."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        family, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=256, pad_token_id=4, bos_token_id=3, eos_token_id=2, **FAMILY_CONFIGS[family],
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()

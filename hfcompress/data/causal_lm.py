@@ -8,6 +8,7 @@ the EOS token (the ``run_clm`` convention); labels are the input ids, and the mo
 
 from __future__ import annotations
 
+import logging
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import datasets
 
 from ..errors import HfCompressError
 from .loading import SPLITS, load_raw
+
+logger = logging.getLogger(__name__)
 
 # Split by novel, so no novel is on two sides: four novels train (about 512k words), Persuasion (83k words)
 # is for choices and Pride and Prejudice (122k words) for the reported figures.
@@ -86,6 +89,19 @@ def load_lm_texts(name_or_path: str, text_column: str = "text") -> datasets.Data
             )
     raw = datasets.DatasetDict({s: d.select_columns([text_column]) for s, d in raw.items()})
     return raw.rename_column(text_column, "text") if text_column != "text" else raw
+
+
+def ensure_pad_token(tokenizer):
+    """Give a tokenizer without a pad token (Llama 3, Mistral) its EOS token as pad, logged once; padding
+    never counts in a loss (labels are -100 there; real EOS tokens keep their labels)."""
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise HfCompressError(
+                "the tokenizer has neither a pad token nor an EOS token to pad with; set tokenizer.pad_token"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.warning("The tokenizer has no pad token: padding with its EOS token %r", tokenizer.eos_token)
+    return tokenizer
 
 
 def check_block_size(block_size: int, max_positions: int | None) -> None:

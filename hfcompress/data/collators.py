@@ -18,7 +18,14 @@ class DistillationDataCollator:
     Keys that are neither model inputs nor labels (raw text, ids) are dropped, so ``remove_unused_columns``
     can stay False. The token alignment between the two tokenizations is padded with -1, and unlabelled rows'
     label (-1) becomes -100, which every hard-label loss ignores.
+
+    Training batches are padded on the right whatever the tokenizer's ``padding_side`` (Llama tokenizers
+    often say 'left', for generation): per-token labels, the alignment and a causal LM's positions
+    (``arange`` in a training forward) then line up with the tokens. Generation pads prompts on the left itself
+    (``distillation.causal.on_policy_inputs``).
     """
+
+    padding_side = "right"
 
     def __init__(self, tokenizer, teacher_tokenizer=None, pad_to_multiple_of: int | None = None):
         self.tokenizer = tokenizer
@@ -27,8 +34,9 @@ class DistillationDataCollator:
 
     def _pad(self, tokenizer, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return tokenizer.pad(
-            features, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt"
-        )
+            features, padding=True, pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt",
+            padding_side=self.padding_side,
+        )  # fmt: skip
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in features[0]]

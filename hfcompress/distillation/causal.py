@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import HfCompressError
+from ..modeling import logit_transform
 from . import losses
 from .cache import teacher_logits_in_order
 
@@ -41,12 +42,21 @@ def output_vocab_size(model) -> int:
     return unwrap(model).get_output_embeddings().weight.shape[0]
 
 
-def common_vocab_size(student, teacher, tokenizer=None) -> int:
-    """How many output ids student and teacher share; raises unless the vocabularies are the same.
+def common_vocab_size(student, teacher, tokenizer=None, teacher_tokenizer=None) -> int:
+    """How many output ids student and teacher share; raises unless they read one tokenizer.
 
-    Sizes that differ only by padding rows (Qwen2.5's 151,936 vs 152,064 for one tokenizer of 151,665
-    tokens) are aligned on the smaller size; the rows beyond the tokenizer are never real tokens.
+    Two tokenizers given are compared by their vocabularies (token -> id), not their sizes. Output sizes that
+    differ only by padding rows (Qwen2.5's 151,936 vs 152,064 for one tokenizer of 151,665 tokens) are
+    aligned on the smaller size; the rows beyond the tokenizer are never real tokens.
     """
+    from ..data import same_vocabulary
+
+    if tokenizer is not None and teacher_tokenizer is not None and not same_vocabulary(tokenizer, teacher_tokenizer):
+        raise HfCompressError(
+            f"teacher and student tokenizers differ (same size {len(teacher_tokenizer)} or not, their tokens map "
+            "to other ids); cross-tokenizer LM distillation is not supported: use a student with the teacher's "
+            "tokenizer"
+        )
     student_size, teacher_size = output_vocab_size(student), output_vocab_size(teacher)
     if student_size == teacher_size:
         return student_size
@@ -58,6 +68,22 @@ def common_vocab_size(student, teacher, tokenizer=None) -> int:
         + (f" (the tokenizer has {used} tokens)" if used is not None else " and no tokenizer was given")
         + "; cross-tokenizer LM distillation is not supported: use a student with the teacher's tokenizer"
     )
+
+
+class OutputHead(torch.nn.Module):
+    """The model's LM head followed by what the model does to its output (Gemma2/3's final-logit
+    softcapping, Granite's ``logits_scaling``; from the family table), so that ``OutputHead(h)`` equals the
+    model's own logits at those states."""
+
+    def __init__(self, model):
+        super().__init__()
+        model = unwrap(model)
+        self.head = model.get_output_embeddings()
+        self.transform = logit_transform(model.config)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden)
+        return logits if self.transform is None else self.transform(logits)
 
 
 def accepts(model, argument: str) -> bool:
@@ -183,18 +209,37 @@ def topk_bytes_per_token(cache: dict[str, torch.Tensor]) -> float:
     return total / max(positions, 1)
 
 
+def left_padded_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, length: int, pad_id: int):
+    """The first ``length`` real tokens of each right-padded row, padded on the left instead, as generation
+    needs them: ``(ids, mask)`` of shape ``(B, min(length, L))``."""
+    ids = input_ids[:, :length]
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask[:, :length]
+    counts = mask.sum(1)
+    width = ids.shape[1]
+    order = torch.arange(width, device=ids.device)
+    # row i's token j moves to column j + (width - counts[i]); columns left of that are padding
+    shift = (width - counts)[:, None]
+    source = (order[None, :] - shift).clamp(min=0)
+    left_ids = torch.where(order[None, :] >= shift, ids.gather(1, source), torch.full_like(ids, pad_id))
+    left_mask = (order[None, :] >= shift).to(mask.dtype)
+    return left_ids, left_mask
+
+
 @torch.no_grad()
 def on_policy_inputs(
     model, inputs: dict, prompt_tokens: int, max_new_tokens: int, temperature: float, pad_token_id: int | None
 ) -> dict:
-    """GKD's on-policy batch: the student continues the first ``prompt_tokens`` tokens of each sequence by
-    sampling ``max_new_tokens`` tokens; only the sampled tokens are labels (the prompt is -100)."""
+    """GKD's on-policy batch: the student continues the first ``prompt_tokens`` real tokens of each sequence
+    by sampling ``max_new_tokens`` tokens; only the sampled tokens are labels (the prompt is -100).
+
+    Training batches are right-padded; a row shorter than the prompt length is moved to the left for
+    generation, and the returned ``position_ids`` count real tokens only, as generation did.
+    """
     student = unwrap(model)
     was_training = student.training
     student.eval()
-    prompt = inputs["input_ids"][:, :prompt_tokens]
-    attention = inputs.get("attention_mask")
-    attention = None if attention is None else attention[:, :prompt_tokens]
+    pad = 0 if pad_token_id is None else pad_token_id
+    prompt, attention = left_padded_prompts(inputs["input_ids"], inputs.get("attention_mask"), prompt_tokens, pad)
     generated = student.generate(
         input_ids=prompt,
         attention_mask=attention,
@@ -203,16 +248,14 @@ def on_policy_inputs(
         top_k=0,
         max_new_tokens=max_new_tokens,
         min_new_tokens=max_new_tokens,
-        pad_token_id=pad_token_id,
+        pad_token_id=pad,
     )
     student.train(was_training)
+    mask = torch.cat([attention, torch.ones_like(generated[:, prompt.shape[1] :])], dim=1)
     labels = generated.clone()
     labels[:, : prompt.shape[1]] = losses.IGNORE_INDEX
-    mask = torch.ones_like(generated)
-    if attention is not None:
-        mask[:, : prompt.shape[1]] = attention
-        labels[mask == 0] = losses.IGNORE_INDEX
-    return {"input_ids": generated, "attention_mask": mask, "labels": labels}
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": generated, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
 
 
 def draw_on_policy(lmbda: float, rng: random.Random) -> bool:

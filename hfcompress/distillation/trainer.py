@@ -23,6 +23,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same_vocabulary
+from ..data.causal_lm import ensure_pad_token
 from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
 from . import causal, losses
@@ -198,7 +199,11 @@ class DistillationTrainer(Trainer):
                     "causal LM distillation takes one tokenization and the logit terms (alpha, divergence); "
                     "hidden-state, attention and two-tokenizer terms are for encoders"
                 )
-            self.vocab_size = causal.common_vocab_size(model, teacher_model, processing_class)
+            if processing_class is not None:
+                ensure_pad_token(processing_class)
+            self.vocab_size = causal.common_vocab_size(
+                model, teacher_model, processing_class, teacher_processing_class
+            )
         elif self.separate_tokenization:
             check_two_tokenizer_terms(args, train_dataset)
             if data_collator is None and teacher_processing_class is None:
@@ -401,9 +406,9 @@ class DistillationTrainer(Trainer):
                 ),
                 None,
             )
-        model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+        model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
         mask, targets = causal.next_token_positions(inputs["labels"])
-        student_head = causal.unwrap(model).get_output_embeddings()
+        student_head = causal.OutputHead(model)
         teacher = {}
         if self.teacher_logits is not None and indices is not None:
             length = mask.shape[1]
@@ -417,7 +422,7 @@ class DistillationTrainer(Trainer):
                     states = causal.final_hidden_states(self.teacher, model_inputs, teacher=True)
                 teacher = {
                     "teacher_hidden": states[:, :-1][mask],
-                    "teacher_head": self.teacher.get_output_embeddings(),
+                    "teacher_head": causal.OutputHead(self.teacher),
                 }
             kd, ce = causal.lm_distillation_losses(
                 hidden, student_head, targets, vocab_size=self.vocab_size, kind=args.divergence, beta=args.beta,

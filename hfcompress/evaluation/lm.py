@@ -27,30 +27,36 @@ def _device(model) -> torch.device:
     return getattr(model, "device", None) or torch.device("cpu")
 
 
-def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> tuple[torch.Tensor, int]:
-    """(token ids ``(1, T)`` of the text's first ``max_tokens`` tokens, UTF-8 bytes those tokens cover after
-    the first one, which no window predicts)."""
+def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> tuple[torch.Tensor, list[int]]:
+    """(token ids ``(1, T)`` of the text's first ``max_tokens`` tokens, the UTF-8 bytes each token accounts
+    for: the text from the end of the token before it to its own end; the first token's are 0, since no
+    window predicts it)."""
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
     if max_tokens is not None:
         ids, offsets = ids[:max_tokens], offsets[:max_tokens]
     if len(ids) < 2:
         raise ValueError("perplexity needs a text of at least two tokens")
-    covered = text[offsets[0][1] : offsets[-1][1]]
-    return torch.tensor([ids]), len(covered.encode("utf-8"))
+    ends = [end for _, end in offsets]
+    token_bytes = [0] + [len(text[a:b].encode("utf-8")) for a, b in zip(ends[:-1], ends[1:])]
+    return torch.tensor([ids]), token_bytes
 
 
 @torch.inference_mode()
 def strided_perplexity(
     model, tokenizer, text: str, max_length: int = 512, stride: int = 256, max_tokens: int | None = None
 ) -> dict[str, float]:
-    """Perplexity, bits per byte, mean NLL (nats/token) and the token and byte counts over ``text``."""
+    """Perplexity, bits per byte, mean NLL (nats/token) and the token and byte counts over ``text``.
+
+    Bits per byte divide the NLL by the bytes of exactly the tokens scored: with ``stride == max_length`` the
+    first token of each window is context only (nothing predicts it), and its bytes are left out too.
+    """
     if not 0 < stride <= max_length:
         raise ValueError(f"stride must be in (0, max_length={max_length}], got {stride}")
     device = _device(model)
-    ids, n_bytes = encode_text(tokenizer, text, max_tokens)
+    ids, token_bytes = encode_text(tokenizer, text, max_tokens)
     length = ids.shape[1]
-    nll_sum, n_tokens, previous_end = 0.0, 0, 0
+    nll_sum, n_tokens, n_bytes, previous_end = 0.0, 0, 0, 0
     for begin in range(0, length, stride):
         end = min(begin + max_length, length)
         target_length = end - previous_end  # tokens not scored before (the first window: all of them)
@@ -59,14 +65,15 @@ def strided_perplexity(
         targets[:, :-target_length] = -100
         logits = model(input_ids=window, attention_mask=torch.ones_like(window)).logits
         shifted = targets[:, 1:]  # position i predicts token i + 1: one target fewer than tokens
-        counted = int((shifted != -100).sum())
+        scored = (shifted[0] != -100).nonzero().flatten().tolist()
         nll_sum += float(
             torch.nn.functional.cross_entropy(
                 logits[:, :-1].float().reshape(-1, logits.shape[-1]), shifted.reshape(-1).to(logits.device),
                 ignore_index=-100, reduction="sum",
             )
         )  # fmt: skip
-        n_tokens += counted
+        n_tokens += len(scored)
+        n_bytes += sum(token_bytes[begin + 1 + j] for j in scored)
         previous_end = end
         if end == length:
             break
@@ -89,9 +96,17 @@ def speed_prompts(tokenizer, text: str, batch_size: int = 8, length: int = 256) 
     return torch.tensor(ids[:needed]).view(batch_size, length)
 
 
-def _seconds(call) -> float:
+def _synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seconds(call, device="cpu") -> float:
+    """Wall time of ``call``; CUDA work is waited for before the clock starts and stops."""
+    _synchronize(device)
     start = time.perf_counter()
     call()
+    _synchronize(device)
     return time.perf_counter() - start
 
 
@@ -154,18 +169,19 @@ def interleaved_speeds(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     calls = []
     for model in models:
-        _device(model)
-        generate = lambda m=model: generation_call(m, prompts[:1, :32], generate_tokens, pad)  # noqa: E731
-        prefill = lambda m=model: m(input_ids=prompts, attention_mask=torch.ones_like(prompts))  # noqa: E731
+        device = _device(model)
+        on_device = prompts.to(device)  # inputs where the model is: CUDA models too
+        generate = lambda m=model, p=on_device: generation_call(m, p[:1, :32], generate_tokens, pad)  # noqa: E731
+        prefill = lambda m=model, p=on_device: m(input_ids=p, attention_mask=torch.ones_like(p))  # noqa: E731
         with torch.inference_mode():
             generate(), prefill()  # warm-up
-        calls.append((generate, prefill))
+        calls.append((generate, prefill, device))
     timings = [([], []) for _ in models]
     with torch.inference_mode():
         for _ in range(runs):
-            for (generate, prefill), (gen_times, prefill_times) in zip(calls, timings):
-                gen_times.append(_seconds(generate))
-                prefill_times.append(_seconds(prefill))
+            for (generate, prefill, device), (gen_times, prefill_times) in zip(calls, timings):
+                gen_times.append(_seconds(generate, device))
+                prefill_times.append(_seconds(prefill, device))
     return [
         {
             "generate_tokens_per_s_b1": generate_tokens / statistics.median(gen_times),

@@ -8,8 +8,8 @@ neuron (Molchanov et al. 2019). Absolute values are taken per batch and summed o
 
 Activation importance (Minitron, Muralidharan et al. 2024) needs no gradient: a forward pass over calibration
 text, and each head's (KV group's), neuron's and embedding channel's mean squared activation: the inputs of the
-attention output projection and of the FFN down projection, and the outputs of every RMS/LayerNorm (what the
-hidden channels carry).
+attention output projection and of the FFN down projection, and the outputs of the norms over the hidden size
+(what the hidden channels carry; per-head q/k norms are not among them: ``modeling.hidden_norms``).
 
 Layers by block influence (Men et al. 2024, ShortGPT): 1 - cosine similarity between a layer's input and
 output hidden states, averaged over real tokens; a layer that barely changes its input is the first to go.
@@ -21,7 +21,15 @@ import torch
 from torch import nn
 
 from ..errors import HfCompressError
-from ..modeling import attention_output, ffn_inputs, ffn_output, find_layer_list, head_layout, layer_style
+from ..modeling import (
+    attention_output,
+    ffn_inputs,
+    ffn_output,
+    find_layer_list,
+    head_layout,
+    hidden_norms,
+    layer_style,
+)
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
@@ -86,7 +94,11 @@ def magnitude_importance(model: nn.Module) -> tuple[dict[int, torch.Tensor], dic
     for i, layer in enumerate(layers):
         o = attention_output(layer).weight.float()
         heads[i] = _group_heads(_per_unit(o.pow(2).sum(0), head_layout(layer)[0]).sqrt().cpu(), layer)
-        rows = sum(getattr(parent, name).weight.float().pow(2).sum(1) for parent, name in ffn_inputs(layer))
+        width = ffn_output(layer).in_features
+        rows = sum(  # a fused [gate; up] projection: both rows of a neuron
+            getattr(parent, name).weight.float().pow(2).sum(1).view(-1, width).sum(0)
+            for parent, name in ffn_inputs(layer)
+        )
         neurons[i] = (rows.sqrt() * ffn_output(layer).weight.float().norm(dim=0)).cpu()
     return heads, neurons
 
@@ -110,10 +122,6 @@ def _forward_with_hooks(model: nn.Module, batches, hooks: list, mask: list) -> f
             hook.remove()
         model.train(was_training)
     return count
-
-
-def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm")
 
 
 @torch.no_grad()
@@ -149,7 +157,7 @@ def activation_importance(
             )
         )
         hooks.append(ffn_output(layer).register_forward_pre_hook(add(neurons[i])))
-    hooks += [module.register_forward_hook(add(channels)) for module in model.modules() if _is_norm(module)]
+    hooks += [norm.register_forward_hook(add(channels)) for norm in hidden_norms(model)]
     _forward_with_hooks(model, batches, hooks, mask)
     return {i: _group_heads(s, layers[i]) for i, s in heads.items()}, neurons, channels
 

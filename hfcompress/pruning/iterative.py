@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import HfCompressError
-from ..modeling import find_layer_list, head_layout, layer_style, select_layers
+from ..modeling import decoder_family, find_layer_list, head_layout, layer_style, select_layers
 from .config import StructuredPruningConfig
 from .importance import activation_importance, block_influence, gradient_importance, magnitude_importance
 from .structured import (
@@ -48,6 +48,8 @@ def structured_targets(model: nn.Module, config: StructuredPruningConfig) -> lis
     Checked up front, before anything is pruned: a setting that would remove every head, neuron or layer,
     or head pruning the installed transformers can't express, is an error here.
     """
+    if layer_style(find_layer_list(model)[1][0]) == "llama":
+        decoder_family(model, "structured pruning")  # a family outside the table: refused before any work
     now = structure(model)
     units, width, depth = min(now["attention_units"]), now["intermediate_size"], now["num_layers"]
     hidden = now["hidden_size"]

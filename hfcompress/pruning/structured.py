@@ -26,13 +26,16 @@ from torch import nn
 
 from ..errors import HfCompressError
 from ..modeling import (
+    attention_inputs,
     attention_output,
+    decoder_family,
     ffn_inputs,
     ffn_output,
     find_layer_list,
     head_layout,
     keep_layers,
     layer_style,
+    neuron_rows,
 )
 
 __all__ = [
@@ -104,8 +107,10 @@ def prune_ffn_neurons(model: nn.Module, keep: dict[int, torch.Tensor]) -> None:
                 raise HfCompressError(f"layer {i} is not pruned but its FFN width differs from {width}")
             continue
         index = keep[i].sort().values
+        current = ffn_output(layer).in_features
         for parent, name in ffn_inputs(layer):
-            setattr(parent, name, keep_rows(getattr(parent, name), index))
+            linear = getattr(parent, name)
+            setattr(parent, name, keep_rows(linear, neuron_rows(linear, index, current)))
         if layer_style(layer) == "bert":
             layer.output.dense = keep_columns(layer.output.dense, index)
         else:
@@ -174,11 +179,20 @@ def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
     for i, groups in remove.items():
         attention = layers[i].self_attn
         kept = torch.tensor([g for g in range(kv_heads) if g not in set(groups)])
-        kept_q = (kept[:, None] * group + torch.arange(group)).flatten()
-        attention.q_proj = keep_rows(attention.q_proj, _unit_index(kept_q, head_dim))
-        attention.k_proj = keep_rows(attention.k_proj, _unit_index(kept, head_dim))
-        attention.v_proj = keep_rows(attention.v_proj, _unit_index(kept, head_dim))
-        attention.o_proj = keep_columns(attention.o_proj, _unit_index(kept_q, head_dim))
+        kept_q = _unit_index((kept[:, None] * group + torch.arange(group)).flatten(), head_dim)
+        kept_kv = _unit_index(kept, head_dim)
+        if hasattr(attention, "qkv_proj"):  # Phi-3: rows [q; k; v] in one projection
+            offset_k, offset_v = q_heads * head_dim, (q_heads + kv_heads) * head_dim
+            rows = torch.cat([kept_q, kept_kv + offset_k, kept_kv + offset_v])
+            attention.qkv_proj = keep_rows(attention.qkv_proj, rows)
+        else:
+            attention.q_proj = keep_rows(attention.q_proj, kept_q)
+            attention.k_proj = keep_rows(attention.k_proj, kept_kv)
+            attention.v_proj = keep_rows(attention.v_proj, kept_kv)
+        attention.o_proj = keep_columns(attention.o_proj, kept_q)
+        for name, value in (("num_heads", len(kept) * group), ("num_key_value_heads", len(kept))):
+            if isinstance(getattr(attention, name, None), int):  # counts some modules keep (Phi-3's split)
+                setattr(attention, name, value)
     new_kv = kv_heads - counts.pop()
     model.config.head_dim = head_dim  # explicit, so hidden_size // num_attention_heads no longer decides it
     model.config.num_key_value_heads = new_kv
@@ -192,13 +206,20 @@ def _keep_norm(norm: nn.Module, index: torch.Tensor) -> None:
 
 
 def prune_hidden_channels(model: nn.Module, keep: torch.Tensor) -> None:
-    """Keep only the hidden (embedding) channels ``keep`` across a Llama-style causal LM, in place."""
+    """Keep only the hidden (embedding) channels ``keep`` across a Llama-style causal LM, in place.
+
+    The embedding keeps its class (Gemma3's scaled embedding stays scaled); which norms carry the hidden size
+    comes from the family table. Gemma scales embeddings by ``sqrt(hidden_size)``: the scale follows the new
+    hidden size (as the config will say on reload), so the pruned model is the reloaded one; the tied head is
+    kept tied (untying it would add a vocabulary-sized matrix).
+    """
     _, layers = find_layer_list(model)
     if layer_style(layers[0]) != "llama" or not hasattr(model, "get_decoder"):
         raise HfCompressError(
             "hidden-size pruning is implemented for Llama-style decoders (self_attn.q_proj ... mlp.down_proj); "
             "prune heads, FFN neurons or layers of this model instead"
         )
+    family = decoder_family(model, "hidden-size pruning")
     index = keep.sort().values
     if (
         len(index) == 0
@@ -210,30 +231,25 @@ def prune_hidden_channels(model: nn.Module, keep: torch.Tensor) -> None:
         )
     head_dim = head_layout(layers[0])[2]
     embeddings = model.get_input_embeddings()
-    smaller = nn.Embedding(
-        embeddings.num_embeddings, len(index), padding_idx=embeddings.padding_idx,
-        device=embeddings.weight.device, dtype=embeddings.weight.dtype,
-    )  # fmt: skip
-    with torch.no_grad():
-        smaller.weight.copy_(embeddings.weight[:, index.to(embeddings.weight.device)])
-    model.set_input_embeddings(smaller)
-    for layer in layers:
-        attention, mlp = layer.self_attn, layer.mlp
-        for name in ("q_proj", "k_proj", "v_proj"):
-            setattr(attention, name, keep_columns(getattr(attention, name), index))
-        attention.o_proj = keep_rows(attention.o_proj, index)
-        for parent, name in ffn_inputs(layer):
-            setattr(parent, name, keep_columns(getattr(parent, name), index))
-        mlp.down_proj = keep_rows(mlp.down_proj, index)
-        if hasattr(mlp, "hidden_size"):
-            mlp.hidden_size = len(index)
-        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-            _keep_norm(norm, index)
-    _keep_norm(model.get_decoder().norm, index)
     head = model.get_output_embeddings()
-    if getattr(model.config, "tie_word_embeddings", False):
-        model.set_output_embeddings(nn.Linear(len(index), head.out_features, bias=False))
-        model.get_output_embeddings().weight = smaller.weight
+    tied = head is not None and head.weight is embeddings.weight
+    embeddings.weight = nn.Parameter(embeddings.weight.detach()[:, index.to(embeddings.weight.device)].clone())
+    embeddings.embedding_dim = len(index)
+    if family.embedding_scale and isinstance(getattr(embeddings, "embed_scale", None), torch.Tensor):
+        embeddings.embed_scale.fill_(len(index) ** 0.5)  # Gemma3: what a reload computes from hidden_size
+    for layer in layers:
+        for parent, name in attention_inputs(layer) + ffn_inputs(layer):
+            setattr(parent, name, keep_columns(getattr(parent, name), index))
+        layer.self_attn.o_proj = keep_rows(layer.self_attn.o_proj, index)
+        layer.mlp.down_proj = keep_rows(layer.mlp.down_proj, index)
+        if hasattr(layer.mlp, "hidden_size"):
+            layer.mlp.hidden_size = len(index)
+        for name in family.layer_norms:
+            _keep_norm(layer.get_submodule(name), index)
+    _keep_norm(model.get_decoder().norm, index)
+    if tied:
+        model.get_output_embeddings().weight = embeddings.weight
+        model.get_output_embeddings().in_features = len(index)
     else:
         model.set_output_embeddings(keep_columns(head, index))
     model.config.head_dim = head_dim  # explicit: hidden_size / num_attention_heads no longer gives it

@@ -13,9 +13,11 @@ from __future__ import annotations
 import copy
 import re
 
+import torch
 from torch import nn
 
-from .errors import HfCompressError
+from ..errors import HfCompressError
+from .families import FAMILIES, DecoderFamily, decoder_family, logit_transform, model_type
 
 # -- the layer list -----------------------------------------------------------------------------------------
 
@@ -108,11 +110,14 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def layer_style(layer: nn.Module) -> str:
-    """'bert' or 'llama', from the names of the layer's submodules."""
+    """'bert' or 'llama', from the names of the layer's submodules (Phi-3's fused projections count as
+    Llama-style)."""
     names = {name for name, _ in layer.named_modules()}
     if {"attention.self.query", "intermediate.dense", "output.dense"} <= names:
         return "bert"
-    if {"self_attn.q_proj", "self_attn.o_proj", "mlp.down_proj"} <= names:
+    if {"self_attn.o_proj", "mlp.down_proj"} <= names and (
+        "self_attn.q_proj" in names or "self_attn.qkv_proj" in names
+    ):
         return "llama"
     raise HfCompressError(
         f"hfcompress knows BERT-style (attention.self.query, intermediate.dense) and Llama-style "
@@ -131,10 +136,25 @@ def ffn_output(layer: nn.Module) -> nn.Linear:
 
 
 def ffn_inputs(layer: nn.Module) -> list[tuple[nn.Module, str]]:
-    """(parent, attribute) of the FFN's up projections (their output rows are the neurons)."""
+    """(parent, attribute) of the FFN's up projections (their output rows are the neurons; a fused
+    ``gate_up_proj`` holds two rows per neuron, see ``neuron_rows``)."""
     if layer_style(layer) == "bert":
         return [(layer.intermediate, "dense")]
-    return [(layer.mlp, name) for name in ("gate_proj", "up_proj") if hasattr(layer.mlp, name)]
+    return [(layer.mlp, name) for name in ("gate_proj", "up_proj", "gate_up_proj") if hasattr(layer.mlp, name)]
+
+
+def attention_inputs(layer: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, attribute) of the Llama-style projections that read the residual stream into attention."""
+    attention = layer.self_attn
+    return [(attention, name) for name in ("q_proj", "k_proj", "v_proj", "qkv_proj") if hasattr(attention, name)]
+
+
+def neuron_rows(linear: nn.Linear, neurons: torch.Tensor, width: int) -> torch.Tensor:
+    """Row indices of ``neurons`` in an FFN input projection: the same indices, or for a fused
+    ``[gate; up]`` projection (``2 * width`` rows) the neuron's row in each half."""
+    if linear.out_features == 2 * width:
+        return torch.cat([neurons, neurons + width])
+    return neurons
 
 
 def head_layout(layer: nn.Module) -> tuple[int, int, int]:
@@ -144,7 +164,21 @@ def head_layout(layer: nn.Module) -> tuple[int, int, int]:
         return attention.num_attention_heads, attention.num_attention_heads, attention.attention_head_size
     attention = layer.self_attn
     head_dim = attention.head_dim
-    return attention.q_proj.out_features // head_dim, attention.k_proj.out_features // head_dim, head_dim
+    q_heads = attention.o_proj.in_features // head_dim
+    if hasattr(attention, "qkv_proj"):  # rows [q; k; v]
+        return q_heads, (attention.qkv_proj.out_features // head_dim - q_heads) // 2, head_dim
+    return q_heads, attention.k_proj.out_features // head_dim, head_dim
+
+
+def hidden_norms(model: nn.Module) -> list[nn.Module]:
+    """The norms whose output is the hidden size: a Llama-style family's per-layer norms (from the family
+    table) and its final norm; every LayerNorm of a BERT-style model. Per-head q/k norms are left out."""
+    _, layers = find_layer_list(model)
+    if layer_style(layers[0]) == "bert":
+        return [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    family = decoder_family(model, "hidden-channel scoring")
+    norms = [layer.get_submodule(name) for layer in layers for name in family.layer_norms]
+    return norms + [model.get_decoder().norm]
 
 
 def matching_linears(model: nn.Module, pattern: str) -> dict[str, nn.Linear]:
@@ -164,7 +198,7 @@ def matching_linears(model: nn.Module, pattern: str) -> dict[str, nn.Linear]:
 
 
 def _not_found(name_or_path: str, err: Exception) -> HfCompressError:
-    from .assets import ASSETS
+    from ..assets import ASSETS
 
     known = ", ".join(sorted(n for a in ASSETS.values() if a.kind == "model" for n in (a.name, *a.hub_ids)))
     return HfCompressError(
@@ -177,7 +211,7 @@ def load_tokenizer(name_or_path: str):
     """``AutoTokenizer`` for a Hub id, a local folder or an offline asset (see ``assets.resolve_model``)."""
     from transformers import AutoTokenizer
 
-    from .assets import resolve_model
+    from ..assets import resolve_model
 
     path = resolve_model(name_or_path)
     try:
@@ -207,7 +241,7 @@ def load_classifier(
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    from .assets import resolve_model
+    from ..assets import resolve_model
 
     path = resolve_model(name_or_path)
     try:
