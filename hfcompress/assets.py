@@ -154,13 +154,13 @@ def _prepare_smollm2(folder: Path) -> None:
 
 
 def _prepare_austen(folder: Path) -> None:
-    from .data.causal_lm import build_austen_splits
+    from .asset_builders import build_austen_splits
 
     build_austen_splits(folder)
 
 
 def _prepare_hamlet(folder: Path) -> None:
-    from .data.causal_lm import build_single_text_split
+    from .asset_builders import build_single_text_split
 
     build_single_text_split(folder / "hamlet.txt", folder)
 

@@ -8,7 +8,8 @@ import torch
 from conftest import make_llama, make_tokenizer
 
 from hfcompress import HfCompressError
-from hfcompress.data.causal_lm import _paragraphs, check_block_size, group_texts, load_lm_texts, split_text
+from hfcompress.asset_builders import _paragraphs
+from hfcompress.data.causal_lm import check_block_size, group_texts, load_lm_texts, split_text
 from hfcompress.evaluation.lm import speed_prompts, strided_perplexity
 
 TEXT = "the film was great and the story was fun " * 30

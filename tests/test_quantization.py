@@ -142,9 +142,10 @@ def test_onnx_fp32_dynamic_static(saved, tmp_path):
         loaded = ORTModelForSequenceClassification.from_pretrained(out, file_name="model_quantized.onnx")
         result = logits(loaded, tok, texts)
         assert result.shape == reference.shape and torch.isfinite(result).all()
-        # int8 stays close to fp32, relative to the size of this tiny model's logits, and it is int8: not equal
+        # int8 stays close to fp32, relative to the size of this tiny model's logits, and it is int8: not equal.
+        # 10%: on some CPUs (VNNI/AMX kernels) dynamic int8 of these 0.01-sized logits was 5.3% off.
         error = (result - reference).abs().max()
-        assert 0 < error < 0.05 * reference.abs().max(), (method, float(error), float(reference.abs().max()))
+        assert 0 < error < 0.10 * reference.abs().max(), (method, float(error), float(reference.abs().max()))
         # what load_quantized and the model card's snippet do: the same model, denormals flushed to zero
         for fast in (load_quantized(out), card_snippet_model(out, method, "onnx")):
             options = fast.model.get_session_options()

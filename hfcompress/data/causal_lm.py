@@ -2,15 +2,13 @@
 
 Sources are the same as for classification (``loading.load_raw``): an offline data asset
 (``austen_novels``, ``hamlet``), a local ``.txt`` (one file, one document), ``.jsonl``/CSV/parquet file or
-folder, or a Hub dataset. Training rows are ``block_size`` tokens cut from the split's documents joined by
+folder, or a Hub dataset. (What builds the offline assets' files lives with the assets: ``asset_builders``.) Training rows are ``block_size`` tokens cut from the split's documents joined by
 the EOS token (the ``run_clm`` convention); labels are the input ids, and the model shifts them.
 """
 
 from __future__ import annotations
 
 import logging
-import zlib
-from pathlib import Path
 
 import datasets
 
@@ -18,65 +16,6 @@ from ..errors import HfCompressError
 from .loading import SPLITS, load_raw
 
 logger = logging.getLogger(__name__)
-
-# Split by novel, so no novel is on two sides: four novels train (about 512k words), Persuasion (83k words)
-# is for choices and Pride and Prejudice (122k words) for the reported figures.
-AUSTEN_SPLITS = {
-    "train": ("emma", "mansfieldpark", "sensesensibility", "northangerabbey"),
-    "validation": ("persuasion",),
-    "test": ("prideprejudice",),
-}
-
-
-def _paragraphs(lines) -> str:
-    """Gutenberg lines -> paragraphs (lines joined by spaces) separated by blank lines."""
-    paragraphs, current = [], []
-    for line in list(lines) + [""]:
-        line = str(line).strip()
-        if line:
-            current.append(line)
-        elif current:
-            paragraphs.append(" ".join(current))
-            current = []
-    return "\n\n".join(paragraphs)
-
-
-def read_r_lazyload(folder: Path, stem: str = "Rdata") -> dict:
-    """The objects of an R lazy-load database (``<stem>.rdx`` index + ``<stem>.rdb`` zlib blobs)."""
-    import warnings
-
-    import rdata
-
-    warnings.filterwarnings("ignore", message=".*(Unknown file type|Wrong extension).*")
-    index = rdata.conversion.convert(rdata.parser.parse_file(folder / f"{stem}.rdx", extension="rds"))
-    blob = (folder / f"{stem}.rdb").read_bytes()
-    objects = {}
-    for name, (offset, length) in index["variables"].items():
-        raw = zlib.decompress(blob[int(offset) + 4 : int(offset) + int(length)])  # 4-byte length header
-        objects[str(name)] = rdata.conversion.convert(rdata.parser.parse_data(raw, extension="rds"))
-    return objects
-
-
-def build_austen_splits(folder: Path) -> None:
-    """train/validation/test parquet files, one row per novel (``text``, ``title``), from janeaustenr's data."""
-    import pandas as pd
-
-    novels = read_r_lazyload(folder)
-    missing = sorted({n for names in AUSTEN_SPLITS.values() for n in names} - set(novels))
-    if missing:
-        raise HfCompressError(f"janeaustenr's data lacks {missing}; the package changed")
-    for split, names in AUSTEN_SPLITS.items():
-        rows = [{"text": _paragraphs(novels[name]), "title": name} for name in names]
-        pd.DataFrame(rows).to_parquet(folder / f"{split}.parquet")
-
-
-def build_single_text_split(source: Path, folder: Path, split: str = "test") -> None:
-    """One plain-text document as the only row of ``<split>.parquet``."""
-    import pandas as pd
-
-    text = source.read_text(encoding="utf-8").strip()
-    pd.DataFrame([{"text": text, "title": source.stem}]).to_parquet(folder / f"{split}.parquet")
-
 
 def load_lm_texts(name_or_path: str, text_column: str = "text") -> datasets.DatasetDict:
     """The dataset's splits with one ``text`` column; a missing column is a one-line error."""
@@ -114,17 +53,6 @@ def check_block_size(block_size: int, max_positions: int | None) -> None:
         )
 
 
-def token_stream(texts, tokenizer) -> list[int]:
-    """All documents' tokens, each document followed by the EOS token."""
-    eos = tokenizer.eos_token_id
-    ids: list[int] = []
-    for text in texts:
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
-        if eos is not None:
-            ids.append(eos)
-    return ids
-
-
 def group_texts(
     dataset: datasets.Dataset,
     tokenizer,
@@ -132,25 +60,13 @@ def group_texts(
     max_positions: int | None = None,
     max_tokens: int | None = None,
 ) -> datasets.Dataset:
-    """Consecutive ``block_size``-token rows (``input_ids``, ``attention_mask``, ``labels``) over the documents;
-    the remainder shorter than a block is dropped. ``max_tokens`` keeps only the first blocks."""
+    """Consecutive ``block_size``-token rows (``input_ids``, ``attention_mask``, ``labels``) over the documents,
+    each followed by EOS; the remainder shorter than a block is dropped. ``max_tokens`` keeps only the first
+    blocks. (``lm_examples`` with ``data_format='text'``, through ``datasets.map``.)"""
+    from .lm_examples import lm_examples
+
     check_block_size(block_size, max_positions)
-    ids = token_stream(dataset["text"], tokenizer)
-    count = len(ids) // block_size
-    if max_tokens is not None:
-        count = min(count, max_tokens // block_size)
-    if count == 0:
-        raise HfCompressError(
-            f"the text holds {len(ids)} tokens, fewer than one block of {block_size} (or max_tokens is too small)"
-        )
-    blocks = [ids[i * block_size : (i + 1) * block_size] for i in range(count)]
-    return datasets.Dataset.from_dict(
-        {
-            "input_ids": blocks,
-            "attention_mask": [[1] * block_size] * count,
-            "labels": [list(b) for b in blocks],
-        }
-    )
+    return lm_examples(dataset, tokenizer, block_size, data_format="text", max_tokens=max_tokens)
 
 
 def split_text(raw: datasets.DatasetDict, split: str) -> str:

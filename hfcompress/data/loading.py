@@ -28,6 +28,8 @@ def _check_text_encoding(files: list[str]) -> None:
         if Path(name).suffix == ".parquet":
             continue
         data = Path(name).read_bytes()
+        if not data.strip():
+            raise HfCompressError(f"dataset file {name} is empty; give every split at least one row")
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as err:

@@ -1,0 +1,256 @@
+"""Causal LM training and evaluation rows from the three shapes users' data come in.
+
+- **text** (a text column): documents, each followed by EOS, concatenated and cut into ``block_size`` blocks
+  (the ``run_clm`` convention); every token is a label.
+- **messages** (a column of ``[{"role": ..., "content": ...}, ...]``): rendered with the tokenizer's chat
+  template. The assistant turns are found by rendering each turn's prefix (with the generation prompt) and
+  the conversation up to the end of that turn: the characters in between are the assistant's, and so are
+  the tokens that start there (their end-of-turn marker included, so the model learns to stop).
+- **prompt/completion** (two columns of strings, or of message lists, which are then a conversation): the
+  prompt tokens (with the tokenizer's BOS, if it adds one) are context, the completion and EOS the labels.
+
+By default only assistant/completion tokens count in the LM and KD terms (``completion_only_loss``); set it
+False to count every token. Rows are one example each, padded by the collator, or with ``packing``
+concatenated and cut into ``block_size`` blocks. Tokenization runs through ``datasets.map`` (batched,
+``num_proc`` workers, cached by ``datasets`` when the data come from files), so a large corpus never sits in
+one Python list. Bad input is a one-line ``HfCompressError`` naming the data, the split, the row and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+
+from ..errors import HfCompressError, check_choice
+
+logger = logging.getLogger(__name__)
+
+IGNORE = -100
+LM_FORMATS = ("auto", "text", "messages", "prompt_completion")
+
+
+def detect_format(
+    columns: list[str], data_format: str, text_column: str, messages_column: str, prompt_column: str,
+    completion_column: str, where: str,
+) -> str:  # fmt: skip
+    """The data's format: ``data_format`` checked against the columns, or (``auto``) read off them."""
+    check_choice("data_format", data_format, LM_FORMATS)
+    needs = {
+        "text": [text_column],
+        "messages": [messages_column],
+        "prompt_completion": [prompt_column, completion_column],
+    }
+    if data_format == "auto":
+        found = [fmt for fmt, cols in needs.items() if all(c in columns for c in cols)]
+        if not found:
+            raise HfCompressError(
+                f"{where} has none of the columns a causal LM reads: {text_column!r} (plain text), "
+                f"{messages_column!r} (chat) or {prompt_column!r} + {completion_column!r}; it has "
+                f"{', '.join(columns)}"
+            )
+        return "messages" if "messages" in found else found[0]
+    missing = [c for c in needs[data_format] if c not in columns]
+    if missing:
+        raise HfCompressError(
+            f"{where} has no {', '.join(map(repr, missing))} column for data_format {data_format!r}; it has "
+            f"{', '.join(columns)}"
+        )
+    return data_format
+
+
+def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
+    if not messages:
+        return ""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def chat_example(tokenizer, messages: list[dict], completion_only: bool, where: str) -> dict:
+    """``input_ids`` and ``labels`` of one conversation; labels are -100 outside assistant turns."""
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if "assistant" not in roles:
+        raise HfCompressError(
+            f"{where}: the conversation has no assistant turn (roles {roles}); every row needs one to learn from"
+        )
+    full = _render(tokenizer, messages)
+    spans = []
+    for i, role in enumerate(roles):
+        if role != "assistant":
+            continue
+        prefix = _render(tokenizer, messages[:i], generation_prompt=True)
+        upto = _render(tokenizer, messages[: i + 1])
+        if not (full.startswith(upto) and upto.startswith(prefix)):
+            raise HfCompressError(
+                f"{where}: the chat template does not render a conversation as its turns one after another, so "
+                "the assistant tokens can't be found; set completion_only_loss false to count every token"
+            )
+        spans.append((len(prefix), len(upto)))
+    encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoded["input_ids"]
+    if not completion_only:
+        return {"input_ids": ids, "labels": list(ids)}
+    labels = [
+        token if any(a <= start < b for a, b in spans) else IGNORE
+        for token, (start, _) in zip(ids, encoded["offset_mapping"])
+    ]
+    return {"input_ids": ids, "labels": labels}
+
+
+def prompt_completion_example(tokenizer, prompt, completion, completion_only: bool, where: str) -> dict:
+    """``input_ids`` and ``labels`` of one prompt/completion pair (strings, or message lists: a chat)."""
+    if isinstance(prompt, list) and isinstance(completion, list):
+        return chat_example(tokenizer, prompt + completion, completion_only, where)
+    if not isinstance(prompt, str) or not isinstance(completion, str):
+        raise HfCompressError(
+            f"{where}: prompt and completion must both be strings or both lists of messages, got "
+            f"{type(prompt).__name__} and {type(completion).__name__}"
+        )
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    labels = ([IGNORE] * len(prompt_ids) if completion_only else list(prompt_ids)) + completion_ids
+    return {"input_ids": prompt_ids + completion_ids, "labels": labels}
+
+
+def _fit(example: dict, block_size: int, where: str) -> tuple[dict, bool]:
+    """The example cut to ``block_size`` tokens (True when cut); a prompt that leaves no room is an error."""
+    ids, labels = example["input_ids"], example["labels"]
+    if len(ids) <= block_size:
+        return example, False
+    first_label = next((i for i, label in enumerate(labels) if label != IGNORE), len(labels))
+    if first_label >= block_size:
+        raise HfCompressError(
+            f"{where}: the prompt is {first_label} tokens, at least the context of {block_size} tokens "
+            "(block_size), so no completion token would remain; shorten the prompt or raise block_size"
+        )
+    return {"input_ids": ids[:block_size], "labels": labels[:block_size]}, True
+
+
+def _pack(batch: dict, block_size: int) -> dict:
+    """Concatenate a batch of rows and cut it into ``block_size`` blocks; the remainder is dropped."""
+    ids = [t for row in batch["input_ids"] for t in row]
+    labels = [t for row in batch["labels"] for t in row]
+    count = len(ids) // block_size
+    blocks = [slice(i * block_size, (i + 1) * block_size) for i in range(count)]
+    return {
+        "input_ids": [ids[s] for s in blocks],
+        "attention_mask": [[1] * block_size for _ in blocks],
+        "labels": [labels[s] for s in blocks],
+    }
+
+
+def lm_examples(
+    dataset: datasets.Dataset,
+    tokenizer,
+    block_size: int,
+    *,
+    data_format: str = "auto",
+    packing: bool = False,
+    completion_only_loss: bool = True,
+    text_column: str = "text",
+    messages_column: str = "messages",
+    prompt_column: str = "prompt",
+    completion_column: str = "completion",
+    max_tokens: int | None = None,
+    num_proc: int | None = None,
+    where: str = "the dataset",
+) -> datasets.Dataset:
+    """Rows of ``input_ids``, ``attention_mask`` and ``labels`` for a causal LM (see the module docstring).
+
+    Text is always packed into blocks; chat and prompt/completion rows are packed only with ``packing``, else
+    cut to ``block_size`` (a cut is logged; a prompt that fills the context is an error). ``max_tokens`` keeps
+    the first rows (blocks) whose tokens fit in it.
+    """
+    if len(dataset) == 0:
+        raise HfCompressError(f"{where} is empty; a causal LM needs at least one row")
+    fmt = detect_format(dataset.column_names, data_format, text_column, messages_column, prompt_column,
+                        completion_column, where)  # fmt: skip
+    if fmt == "messages" and not getattr(tokenizer, "chat_template", None):
+        raise HfCompressError(
+            f"{where} holds chat messages but the tokenizer has no chat template; use an instruct/chat "
+            "tokenizer, set tokenizer.chat_template, or give prompt/completion columns of plain text"
+        )
+    eos = tokenizer.eos_token_id
+
+    def tokenize(batch: dict, indices: list[int]) -> dict:
+        out = {"input_ids": [], "labels": [], "cut": []}
+        for k, row in enumerate(indices):
+            at = f"{where} row {row}"
+            if fmt == "text":
+                ids = tokenizer(batch[text_column][k], add_special_tokens=False)["input_ids"]
+                example, cut = {"input_ids": ids + ([eos] if eos is not None else []), "labels": None}, False
+                example["labels"] = list(example["input_ids"])
+            else:
+                if fmt == "messages":
+                    example = chat_example(tokenizer, batch[messages_column][k], completion_only_loss, at)
+                else:
+                    example = prompt_completion_example(tokenizer, batch[prompt_column][k],
+                                                        batch[completion_column][k], completion_only_loss, at)  # fmt: skip
+                cut = False
+                if not packing:  # a packed row is a window over the stream of rows: nothing to cut
+                    example, cut = _fit(example, block_size, at)
+            out["input_ids"].append(example["input_ids"])
+            out["labels"].append(example["labels"])
+            out["cut"].append(cut)
+        return out
+
+    try:
+        rows = dataset.map(
+            tokenize, batched=True, with_indices=True, num_proc=num_proc, remove_columns=dataset.column_names,
+            desc="Tokenizing",
+        )  # fmt: skip
+    except Exception as err:  # a worker's HfCompressError may arrive wrapped
+        cause = err
+        while cause is not None and not isinstance(cause, HfCompressError):
+            cause = cause.__cause__ or cause.__context__
+        raise (cause or err) from None
+    cut = sum(rows["cut"])
+    if cut:
+        logger.warning("%s: %d of %d rows were longer than block_size %d and were cut", where, cut, len(rows),
+                       block_size)  # fmt: skip
+    rows = rows.remove_columns("cut")
+    if fmt == "text" or packing:
+        # one process: workers would each drop their own remainder, so blocks would depend on num_proc
+        rows = rows.map(_pack, batched=True, batch_size=1000, fn_kwargs={"block_size": block_size}, desc="Packing")
+    else:
+        rows = rows.map(lambda row: {"attention_mask": [1] * len(row["input_ids"])})
+    if max_tokens is not None:
+        lengths = [len(ids) for ids in rows["input_ids"]]
+        total, keep = 0, 0
+        while keep < len(lengths) and total + lengths[keep] <= max_tokens:
+            total += lengths[keep]
+            keep += 1
+        rows = rows.select(range(keep))
+    if len(rows) == 0:
+        raise HfCompressError(
+            f"{where} gives no row of training tokens: fewer tokens than one block of {block_size}, or max_tokens "
+            "too small"
+        )
+    return rows
+
+
+def load_lm_data(
+    name_or_path: str,
+    data_format: str = "auto",
+    text_column: str = "text",
+    messages_column: str = "messages",
+    prompt_column: str = "prompt",
+    completion_column: str = "completion",
+) -> tuple[datasets.DatasetDict, str]:
+    """(the dataset's splits, its format): a Hub id, a local file or folder (JSONL/CSV/parquet/txt), or an
+    offline asset. Every split must hold rows and the columns of one format (read off the train split)."""
+    from .loading import load_raw
+
+    raw, _ = load_raw(name_or_path)
+    for split, dataset in raw.items():
+        if len(dataset) == 0:
+            raise HfCompressError(f"the {split} split of {name_or_path!r} is empty; give it at least one row")
+    first = "train" if "train" in raw else next(iter(raw))
+    fmt = detect_format(raw[first].column_names, data_format, text_column, messages_column, prompt_column,
+                        completion_column, f"{name_or_path!r} ({first})")  # fmt: skip
+    for split, dataset in raw.items():
+        detect_format(dataset.column_names, fmt, text_column, messages_column, prompt_column, completion_column,
+                      f"{name_or_path!r} ({split})")  # fmt: skip
+    return raw, fmt
