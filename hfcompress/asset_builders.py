@@ -3,6 +3,7 @@ texts such as Hamlet), kept with the assets so that ``assets`` imports nothing f
 
 from __future__ import annotations
 
+import re
 import zlib
 from pathlib import Path
 
@@ -65,3 +66,48 @@ def build_single_text_split(source: Path, folder: Path, split: str = "test") -> 
 
     text = source.read_text(encoding="utf-8").strip()
     pd.DataFrame([{"text": text, "title": source.stem}]).to_parquet(folder / f"{split}.parquet")
+
+
+# Instructions of the chat version, taken in turn; the user asks, the assistant continues the passage.
+CONTINUE_INSTRUCTIONS = (
+    "Continue this passage from {title}.",
+    "Write the next sentences of this passage from {title}, in the same style.",
+    "How does this passage from {title} go on? Continue it.",
+)
+TITLES = {"emma": "Emma", "mansfieldpark": "Mansfield Park", "sensesensibility": "Sense and Sensibility",
+          "northangerabbey": "Northanger Abbey", "persuasion": "Persuasion",
+          "prideprejudice": "Pride and Prejudice"}  # fmt: skip
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"']?\s+(?=[\"'A-Z])")
+
+
+def continuation_pairs(text: str, min_words: int = 40, max_words: int = 160) -> list[tuple[str, str]]:
+    """(opening, continuation) of each paragraph of ``min_words``..``max_words`` words with at least two
+    sentences: the first half of its sentences (at least one), and the rest."""
+    pairs = []
+    for paragraph in text.split("\n\n"):
+        words = len(paragraph.split())
+        if not min_words <= words <= max_words or paragraph.upper() == paragraph:
+            continue
+        sentences = [s for s in _SENTENCE_END.split(paragraph) if s.strip()]
+        if len(sentences) < 2:
+            continue
+        half = (len(sentences) + 1) // 2
+        pairs.append((" ".join(sentences[:half]), " ".join(sentences[half:])))
+    return pairs
+
+
+def build_austen_chat(folder: Path) -> None:
+    """The chat version of the Austen splits (``messages``, ``title``): a user turn asks to continue the opening
+    of a paragraph, the assistant turn is Austen's own continuation. Same novels per split as the text."""
+    import pandas as pd
+
+    novels = read_r_lazyload(folder)
+    for split, names in AUSTEN_SPLITS.items():
+        rows = []
+        for name in names:
+            for k, (opening, rest) in enumerate(continuation_pairs(_paragraphs(novels[name]))):
+                instruction = CONTINUE_INSTRUCTIONS[k % len(CONTINUE_INSTRUCTIONS)].format(title=TITLES[name])
+                messages = [{"role": "user", "content": f"{instruction}\n\n{opening}"},
+                            {"role": "assistant", "content": rest}]  # fmt: skip
+                rows.append({"messages": messages, "title": name})
+        pd.DataFrame(rows).to_parquet(folder / f"{split}.parquet")

@@ -159,6 +159,12 @@ def _prepare_austen(folder: Path) -> None:
     build_austen_splits(folder)
 
 
+def _prepare_austen_chat(folder: Path) -> None:
+    from .asset_builders import build_austen_chat
+
+    build_austen_chat(folder)
+
+
 def _prepare_hamlet(folder: Path) -> None:
     from .asset_builders import build_single_text_split
 
@@ -255,6 +261,21 @@ ASSETS: dict[str, Asset] = {
             description="Jane Austen's six novels (public domain), split by novel: Emma, Mansfield Park, Sense "
             "and Sensibility, Northanger Abbey train; Persuasion validation; Pride and Prejudice test",
             prepare=_prepare_austen,
+            source="debian",
+        ),
+        Asset(
+            name="austen_chat",
+            kind="data",
+            requirement="r-cran-janeaustenr=1.0.0-1",
+            member_prefix="usr/lib/R/site-library/janeaustenr/data/",
+            sha256={
+                "Rdata.rdb": "8fb5198960d0da724b1562f96e4221e5c1b41ff455000280b02c55980c3d8f21",
+                "Rdata.rds": "030c74818c79cfd1bbff2f1b75d4fdecd285c95594f02d623361f8e66d5be9d0",
+                "Rdata.rdx": "cab8cbe4ce965d3b42b35c03383bafccc0eb78151f70e4748ead45270470c22f",
+            },
+            description="Chat version of the Austen novels (messages): the user asks to continue the opening of a "
+            "paragraph, the assistant answers with Austen's own continuation; split by novel as austen_novels",
+            prepare=_prepare_austen_chat,
             source="debian",
         ),
         Asset(

@@ -265,16 +265,49 @@ class AugmentRunArguments:
 # -- causal language models (recipes/distill_llm.py) --------------------------------------------------------
 @dataclass
 class LMDataArguments:
-    """Text for a causal LM: documents by split, cut into token blocks for training."""
+    """Data for a causal LM: plain text cut into token blocks, chat messages, or prompt/completion pairs."""
 
     dataset_name: str = field(
         default="austen_novels",
         metadata={
-            "help": "Text with train/validation/test splits: Hub dataset id, local .txt (one file, one document) "
+            "help": "Data with train/validation/test splits: Hub dataset id, local .txt (one file, one document) "
             "/ .jsonl / CSV / parquet file or folder (train*, validation*, test*), or offline asset name."
         },
     )
+    data_format: str = field(
+        default="auto",
+        metadata={
+            "help": "'text' (a text column, cut into blocks), 'messages' (chat, rendered with the tokenizer's "
+            "chat template), 'prompt_completion', or 'auto' (read off the columns)."
+        },
+    )
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    messages_column: str = field(
+        default="messages", metadata={"help": "Column holding chat turns: lists of {role, content}."}
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompts."})
+    completion_column: str = field(default="completion", metadata={"help": "Column holding the completions."})
+    completion_only_loss: bool = field(
+        default=True,
+        metadata={
+            "help": "Chat and prompt/completion data: only assistant/completion tokens count in the LM and KD "
+            "terms (and in completion perplexity); false counts every token."
+        },
+    )
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Chat and prompt/completion data: concatenate rows into block_size blocks instead of one "
+            "padded row each (text is always packed)."
+        },
+    )
+    num_proc: Optional[int] = field(
+        default=None, metadata={"help": "Worker processes of the tokenization (datasets.map); None: one."}
+    )
+    max_train_samples: Optional[int] = field(
+        default=None,
+        metadata={"help": "Use the first N rows of the training split (None: all), before tokenization."},
+    )
     ood_dataset_name: Optional[str] = field(
         default="hamlet",
         metadata={"help": "Out-of-domain text whose test split is also evaluated (None: skip)."},
@@ -294,8 +327,14 @@ class LMDataArguments:
     )
 
     def __post_init__(self):
+        from .data.lm_examples import LM_FORMATS
+
+        check_choice("data_format", self.data_format, LM_FORMATS)
         if self.block_size <= 0:
             raise HfCompressError(f"block_size must be > 0, got {self.block_size}")
+        for name in ("num_proc", "max_train_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise HfCompressError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
         if not 0 < self.eval_stride <= self.block_size:
             raise HfCompressError(
                 f"eval_stride must be in (0, block_size={self.block_size}], got {self.eval_stride}"
@@ -328,6 +367,38 @@ class DistillLLMRecipeArguments(TeacherRecipeArguments):
     teacher_learning_rate: float = field(
         default=5e-5, metadata={"help": "Learning rate of teacher adaptation."}
     )
+    torch_dtype: str = field(
+        default="float32",
+        metadata={
+            "help": "dtype teacher and student load in: 'auto' (the checkpoint's, bf16 for most Hub LMs), "
+            "'bfloat16', 'float16' or 'float32' (trained weights are best kept in float32; use bf16: true)."
+        },
+    )
+    attn_implementation: Optional[str] = field(
+        default=None,
+        metadata={"help": "'eager', 'sdpa', 'flash_attention_2', ... for both models (None: transformers' choice)."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run a Hub repository's own modelling code (only for models you trust)."},
+    )
+    teacher_lora_r: int = field(
+        default=0,
+        metadata={
+            "help": "Adapt the teacher with LoRA adapters of this rank (peft), merged afterwards; 0: full fine-tune."
+        },
+    )
+    sequence_kd: bool = field(
+        default=False,
+        metadata={
+            "help": "Sequence-level KD (Kim & Rush 2016), chat or prompt/completion data: the adapted teacher "
+            "answers the training prompts once (greedy, cached in <output_dir>) and the student learns from "
+            "those answers."
+        },
+    )
+    sequence_kd_max_new_tokens: int = field(
+        default=96, metadata={"help": "Longest teacher answer, in tokens (sequence_kd)."}
+    )
     student_model_name_or_path: Optional[str] = field(
         default=None,
         metadata={
@@ -353,6 +424,11 @@ class DistillLLMRecipeArguments(TeacherRecipeArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("generate_tokens", "prompt_batch_size", "speed_runs"):
+        from .modeling import TORCH_DTYPES
+
+        check_choice("torch_dtype", self.torch_dtype, TORCH_DTYPES)
+        if self.teacher_lora_r < 0:
+            raise HfCompressError(f"teacher_lora_r must be >= 0 (0: full fine-tune), got {self.teacher_lora_r}")
+        for name in ("generate_tokens", "prompt_batch_size", "speed_runs", "sequence_kd_max_new_tokens"):
             if getattr(self, name) < 1:
                 raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")

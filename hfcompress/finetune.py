@@ -27,7 +27,7 @@ from .training_args import stage_args
 logger = logging.getLogger(__name__)
 TEACHER_RECORD = "hfcompress_finetune.json"
 
-LORA_TARGETS = r"(query|key|value|dense|q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|qkv_proj|c_attn|c_proj|fc1|fc2)"
+LORA_TARGETS = r"(query|key|value|dense|q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj|qkv_proj|gate_up_proj|c_attn|c_proj|fc1|fc2)"
 
 
 @dataclass
@@ -112,13 +112,15 @@ def apply_lora(model, config: FinetuneConfig, task_type: str):
     if not any(re.fullmatch(target, name) for name, _ in model.named_modules()):
         raise HfCompressError(f"lora_target_modules {target!r} matches no module of {type(model).__name__}")
     head = [name for name, _ in model.named_children() if name != model.base_model_prefix]
+    kinds = {"token_classification": TaskType.TOKEN_CLS, "causal_lm": TaskType.CAUSAL_LM}
     lora = LoraConfig(
-        task_type=TaskType.TOKEN_CLS if task_type == "token_classification" else TaskType.SEQ_CLS,
+        task_type=kinds.get(task_type, TaskType.SEQ_CLS),
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=target,
-        modules_to_save=[h for h in head if h not in ("dropout",)],
+        # a classifier's new head trains in full; a causal LM's head (often tied to the embeddings) stays
+        modules_to_save=None if task_type == "causal_lm" else [h for h in head if h not in ("dropout",)],
     )
     return get_peft_model(model, lora)
 
@@ -250,6 +252,7 @@ def ensure_finetuned_teacher(
     record: dict,
     compute_metrics=None,
     task_type: str = "single_label_classification",
+    config: FinetuneConfig | None = None,
 ):
     """A teacher fine-tuned on the task: as given, reloaded from an earlier run, or trained now.
 
@@ -271,15 +274,22 @@ def ensure_finetuned_teacher(
         return reloaded, teacher_dir
     logger.info("Fine-tuning the teacher on the task (%s epochs)", record.get("epochs"))
     trainer = finetune(
-        teacher, tokenizer, tokenized["train"], tokenized["validation"], args, None, compute_metrics,
+        teacher, tokenizer, tokenized["train"], tokenized["validation"], args, config, compute_metrics,
         task_type=task_type,
     )  # fmt: skip
+    model = trainer.model
+    if hasattr(model, "peft_config"):  # LoRA: the teacher is the base with the adapters merged in
+        model = merge_adapter(model)
     if trainer.is_world_process_zero():
         if teacher_dir.exists():
             shutil.rmtree(teacher_dir)
-        trainer.save_model(str(teacher_dir))
+        if model is trainer.model:
+            trainer.save_model(str(teacher_dir))
+        else:
+            model.save_pretrained(teacher_dir)
+            tokenizer.save_pretrained(teacher_dir)
         write_text_atomic(record_path, json.dumps(record, indent=2, sort_keys=True))
-    return trainer.model, teacher_dir
+    return model, teacher_dir
 
 
 def finetuned_teacher(

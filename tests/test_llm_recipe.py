@@ -4,29 +4,51 @@ import json
 import re
 
 import pytest
-from conftest import load_recipe, make_llama, make_tokenizer
-from transformers import AutoModelForCausalLM
+from conftest import load_recipe, make_bpe_tokenizer, make_llama
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress import HfCompressError
+from hfcompress.evaluation.lm import rows_perplexity, strided_perplexity
 
 TEXT = "the film was great and the story was fun but the acting was bad and the music was dull " * 12
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    """A tiny 'pretrained' Llama with a tokenizer, a student whose vocabulary lacks tokenizer ids (another
-    vocabulary, not padding rows), and .txt folders."""
+    """A tiny 'pretrained' Llama with a byte-level BPE tokenizer (chat template, pad token), a student whose
+    vocabulary lacks tokenizer ids (another vocabulary, not padding rows), .txt folders and a chat folder."""
     root = tmp_path_factory.mktemp("llm_assets")
-    tokenizer = make_tokenizer(root)
+    tokenizer = make_bpe_tokenizer(root / "bpe")
     make_llama(num_layers=4, vocab_size=len(tokenizer)).save_pretrained(root / "teacher")
     tokenizer.save_pretrained(root / "teacher")
     make_llama(num_layers=2, vocab_size=len(tokenizer) - 10).save_pretrained(root / "other_vocab")
+    make_llama(num_layers=2, vocab_size=len(tokenizer)).save_pretrained(root / "other_tokens")
+    import conftest  # the same size, other tokens: a tokenizer trained on upper-case text
+
+    corpus = list(conftest.BPE_CORPUS)
+    conftest.BPE_CORPUS[:] = [t.upper() for t in corpus]
+    try:
+        make_bpe_tokenizer(root / "other_tokens")
+    finally:
+        conftest.BPE_CORPUS[:] = corpus
     text = root / "text"
     text.mkdir()
     for split in ("train", "validation", "test"):
         (text / f"{split}.txt").write_text(TEXT)
     (root / "ood").mkdir()
     (root / "ood" / "test.txt").write_text(TEXT[::-1])
+    chat = root / "chat"
+    chat.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [{"messages": [{"role": "user", "content": f"Continue: {TEXT[i:i + 40]}"},
+                              {"role": "assistant", "content": TEXT[i + 40:i + 70]}]} for i in range(0, 240, 20)]  # fmt: skip
+        (chat / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    broken = root / "broken_chat"
+    broken.mkdir()
+    for split in ("train", "validation", "test"):
+        rows = [{"messages": [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hi."}]},
+                {"messages": [{"role": "user", "content": "No answer"}]}]  # fmt: skip
+        (broken / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     return root
 
 
@@ -48,11 +70,14 @@ def test_prune_in_two_rounds_distil_measure_and_share(assets, tmp_path):
     assert [len(r["layers"]) for r in report["pruned"]] == [1, 1]  # 4 -> 3 -> 2 layers, distilled between
     teacher, student = report["results"]
     assert student["parameters"] < teacher["parameters"]
-    for key in ("validation_perplexity", "test_perplexity", "test_bits_per_byte", "ood_perplexity",
-                "generate_tokens_per_s_b1", "prompt_tokens_per_s"):  # fmt: skip
-        assert student[key] > 0 and teacher[key] > 0
     assert json.loads((out / "report.json").read_text())["student_config"]["num_hidden_layers"] == 2
-    assert AutoModelForCausalLM.from_pretrained(out / "student").config.num_hidden_layers == 2
+    saved = AutoModelForCausalLM.from_pretrained(out / "student")
+    assert saved.config.num_hidden_layers == 2
+    tokenizer = AutoTokenizer.from_pretrained(out / "student")
+    again = strided_perplexity(saved, tokenizer, TEXT, max_length=16, stride=8, max_tokens=64)  # test.txt
+    assert student["test_perplexity"] == pytest.approx(again["perplexity"], rel=1e-5)
+    assert student["test_bits_per_byte"] == pytest.approx(again["bits_per_byte"], rel=1e-5)
+    assert student["generate_tokens_per_s_b1"] > 0 and teacher["prompt_tokens_per_s"] > 0
     (card,) = (tmp_path / "export").glob("*/README.md")
     text = card.read_text()
     assert "test_perplexity" in text and "AutoModelForCausalLM" in text and "generate_tokens_per_s_b1" in text
@@ -72,21 +97,53 @@ def test_width_pruning_and_cached_top_k(assets, tmp_path):
     assert (tmp_path / "w" / "teacher_topk.safetensors").exists()
 
 
+def test_chat_data_with_sequence_kd_and_a_lora_teacher(assets, tmp_path):
+    out = tmp_path / "chat"
+    report = load_recipe("distill_llm").main(
+        args(assets, out, "--dataset_name", str(assets / "chat"), "--block_size", "64", "--max_eval_tokens",
+             "null", "--sequence_kd", "true", "--sequence_kd_max_new_tokens", "6", "--teacher_lora_r", "4",
+             "--eval_stride", "32")
+    )  # fmt: skip
+    assert report["data_format"] == "messages"
+    (answers_file,) = (out / "teacher_answers").glob("teacher_answers-*.json")
+    answers = json.loads(answers_file.read_text())["answers"]
+    assert len(answers) == 12
+    record = json.loads((out / "teacher" / "hfcompress_finetune.json").read_text())
+    assert record["lora_r"] == 4 and not (out / "teacher" / "adapter_config.json").exists()  # merged
+    teacher, student = report["results"]
+    saved = AutoModelForCausalLM.from_pretrained(out / "student")
+    tokenizer = AutoTokenizer.from_pretrained(out / "student")
+    from hfcompress.data.lm_examples import lm_examples, load_lm_data
+
+    raw, _ = load_lm_data(str(assets / "chat"))
+    test_rows = lm_examples(raw["test"], tokenizer, 64)
+    again = rows_perplexity(saved, test_rows, tokenizer)
+    assert student["test_perplexity"] == pytest.approx(again["perplexity"], rel=1e-5)
+    assert student["test_tokens"] == again["tokens"] == sum(
+        sum(1 for t in r[1:] if t != -100) for r in test_rows["labels"]
+    )  # only assistant tokens are scored
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
         (["--dataset_name", "MISSING"], "not found"),
-        (["--text_column", "body"], "has no text column 'body'"),
+        (["--text_column", "body"], "has none of the columns a causal LM reads: 'body' \\(plain text\\)"),
+        (["--dataset_name", "BROKEN", "--block_size", "64"], "row 1: the conversation has no assistant turn"),
+        (["--dataset_name", "CHAT", "--block_size", "8", "--max_eval_tokens", "null"], "the prompt is \\d+ tokens"),
+        (["--torch_dtype", "float64"], "torch_dtype must be one of auto"),
         (["--block_size", "512", "--max_eval_tokens", "1024"], "longer than the model's 256 positions"),
         (["--block_size", "0"], "block_size must be > 0"),
         (["--student_model_name_or_path", "OTHER"], "cross-tokenizer LM distillation is not supported"),
+        (["--student_model_name_or_path", "TOKENS"], "tokenizers differ.*cross-tokenizer"),
         (["--prune_heads_fraction", "0.75"], "would remove all 2 KV groups"),
         (["--divergence", "kl"], "divergence must be one of forward_kl"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(assets, tmp_path, extra, message):
-    extra = [str(assets / "other_vocab") if x == "OTHER" else str(tmp_path / "nope") if x == "MISSING" else x
-             for x in extra]  # fmt: skip
+    names = {"OTHER": assets / "other_vocab", "MISSING": tmp_path / "nope", "BROKEN": assets / "broken_chat",
+             "CHAT": assets / "chat", "TOKENS": assets / "other_tokens"}  # fmt: skip
+    extra = [str(names.get(x, x)) for x in extra]
     with pytest.raises(HfCompressError, match=message):
         load_recipe("distill_llm").main(args(assets, tmp_path / "out", *extra))
     assert not (tmp_path / "out").exists()

@@ -254,3 +254,33 @@ def load_lm_data(
         detect_format(dataset.column_names, fmt, text_column, messages_column, prompt_column, completion_column,
                       f"{name_or_path!r} ({split})")  # fmt: skip
     return raw, fmt
+
+
+def lm_columns(data_args) -> dict[str, str]:
+    """The column names an ``LMDataArguments`` gives, by role."""
+    return {
+        "text": data_args.text_column, "messages": data_args.messages_column,
+        "prompt": data_args.prompt_column, "completion": data_args.completion_column,
+    }  # fmt: skip
+
+
+def lm_split_rows(raw: datasets.DatasetDict, fmt: str, tokenizer, data_args, splits=("train", "validation")):
+    """``lm_examples`` of each split with an ``LMDataArguments``' settings: the first ``max_train_samples``
+    training rows and ``max_train_tokens`` training tokens; ``max_eval_tokens`` for the other splits."""
+    columns = lm_columns(data_args)
+    out = {}
+    for split in splits:
+        if split not in raw:
+            raise HfCompressError(f"{data_args.dataset_name!r} has no {split!r} split; it has {', '.join(raw)}")
+        data = raw[split]
+        if split == "train" and data_args.max_train_samples is not None:
+            data = data.select(range(min(data_args.max_train_samples, len(data))))
+        out[split] = lm_examples(
+            data, tokenizer, data_args.block_size, data_format=fmt, packing=data_args.packing,
+            completion_only_loss=data_args.completion_only_loss, text_column=columns["text"],
+            messages_column=columns["messages"], prompt_column=columns["prompt"],
+            completion_column=columns["completion"],
+            max_tokens=data_args.max_train_tokens if split == "train" else data_args.max_eval_tokens,
+            num_proc=data_args.num_proc, where=f"{data_args.dataset_name!r} ({split})",
+        )  # fmt: skip
+    return out

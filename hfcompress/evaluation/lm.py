@@ -87,9 +87,36 @@ def strided_perplexity(
     }
 
 
-def speed_prompts(tokenizer, text: str, batch_size: int = 8, length: int = 256) -> torch.Tensor:
-    """``(batch_size, length)`` consecutive token windows of a text, for the speed measurements."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+@torch.inference_mode()
+def rows_perplexity(model, rows, tokenizer, batch_size: int = 8) -> dict[str, float]:
+    """Perplexity over the label tokens of tokenized rows (``lm_examples``): for chat and prompt/completion
+    data, the completion perplexity (only assistant/completion tokens are labels)."""
+    from ..data import DistillationDataCollator
+
+    device = _device(model)
+    collate = DistillationDataCollator(tokenizer)
+    nll_sum, n_tokens = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        targets = batch["labels"][:, 1:].to(logits.device)
+        nll_sum += float(
+            torch.nn.functional.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                reduction="sum",
+            )
+        )  # fmt: skip
+        n_tokens += int((targets != -100).sum())
+    if n_tokens == 0:
+        raise ValueError("no label tokens to score: every label is -100")
+    return {"perplexity": math.exp(nll_sum / n_tokens), "nll_per_token": nll_sum / n_tokens, "tokens": n_tokens}
+
+
+def speed_prompts(tokenizer, text, batch_size: int = 8, length: int = 256) -> torch.Tensor:
+    """``(batch_size, length)`` consecutive token windows of a text (or of a list of token ids), for the speed
+    measurements."""
+    ids = text if isinstance(text, list) else tokenizer(text, add_special_tokens=False)["input_ids"]
     needed = batch_size * length
     if len(ids) < needed:
         raise ValueError(f"speed prompts need {needed} tokens of text, got {len(ids)}")
@@ -120,26 +147,36 @@ def compare_language_models(
     generate_tokens: int = 32,
     prompt_batch_size: int = 8,
     runs: int = 3,
+    rows: dict | None = None,
 ) -> list[dict]:
     """One row per ``(name, model, folder)``: parameters, size on disk, ``<text>_perplexity`` and
-    ``<text>_bits_per_byte`` for each named text, and speeds measured with the models taking turns (one warm-up
-    each, then ``runs`` rounds; medians), so noise on a shared machine hits them alike."""
+    ``<text>_bits_per_byte`` for each named text (strided windows), ``<split>_perplexity`` for each named set of
+    tokenized ``rows`` (completion perplexity of chat or prompt/completion data), and speeds measured with the
+    models taking turns (one warm-up each, then ``runs`` rounds; medians), so noise on a shared machine hits
+    them alike. Speed prompts come from the test text, else from the rows' tokens."""
     from ..modeling import count_parameters
     from .measure import size_on_disk
 
-    rows = []
+    rows = rows or {}
+    results = []
     for name, model, folder in entries:
         row = {"model": name, "parameters": count_parameters(model), "size_mb": size_on_disk(folder) / 1e6}
         for split, text in texts.items():
             result = strided_perplexity(model, tokenizer, text, window, stride, max_tokens)
             row |= {f"{split}_{k}": result[k] for k in ("perplexity", "bits_per_byte", "tokens")}
-        rows.append(row)
-    speed_text = texts.get("test") or next(iter(texts.values()))
-    speeds = interleaved_speeds([m for _, m, _ in entries], tokenizer, speed_text, window, generate_tokens,
+        for split, examples in rows.items():
+            result = rows_perplexity(model, examples, tokenizer)
+            row |= {f"{split}_{k}": result[k] for k in ("perplexity", "tokens")}
+        results.append(row)
+    if texts:
+        speed_source = texts.get("test") or next(iter(texts.values()))
+    else:
+        speed_source = [t for examples in rows.values() for r in examples["input_ids"] for t in r]
+    speeds = interleaved_speeds([m for _, m, _ in entries], tokenizer, speed_source, window, generate_tokens,
                                 prompt_batch_size, runs)  # fmt: skip
-    for row, speed in zip(rows, speeds):
+    for row, speed in zip(results, speeds):
         row |= speed
-    return rows
+    return results
 
 
 def generation_call(model, prompt: torch.Tensor, new_tokens: int, pad_token_id: int | None):
@@ -164,7 +201,7 @@ def interleaved_speeds(
     runs: int = 3,
 ) -> list[dict]:
     """Greedy tokens/s at batch 1 (a 32-token prompt) and prompt tokens/s at ``prompt_batch_size`` x ``window``,
-    the models taking turns: one warm-up each, then ``runs`` rounds; medians."""
+    the models taking turns: one warm-up each, then ``runs`` rounds; medians. ``text`` may be token ids."""
     prompts = speed_prompts(tokenizer, text, prompt_batch_size, window)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     calls = []

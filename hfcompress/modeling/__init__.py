@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import HfCompressError
-from .families import FAMILIES, DecoderFamily, decoder_family, logit_transform, model_type
+from .families import FAMILIES, DecoderFamily, decoder_family, logit_transform, model_type  # noqa: F401 (re-exported)
 
 # -- the layer list -----------------------------------------------------------------------------------------
 
@@ -218,6 +218,53 @@ def load_tokenizer(name_or_path: str):
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise _not_found(name_or_path, err) from None
+
+
+TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: str = "float32",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """``AutoModelForCausalLM`` for a Hub id, a local folder or an offline asset.
+
+    ``dtype``: 'auto' keeps the checkpoint's (bf16 for most Hub LMs), else one of ``TORCH_DTYPES``;
+    ``attn_implementation``: 'eager', 'sdpa', 'flash_attention_2', ... (None: transformers' choice);
+    ``trust_remote_code`` runs the repository's own modelling code, so it is off unless asked.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..assets import resolve_model
+    from ..errors import check_choice
+
+    check_choice("torch_dtype", dtype, TORCH_DTYPES)
+    kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype), "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    path = resolve_model(name_or_path)
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as err:
+        raise _not_found(name_or_path, err) from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def saved_tokenizer(name_or_path: str):
+    """The tokenizer saved with a model, or None for a local folder that holds none (a Hub id is loaded)."""
+    from pathlib import Path
+
+    from ..assets import resolve_model
+
+    path = Path(resolve_model(name_or_path))
+    if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
+        return None
+    return load_tokenizer(name_or_path)
 
 
 def has_classification_head(config) -> bool:
