@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 assets assets-llm llm-demo demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
+.PHONY: setup setup-v5 assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -37,9 +37,10 @@ $(VENV5)/.installed: pyproject.toml constraints-v5.txt
 assets: setup
 	$(PY) scripts/fetch_assets.py all-MiniLM-L6-v2 rotten_tomatoes_snippets
 
-# the causal-LM assets: SmolLM2-135M-Instruct (GGUF -> safetensors), Jane Austen's novels (Debian), Hamlet
+# the causal-LM assets: SmolLM2-135M-Instruct (GGUF -> safetensors), Jane Austen's novels (Debian) and their
+# chat version, Hamlet
 assets-llm: setup
-	$(PY) scripts/fetch_assets.py SmolLM2-135M-Instruct austen_novels hamlet
+	$(PY) scripts/fetch_assets.py SmolLM2-135M-Instruct austen_novels austen_chat hamlet
 
 llm-demo: assets-llm
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
@@ -75,6 +76,10 @@ bench: assets
 # P1a/P1b through the compress pipeline (about an hour on 2 cores; fine-tunes its own teacher first)
 bench-compress: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_compress.py
+
+# the chat benchmark: sequence-level + token-level KD vs the LM loss on austen_chat, 3 seeds (~45 min)
+bench-llm-chat: assets-llm
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_llm_chat.py --seeds 42,43,44
 
 # P2: all-mpnet-base-v2 (two tokenizers) into MiniLM students, 3 seeds (fine-tunes MPNet first: ~35 min)
 bench-pair: assets

@@ -316,3 +316,30 @@ def finetuned_teacher(
         teacher_record(recipe, data_args, args),
         compute_metrics,
     )
+
+
+def adapted_causal_teacher(recipe, data_args, args, teacher, tokenizer, rows, out, data_format: str):
+    """The causal LM recipe's teacher stage: the teacher adapted to the training rows with the LM loss, in full or
+    with LoRA (``recipe.teacher_lora_r``, merged), saved in ``<out>/teacher`` and reused by a later run with the
+    same record; as given when ``teacher_finetune`` is 'never'. Returns (model, folder or None)."""
+    record = {
+        "base": recipe.teacher_model_name_or_path, "dataset": data_args.dataset_name,
+        "block_size": data_args.block_size, "max_train_tokens": data_args.max_train_tokens,
+        "epochs": recipe.teacher_num_train_epochs, "learning_rate": recipe.teacher_learning_rate,
+        "batch_size": args.per_device_train_batch_size, "seed": args.seed, "data_format": data_format,
+        "max_train_samples": data_args.max_train_samples, "lora_r": recipe.teacher_lora_r,
+        "completion_only_loss": data_args.completion_only_loss, "torch_dtype": recipe.torch_dtype,
+    }  # fmt: skip
+    teacher_args = stage_args(
+        args, output_dir=Path(out) / "teacher_checkpoints", num_train_epochs=recipe.teacher_num_train_epochs,
+        max_steps=-1, learning_rate=recipe.teacher_learning_rate, eval_strategy="no", save_strategy="no",
+    )  # fmt: skip
+    lora = None
+    if recipe.teacher_lora_r:
+        r = recipe.teacher_lora_r
+        lora = FinetuneConfig(use_lora=True, lora_r=r, lora_alpha=2 * r, lora_dropout=0.0)
+    return ensure_finetuned_teacher(
+        teacher, False, recipe.teacher_finetune, tokenizer, rows, teacher_args, Path(out) / "teacher", record,
+        task_type="causal_lm", config=lora,
+    )  # fmt: skip
+

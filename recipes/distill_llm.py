@@ -28,12 +28,12 @@ from hfcompress import DistillationConfig, DistillationTrainer, create_student_f
 from hfcompress.assets import find_asset, resolve_model
 from hfcompress.configs import DistillLLMRecipeArguments, LMDataArguments
 from hfcompress.data.causal_lm import check_block_size, ensure_pad_token, load_lm_texts, split_text
-from hfcompress.data.lm_examples import lm_columns, lm_split_rows, load_lm_data
+from hfcompress.data.lm_examples import first_training_rows, lm_columns, lm_split_rows, load_lm_data
 from hfcompress.distillation.causal import common_vocab_size
 from hfcompress.distillation.sequence import teacher_answers
 from hfcompress.evaluation import markdown_table
 from hfcompress.evaluation.lm import compare_language_models
-from hfcompress.finetune import FinetuneConfig, ensure_finetuned_teacher
+from hfcompress.finetune import adapted_causal_teacher
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import load_causal_lm, load_tokenizer, saved_tokenizer
 from hfcompress.pruning import StructuredPruningConfig
@@ -79,30 +79,14 @@ def main(argv=None) -> dict | None:
     splits = ("validation", "test")  # text is measured with strided windows, other data on its rows
     rows = lm_split_rows(raw, fmt, tokenizer, data_args, ("train", *(splits if fmt != "text" else splits[:1])))
 
-    # 2. Teacher: adapted to the training text with the LM loss, unless teacher_finetune is 'never'.
-    record = {
-        "base": recipe.teacher_model_name_or_path, "dataset": data_args.dataset_name,
-        "block_size": data_args.block_size, "max_train_tokens": data_args.max_train_tokens,
-        "epochs": recipe.teacher_num_train_epochs, "learning_rate": recipe.teacher_learning_rate,
-        "batch_size": args.per_device_train_batch_size, "seed": args.seed, "data_format": fmt,
-        "max_train_samples": data_args.max_train_samples, "lora_r": recipe.teacher_lora_r,
-        "completion_only_loss": data_args.completion_only_loss, "torch_dtype": recipe.torch_dtype,
-    }  # fmt: skip
-    teacher_args = stage_args(
-        args, output_dir=out / "teacher_checkpoints", num_train_epochs=recipe.teacher_num_train_epochs,
-        max_steps=-1, learning_rate=recipe.teacher_learning_rate, eval_strategy="no", save_strategy="no",
-    )  # fmt: skip
-    lora = FinetuneConfig(use_lora=True, lora_r=recipe.teacher_lora_r, lora_alpha=2 * recipe.teacher_lora_r,
-                          lora_dropout=0.0) if recipe.teacher_lora_r else None  # fmt: skip
-    teacher, teacher_dir = ensure_finetuned_teacher(
-        teacher, False, recipe.teacher_finetune, tokenizer, rows, teacher_args, out / "teacher", record,
-        task_type="causal_lm", config=lora,
-    )  # fmt: skip
+    # 2. Teacher: adapted to the training data with the LM loss (full or LoRA), unless teacher_finetune is 'never'.
+    teacher, teacher_dir = adapted_causal_teacher(recipe, data_args, args, teacher, tokenizer, rows, out, fmt)
     if recipe.sequence_kd:  # the student learns from the teacher's own answers to the training prompts
         with args.main_process_first(desc="teacher answers"):
-            first = raw["train"].select(range(min(data_args.max_train_samples or len(raw["train"]), len(raw["train"]))))
-            answered = teacher_answers(teacher, tokenizer, first, fmt, lm_columns(data_args), out / "teacher_answers",
-                                       recipe.sequence_kd_max_new_tokens, args.per_device_eval_batch_size)  # fmt: skip
+            answered = teacher_answers(
+                teacher, tokenizer, first_training_rows(raw, data_args), fmt, lm_columns(data_args),
+                out / "teacher_answers", recipe.sequence_kd_max_new_tokens, args.per_device_eval_batch_size,
+            )  # fmt: skip
         rows["train"] = lm_split_rows({"train": answered}, fmt, tokenizer, data_args, ("train",))["train"]
 
     # 3. Student: pruned from the teacher (in rounds of prune -> distil), cut from its layers, or given.
@@ -121,19 +105,12 @@ def main(argv=None) -> dict | None:
     pruned = []
     if student is None and targets:
         student = create_student_from_teacher(teacher, list(range(teacher.config.num_hidden_layers)))
-        batches = calibration_batches(
-            rows["train"],
-            tokenizer,
-            args.per_device_train_batch_size,
-            pruning.calibration_batches,
-            args.seed,
-        )
+        batches = calibration_batches(rows["train"], tokenizer, args.per_device_train_batch_size,
+                                      pruning.calibration_batches, args.seed)  # fmt: skip
         for k, target in enumerate(targets):
             student, removed = structured_prune(student, target, pruning, batches)
             pruned.append(removed)
-            if (
-                k < len(targets) - 1
-            ):  # Minitron: recover between cuts; the last round is the main distillation
+            if k < len(targets) - 1:  # Minitron: recover between cuts; the last round is the main distillation
                 student = distil(student, out / f"round{k + 1}", 1.0 / len(targets))[0].model
     student = student or create_student_from_teacher(teacher, recipe.student_layers)
     trainer, train_result = distil(student)

@@ -264,6 +264,13 @@ def lm_columns(data_args) -> dict[str, str]:
     }  # fmt: skip
 
 
+def first_training_rows(raw: datasets.DatasetDict, data_args) -> datasets.Dataset:
+    """The training split's first ``max_train_samples`` rows (all when unset), before tokenization."""
+    train = raw["train"]
+    limit = data_args.max_train_samples
+    return train if limit is None else train.select(range(min(limit, len(train))))
+
+
 def lm_split_rows(raw: datasets.DatasetDict, fmt: str, tokenizer, data_args, splits=("train", "validation")):
     """``lm_examples`` of each split with an ``LMDataArguments``' settings: the first ``max_train_samples``
     training rows and ``max_train_tokens`` training tokens; ``max_eval_tokens`` for the other splits."""
@@ -272,9 +279,7 @@ def lm_split_rows(raw: datasets.DatasetDict, fmt: str, tokenizer, data_args, spl
     for split in splits:
         if split not in raw:
             raise HfCompressError(f"{data_args.dataset_name!r} has no {split!r} split; it has {', '.join(raw)}")
-        data = raw[split]
-        if split == "train" and data_args.max_train_samples is not None:
-            data = data.select(range(min(data_args.max_train_samples, len(data))))
+        data = first_training_rows(raw, data_args) if split == "train" else raw[split]
         out[split] = lm_examples(
             data, tokenizer, data_args.block_size, data_format=fmt, packing=data_args.packing,
             completion_only_loss=data_args.completion_only_loss, text_column=columns["text"],
