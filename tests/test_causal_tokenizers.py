@@ -159,3 +159,36 @@ def test_bits_per_byte_by_hand(stride):
     assert result["bits_per_byte"] == pytest.approx(nll / math.log(2) / n_bytes, rel=1e-5)
     if stride == window:  # the first token of each window has no context: neither it nor its bytes count
         assert len(scored) == len(text) - math.ceil(len(text) / window)
+
+
+def test_load_causal_lm_takes_dtype_attention_and_remote_code_only_when_asked(tmp_path, monkeypatch):
+    from hfcompress.modeling import load_causal_lm
+
+    make_decoder("qwen3", num_layers=2).save_pretrained(tmp_path / "m")
+    model = load_causal_lm(str(tmp_path / "m"), "bfloat16", "eager")
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.config._attn_implementation == "eager"
+    assert next(load_causal_lm(str(tmp_path / "m")).parameters()).dtype == torch.float32
+    with pytest.raises(HfCompressError, match="torch_dtype must be one of auto, bfloat16, float16, float32"):
+        load_causal_lm(str(tmp_path / "m"), "float64")
+    # the repository's own modelling code runs only when asked: the flag reaches from_pretrained as given
+    import transformers
+
+    seen = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: seen.append(k["trust_remote_code"]) or original(*a, **k))  # fmt: skip
+    load_causal_lm(str(tmp_path / "m"))
+    load_causal_lm(str(tmp_path / "m"), trust_remote_code=True)
+    assert seen == [False, True]
+
+
+def test_assets_import_nothing_from_data():
+    """assets -> data/causal_lm -> data/loading -> assets was a cycle: the builders now live beside the assets."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "hfcompress"
+    for name in ("assets.py", "asset_builders.py"):
+        tree = ast.parse((root / name).read_text())
+        modules = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [m for m in modules if "data" in m.split(".")], (name, modules)
