@@ -175,6 +175,18 @@ def _prepare_rotten_tomatoes(folder: Path) -> None:
     build_rotten_tomatoes_splits(folder / "rotten_tomatoes_corpus_full.csv.bz2", folder)
 
 
+# Debian's janeaustenr data, the source of both Austen assets (the text and its chat version)
+_JANEAUSTENR = dict(
+    requirement="r-cran-janeaustenr=1.0.0-1",
+    member_prefix="usr/lib/R/site-library/janeaustenr/data/",
+    sha256={
+        "Rdata.rdb": "8fb5198960d0da724b1562f96e4221e5c1b41ff455000280b02c55980c3d8f21",
+        "Rdata.rds": "030c74818c79cfd1bbff2f1b75d4fdecd285c95594f02d623361f8e66d5be9d0",
+        "Rdata.rdx": "cab8cbe4ce965d3b42b35c03383bafccc0eb78151f70e4748ead45270470c22f",
+    },
+    source="debian",
+)
+
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
@@ -251,32 +263,18 @@ ASSETS: dict[str, Asset] = {
         Asset(
             name="austen_novels",
             kind="data",
-            requirement="r-cran-janeaustenr=1.0.0-1",
-            member_prefix="usr/lib/R/site-library/janeaustenr/data/",
-            sha256={
-                "Rdata.rdb": "8fb5198960d0da724b1562f96e4221e5c1b41ff455000280b02c55980c3d8f21",
-                "Rdata.rds": "030c74818c79cfd1bbff2f1b75d4fdecd285c95594f02d623361f8e66d5be9d0",
-                "Rdata.rdx": "cab8cbe4ce965d3b42b35c03383bafccc0eb78151f70e4748ead45270470c22f",
-            },
+            **_JANEAUSTENR,
             description="Jane Austen's six novels (public domain), split by novel: Emma, Mansfield Park, Sense "
             "and Sensibility, Northanger Abbey train; Persuasion validation; Pride and Prejudice test",
             prepare=_prepare_austen,
-            source="debian",
         ),
         Asset(
             name="austen_chat",
             kind="data",
-            requirement="r-cran-janeaustenr=1.0.0-1",
-            member_prefix="usr/lib/R/site-library/janeaustenr/data/",
-            sha256={
-                "Rdata.rdb": "8fb5198960d0da724b1562f96e4221e5c1b41ff455000280b02c55980c3d8f21",
-                "Rdata.rds": "030c74818c79cfd1bbff2f1b75d4fdecd285c95594f02d623361f8e66d5be9d0",
-                "Rdata.rdx": "cab8cbe4ce965d3b42b35c03383bafccc0eb78151f70e4748ead45270470c22f",
-            },
+            **_JANEAUSTENR,
             description="Chat version of the Austen novels (messages): the user asks to continue the opening of a "
             "paragraph, the assistant answers with Austen's own continuation; split by novel as austen_novels",
             prepare=_prepare_austen_chat,
-            source="debian",
         ),
         Asset(
             name="hamlet",

@@ -72,3 +72,16 @@ def test_strided_perplexity_scores_every_token_once(tmp_path):
     assert math.isclose(one_window["perplexity"], math.exp(float(loss)), rel_tol=1e-5)
     assert one_window["bits_per_byte"] == pytest.approx(float(loss) * 99 / math.log(2) / one_window["bytes"])
     assert speed_prompts(tokenizer, text, 2, 8).shape == (2, 8)
+
+
+def test_continuation_pairs_split_a_paragraph_at_a_sentence():
+    from hfcompress.asset_builders import continuation_pairs
+
+    paragraph = ("Emma was rich. " * 5 + '"Indeed!" said she. ' + "Anne was not rich at all, and knew it. " * 4).strip()
+    short = "Too short. Really."
+    heading = "CHAPTER " + "ONE " * 50
+    (pair,) = continuation_pairs("\n\n".join([paragraph, short, heading]), min_words=20)
+    opening, rest = pair
+    assert opening + " " + rest == paragraph
+    assert opening.count(".") + opening.count("!") == 5  # the first half of ten sentences
+    assert rest.startswith('"Indeed!" said she.')
