@@ -156,6 +156,7 @@ def main() -> None:
             for split in ("validation", "test")}  # fmt: skip
     settings["train_tokens"] = sum(len(r) for r in train["input_ids"])
     data["settings"], data["machine"] = settings, machine()
+    data["command"] = "python scripts/bench_llm_chat.py " + " ".join(sys.argv[1:])
     data["example_answer"] = {"prompt": answered[0]["messages"][-2]["content"][:300],
                               "teacher": answered[0]["messages"][-1]["content"]}  # fmt: skip
 

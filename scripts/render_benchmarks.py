@@ -492,6 +492,36 @@ def llm_onpolicy(relative: str) -> str:
     return text + f"\n{threads_line(data)}\n\n`{data['command']}`\n"
 
 
+def llm_chat(relative: str) -> str:
+    data = load(relative)
+    two = lambda v: f"{v:.2f}"  # noqa: E731
+    rows = [{"model": name, "seed": "-", **row} for name, row in data["references"].items()]
+    rows += [{"model": key.split("/")[0], "seed": key.split("/")[1], **row} for key, row in sorted(data["runs"].items())]
+    text = table(
+        rows,
+        [("model", "model / arm", fmt), ("seed", "seed", fmt), ("parameters", "parameters", lambda v: "-" if v is None else f"{v / 1e6:.1f}M"),
+         ("validation_perplexity", "val completion ppl", two), ("test_perplexity", "test completion ppl", two),
+         ("train_seconds", "train s", lambda v: "-" if v is None else f"{v:.0f}")],
+    )  # fmt: skip
+    s, summary = data["settings"], data["summary"]
+    seeds = sorted({key.split("/")[1] for key in data["runs"]})
+    text += (
+        f"\nSettings: the first {s['train_rows']} training prompts answered by the teacher (greedy, at most "
+        f"{s['max_new_tokens']} new tokens; {s['train_tokens']:,} tokens with the chat template), batch {s['batch']}, "
+        f"learning rate {s['lr']}, one epoch, the same steps in every arm; validation and test rows up to "
+        f"{s['eval_tokens']:,} tokens each ({data['references']['teacher']['test_tokens']:,} completion tokens "
+        f"scored on test). {threads_line(data)}"
+    )
+    text += f"\nTarget ({summary['target']}): **{'met' if summary['target_met'] else 'not met'}**.\n\n"
+    for seed, value in summary["kd_vs_lm_reduction"].items():
+        text += f"- seed {seed}: kd is {value['test']:.1%} lower than lm on test ({value['validation']:.1%} on validation)\n"
+    command = data.get("command") or (
+        f"python scripts/bench_llm_chat.py --seeds {','.join(seeds)} --train_rows {s['train_rows']} "
+        f"--eval_tokens {s['eval_tokens']} --max_new_tokens {s['max_new_tokens']}"
+    )
+    return text + f"\n`{command}`\n"
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -514,6 +544,7 @@ BLOCKS = {
     "llm-recover": lambda: llm_recover("llm/recover.json"),
     "llm-quantize": lambda: llm_quantize("llm/quantize.json"),
     "llm-onpolicy": lambda: llm_onpolicy("llm/onpolicy.json"),
+    "llm-chat": lambda: llm_chat("llm_chat/chat.json"),
 }
 
 

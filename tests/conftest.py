@@ -135,8 +135,9 @@ def load_recipe(name: str):
     return module
 
 
-def make_llama(num_layers=4, hidden=32, heads=4, kv_heads=2, vocab_size=128, intermediate=64, seed=0):
-    """A tiny random Llama causal LM (tied embeddings, as SmolLM2)."""
+def make_llama(num_layers=4, hidden=32, heads=4, kv_heads=2, vocab_size=320, intermediate=64, seed=0):
+    """A tiny random Llama causal LM (tied embeddings, as SmolLM2); 320 ids: the vocabulary of
+    ``make_bpe_tokenizer``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -150,43 +151,24 @@ def make_llama(num_layers=4, hidden=32, heads=4, kv_heads=2, vocab_size=128, int
         num_key_value_heads=kv_heads,
         max_position_embeddings=256,
         tie_word_embeddings=True,
-        bos_token_id=1,
+        bos_token_id=3,
         eos_token_id=2,
-        pad_token_id=2,
+        pad_token_id=4,
     )
     return LlamaForCausalLM(config).eval()
 
 
-def make_lm_blocks(n=16, length=24, vocab_size=128, seed=0):
-    """A datasets.Dataset of token blocks with labels (a causal LM's training rows), no tokenizer needed."""
+def make_lm_blocks(n=16, length=24, vocab_size=320, seed=0):
+    """A datasets.Dataset of token blocks with labels (a causal LM's training rows): random ids past the
+    special tokens of ``make_bpe_tokenizer``."""
     import datasets
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab_size, (n, length), generator=generator).tolist()
+    ids = torch.randint(5, vocab_size, (n, length), generator=generator).tolist()
     return datasets.Dataset.from_dict(
         {"input_ids": ids, "attention_mask": [[1] * length] * n, "labels": [list(r) for r in ids]}
     )
-
-
-class IdsOnly:
-    """Stands in for a tokenizer: pads ids with 2, masks with 0 (the collator only calls ``pad``)."""
-
-    pad_token_id = 2
-
-    def __init__(self, size=128):
-        self.size = size
-
-    def __len__(self):
-        return self.size
-
-    def pad(self, features, padding=True, pad_to_multiple_of=None, return_tensors="pt", padding_side="right"):
-        import torch
-
-        length = max(len(f["input_ids"]) for f in features)
-        ids = [f["input_ids"] + [2] * (length - len(f["input_ids"])) for f in features]
-        mask = [f["attention_mask"] + [0] * (length - len(f["attention_mask"])) for f in features]
-        return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
 
 # -- a real byte-level BPE tokenizer, trained in the test (no downloads) ------------------------------------
@@ -279,3 +261,15 @@ def make_decoder(family, vocab_size=320, num_layers=4, hidden=32, heads=4, kv_he
     )  # fmt: skip
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+
+
+_SHARED_BPE = {}
+
+
+def shared_bpe_tokenizer():
+    """One ``make_bpe_tokenizer()`` per test session (training it takes a fraction of a second, loading more)."""
+    if "tokenizer" not in _SHARED_BPE:
+        import tempfile
+
+        _SHARED_BPE["tokenizer"] = make_bpe_tokenizer(tempfile.mkdtemp(prefix="hfc-bpe-"))
+    return _SHARED_BPE["tokenizer"]

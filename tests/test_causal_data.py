@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_llama, make_tokenizer
+from conftest import make_bpe_tokenizer, make_llama
 
 from hfcompress import HfCompressError
 from hfcompress.asset_builders import _paragraphs
@@ -26,7 +26,7 @@ def txt_folder(tmp_path):
 def test_a_txt_folder_is_one_document_per_file_and_cut_into_blocks(tmp_path):
     raw = load_lm_texts(str(txt_folder(tmp_path)))
     assert {s: len(d) for s, d in raw.items()} == {"train": 1, "validation": 1, "test": 1}
-    tokenizer = make_tokenizer(tmp_path)
+    tokenizer = make_bpe_tokenizer(tmp_path / 'bpe')
     blocks = group_texts(raw["train"], tokenizer, 16)
     n_tokens = len(tokenizer(raw["train"]["text"][0], add_special_tokens=False)["input_ids"])
     assert len(blocks) == n_tokens // 16 and blocks[0]["labels"] == blocks[0]["input_ids"]
@@ -58,7 +58,7 @@ def test_paragraphs_join_wrapped_lines():
 
 
 def test_strided_perplexity_scores_every_token_once(tmp_path):
-    tokenizer = make_tokenizer(tmp_path)
+    tokenizer = make_bpe_tokenizer(tmp_path / 'bpe')
     model = make_llama(vocab_size=len(tokenizer))
     ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"][:100]
     text = tokenizer.decode(ids)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import IdsOnly, make_llama, make_lm_blocks
+from conftest import make_llama, make_lm_blocks, shared_bpe_tokenizer
 from safetensors.torch import load_file
 
 from hfcompress import DistillationConfig, DistillationTrainer, HfCompressError
@@ -28,7 +28,7 @@ def config(tmp_path, **kwargs):
 
 
 def trainer(tmp_path, student=None, teacher=None, data=None, **kwargs):
-    tokenizer = IdsOnly()
+    tokenizer = shared_bpe_tokenizer()
     return DistillationTrainer(
         model=student if student is not None else make_llama(num_layers=2, seed=1),
         teacher_model=teacher if teacher is not None else make_llama(num_layers=4, seed=0),
@@ -40,7 +40,7 @@ def trainer(tmp_path, student=None, teacher=None, data=None, **kwargs):
 
 
 def batch_of(data, n=4):
-    return DistillationDataCollator(IdsOnly())([data[i] for i in range(n)])
+    return DistillationDataCollator(shared_bpe_tokenizer())([data[i] for i in range(n)])
 
 
 # -- pure divergences ---------------------------------------------------------------------------------------
@@ -126,13 +126,13 @@ def test_top_k_cache_with_the_whole_vocabulary_trains_as_the_live_teacher(tmp_pa
         student=make_llama(num_layers=2, seed=1),
         max_steps=3,
         cache_teacher_logits=True,
-        teacher_topk=128,
+        teacher_topk=320,
     )
     cached.train()
     for (name, a), b in zip(live.model.named_parameters(), cached.model.parameters()):
         assert (a - b).abs().max() < 1e-5, name
     cache = load_file(tmp_path / "cache" / "out" / "teacher_topk.safetensors")
-    assert causal.topk_bytes_per_token(cache) == 128 * 8
+    assert causal.topk_bytes_per_token(cache) == 320 * 8
 
 
 def test_stale_top_k_cache_is_refused_and_kept(tmp_path):
@@ -152,7 +152,7 @@ def test_stale_top_k_cache_is_refused_and_kept(tmp_path):
 
 def test_on_policy_batches_are_generated_and_trained_on(tmp_path):
     t = trainer(tmp_path, lmbda=1.0, on_policy_prompt_tokens=8, on_policy_max_new_tokens=6, max_steps=2)
-    batch = causal.on_policy_inputs(t.model, batch_of(t.train_dataset), 8, 6, 1.0, 2)
+    batch = causal.on_policy_inputs(t.model, batch_of(t.train_dataset), 8, 6, 1.0, 4)
     assert batch["input_ids"].shape == (4, 14)
     assert (batch["labels"][:, :8] == -100).all() and (batch["labels"][:, 8:] >= 0).all()
     before = [p.detach().clone() for p in t.model.parameters()]
@@ -161,12 +161,12 @@ def test_on_policy_batches_are_generated_and_trained_on(tmp_path):
 
 
 def test_vocabularies_padding_rows_align_else_one_line_error(tmp_path):
-    teacher = make_llama(vocab_size=136, seed=0)  # 8 padding rows past the 128 real tokens
-    student = make_llama(num_layers=2, vocab_size=128, seed=1)
-    assert causal.common_vocab_size(student, teacher, IdsOnly(128)) == 128
+    teacher = make_llama(vocab_size=328, seed=0)  # 8 padding rows past the tokenizer's 320 real tokens
+    student = make_llama(num_layers=2, vocab_size=320, seed=1)
+    assert causal.common_vocab_size(student, teacher, shared_bpe_tokenizer()) == 320
     t = trainer(tmp_path, student=student, teacher=teacher)
     t.train()
     with pytest.raises(HfCompressError, match="cross-tokenizer LM distillation is not supported"):
-        causal.common_vocab_size(make_llama(vocab_size=100), teacher, IdsOnly(128))
+        causal.common_vocab_size(make_llama(vocab_size=300), teacher, shared_bpe_tokenizer())
     with pytest.raises(HfCompressError, match="cross-tokenizer"):
-        trainer(tmp_path / "b", student=make_llama(num_layers=2, vocab_size=100), teacher=teacher)
+        trainer(tmp_path / "b", student=make_llama(num_layers=2, vocab_size=300), teacher=teacher)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import IdsOnly, make_bert, make_llama, make_lm_blocks
+from conftest import make_bert, make_llama, make_lm_blocks, shared_bpe_tokenizer
 from transformers import AutoModelForCausalLM
 
 from hfcompress import HfCompressError
@@ -15,7 +15,7 @@ from hfcompress.pruning.structured import prune_hidden_channels
 
 def batches(n=2):
     data = make_lm_blocks(8, 16)
-    collate = DistillationDataCollator(IdsOnly())
+    collate = DistillationDataCollator(shared_bpe_tokenizer())
     return [collate([data[i] for i in range(k * 4, k * 4 + 4)]) for k in range(n)]
 
 
@@ -24,7 +24,7 @@ def reloads_the_same(model, tmp_path):
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
     ids = torch.randint(3, 128, (2, 12))
     torch.testing.assert_close(again(ids).logits, model.eval()(ids).logits)
-    out = again.generate(ids[:1], max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=2)
+    out = again.generate(ids[:1], max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=4)
     assert out.shape == (1, 17)  # the KV cache works with the renumbered layers
     return again
 
@@ -64,7 +64,7 @@ def test_width_pruning_by_activation_shrinks_every_dimension_and_reloads(tmp_pat
     assert (c.num_key_value_heads, c.num_attention_heads, c.head_dim) == (1, 2, 8)
     assert (c.intermediate_size, c.hidden_size) == (48, 24)
     assert removed["hidden_channels"] == 8
-    assert pruned.model.embed_tokens.weight.shape == (128, 24)
+    assert pruned.model.embed_tokens.weight.shape == (320, 24)
     assert pruned.lm_head.weight is pruned.model.embed_tokens.weight  # still tied
     again = reloads_the_same(pruned, tmp_path)
     assert again.config.hidden_size == 24

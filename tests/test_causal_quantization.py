@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_llama, make_tokenizer
+from conftest import make_bpe_tokenizer, make_llama
 from transformers import AutoModelForCausalLM
 
 from hfcompress.evaluation.lm import generation_call, strided_perplexity
@@ -15,7 +15,7 @@ TEXT = "the film was great and the story was fun but the acting was bad and the 
 @pytest.fixture
 def saved(tmp_path):
     """A tiny Llama whose KV groups were pruned (so head_dim != hidden / heads) with its tokenizer."""
-    tokenizer = make_tokenizer(tmp_path)
+    tokenizer = make_bpe_tokenizer(tmp_path / 'bpe')
     model = make_llama(num_layers=2, vocab_size=len(tokenizer))
     prune_attention_heads(model, {0: [1], 1: [0]})  # 2 -> 1 KV groups: 2 query heads of 8 dims, hidden 32
     model.save_pretrained(tmp_path / "fp32")
@@ -53,7 +53,7 @@ def test_bnb_causal_lm_loads_saves_reloads_and_generates(tmp_path, method):
     from hfcompress.quantization.causal_lm import load_bnb_causal_lm
 
     # bitsandbytes' 4-bit CPU kernel needs output sizes divisible by its block (64 here, as in real models)
-    tokenizer = make_tokenizer(tmp_path)
+    tokenizer = make_bpe_tokenizer(tmp_path / 'bpe')
     model = make_llama(
         num_layers=2, hidden=64, heads=2, kv_heads=2, intermediate=128, vocab_size=len(tokenizer)
     )
