@@ -10,6 +10,7 @@ is never written anywhere.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -229,19 +230,39 @@ Reproduce:
 """
 
 
-def export_variant(folder: str | os.PathLike, out: str | os.PathLike, card) -> Path:
-    """Write exactly what ``push_variant`` uploads into ``out`` (a new folder), atomically."""
+EXPORT_OWNER = ".hfcompress-export.json"  # who wrote an export, so that the same run may replace it
+
+
+def export_variant(folder: str | os.PathLike, out: str | os.PathLike, card, owner: str | None = None) -> Path:
+    """Write exactly what ``push_variant`` uploads into ``out`` (a new folder), atomically.
+
+    With ``owner`` (a pipeline's output folder) the export records it, and an existing export recorded with
+    the same owner is replaced (a rerun of that pipeline); any other existing folder is refused.
+    """
     files = check_model_folder(folder)
     out = Path(out)
+    previous = None
     if out.exists():
-        raise HfCompressError(f"{out} already exists; export into a new folder")
+        marker = out / EXPORT_OWNER
+        written_by = json.loads(marker.read_text()).get("owner") if marker.exists() else None
+        if owner is None or written_by != owner:
+            raise HfCompressError(f"{out} already exists; export into a new folder")
+        previous = out
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         for path in files:
             shutil.copy2(path, staging / path.name)
         card.save(staging / "README.md")
-        os.replace(staging, out)
+        if owner is not None:
+            (staging / EXPORT_OWNER).write_text(json.dumps({"owner": owner}))
+        if previous is not None:  # swap: the earlier export is removed only once the new one is complete
+            old = previous.with_name(f".{previous.name}.old-{os.getpid()}")
+            os.replace(previous, old)
+            os.replace(staging, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -377,11 +398,11 @@ def check_sharing(recipe) -> None:
         check_token()
 
 
-def share_variant(recipe, folder, info, *suffix: str) -> dict:
+def share_variant(recipe, folder, info, *suffix: str, owner: str | None = None) -> dict:
     """Export and/or push one compressed variant as the recipe's share_* fields ask; returns where it went.
 
     The repo name follows ``variant_name(base, dataset, *suffix)``; the card is built from ``info`` (figures
-    from the run's own report).
+    from the run's own report). ``owner``: see ``export_variant`` (a pipeline may replace its own export).
     """
     if not (recipe.share_namespace or recipe.share_export_dir):
         return {}
@@ -390,7 +411,7 @@ def share_variant(recipe, folder, info, *suffix: str) -> dict:
     card = build_model_card(info, repo_id)
     shared = {"repo_id": repo_id}
     if recipe.share_export_dir:
-        shared["export"] = str(export_variant(folder, Path(recipe.share_export_dir) / name, card))
+        shared["export"] = str(export_variant(folder, Path(recipe.share_export_dir) / name, card, owner))
     if recipe.share_namespace:
         shared["commit_url"] = push_variant(
             folder, repo_id, card, private=recipe.share_private, revision=recipe.share_revision

@@ -343,3 +343,72 @@ def test_the_guides_example_yaml_parses(tmp_path):
     assert load_pipeline_config(tmp_path / "example.yaml").names == [
         "finetune", "search", "distill", "prune", "quantize", "evaluate", "share"
     ]  # fmt: skip
+
+
+def test_reruns_after_an_upstream_change_reuse_nothing_stale(assets, tmp_path):
+    """A changed teacher gets its own logit cache (no 'stale teacher cache'), and the share stage replaces the
+    export its own pipeline wrote earlier."""
+    stages = [
+        {"finetune": {"num_train_epochs": 1}},
+        {"distill": {"student_layers": "2", "max_steps": 2, "cache_teacher_logits": True}},
+        {"evaluate": {**FAST_EVAL["evaluate"], "min_kept": 0.01}},  # any student is shipped
+        {"share": {"share_export_dir": str(tmp_path / "shipped")}},
+    ]
+    report = run_pipeline(write_config(tmp_path, assets, stages, model="base"))
+    caches = sorted((tmp_path / "out" / "teacher_cache").glob("teacher_logits-*.safetensors"))
+    assert len(caches) == 1
+    (export,) = (tmp_path / "shipped").iterdir()
+    assert report["chosen"] is not None
+    stages[0] = {"finetune": {"num_train_epochs": 1, "learning_rate": 1e-3}}  # another teacher
+    run_pipeline(write_config(tmp_path, assets, stages, model="base"))
+    again = sorted((tmp_path / "out" / "teacher_cache").glob("teacher_logits-*.safetensors"))
+    assert len(again) == 2 and caches[0] in again  # one file per teacher; the first one untouched
+    assert [p.name for p in (tmp_path / "shipped").iterdir()] == [export.name]
+    card = (export / "README.md").read_text()
+    assert "learning_rate" in card and "0.001" in card  # the new run's card replaced the old export
+    # an export folder this pipeline did not write is refused
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.txt").write_text("mine")
+    from hfcompress.hub import export_variant
+
+    with pytest.raises(HfCompressError, match="already exists"):
+        export_variant(export, other, None, owner=str((tmp_path / "out").resolve()))
+    assert (other / "x.txt").read_text() == "mine"
+
+
+def test_overwrite_output_deletes_only_a_pipeline_folder(assets, tmp_path):
+    stages = [{"distill": {"max_steps": 1, "student_layers": "2"}}, FAST_EVAL]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    with pytest.raises(HfCompressError, match="--overwrite_output deletes only a folder a pipeline wrote"):
+        run_pipeline(write_config(tmp_path, assets, stages, overwrite_output=True))
+    assert (out / "thesis.tex").read_text() == "years of work"
+    (out / "thesis.tex").unlink()
+    run_pipeline(write_config(tmp_path, assets, stages))
+    (out / "stray.txt").write_text("x")
+    run_pipeline(write_config(tmp_path, assets, stages, overwrite_output=True))  # a pipeline folder: emptied
+    assert not (out / "stray.txt").exists() and (out / "pipeline.json").exists()
+
+
+def test_a_live_run_holds_the_folder_and_a_dead_one_is_taken_over(assets, tmp_path):
+    import socket
+
+    stages = [{"distill": {"max_steps": 1, "student_layers": "2"}}, FAST_EVAL]
+    path = write_config(tmp_path, assets, stages)
+    run_pipeline(path)
+    out = tmp_path / "out"
+    assert not (out / "pipeline.lock").exists()  # released at the end
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / "pipeline.lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname()}))
+        before = (out / "pipeline.json").read_text()
+        with pytest.raises(HfCompressError, match=f"another run \\(pid {live.pid} on .*\\) is using"):
+            run_pipeline(write_config(tmp_path, assets, stages, overwrite_output=True))
+        assert (out / "pipeline.json").read_text() == before
+    finally:
+        live.kill()
+        live.wait()
+    run_pipeline(path)  # the same pid is dead now: its lock is taken over
+    assert not (out / "pipeline.lock").exists()

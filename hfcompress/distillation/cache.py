@@ -3,7 +3,8 @@
 The teacher is frozen, so its logits for a training example never change: computing them once turns every
 later epoch into student-only work. The cache file (safetensors) records fingerprints of the teacher's
 weights and config and of the dataset; a file made for another teacher or dataset is refused with an error
-rather than silently used or overwritten.
+rather than silently used or overwritten. A folder given as the path holds one file per key instead
+(``keyed_cache_path``): what a pipeline uses, so that a rerun with a changed teacher never meets a stale file.
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ def compute_teacher_logits(teacher_forward, dataset, collator, batch_size: int) 
     """Teacher logits for every example of ``dataset`` in order, as a float32 CPU tensor ``(N, ...)``."""
     batches = teacher_logits_in_order(teacher_forward, dataset, collator, batch_size)
     return torch.cat([logits.float().cpu() for logits in batches])
+
+
+def keyed_cache_path(path: str | os.PathLike, key: dict[str, str], stem: str) -> Path:
+    """``path`` itself for a file; for a folder (an existing one, or a path ending in '/') the file of this key
+    inside it, ``<stem>-<digest>.safetensors``: one file per teacher, dataset and setting, so a changed teacher
+    or dataset gets its own cache and never meets a stale one."""
+    text = str(path)
+    if not (text.endswith(("/", os.sep)) or Path(text).is_dir()):
+        return Path(text)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(text) / f"{stem}-{digest}.safetensors"
 
 
 def load_or_build_teacher_cache(path: str | os.PathLike, key: dict[str, str], build) -> torch.Tensor:

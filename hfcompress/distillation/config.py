@@ -102,8 +102,9 @@ class DistillationConfig(TrainingArguments):
     teacher_cache_path: Optional[str] = field(
         default=None,
         metadata={
-            "help": "File for the cached teacher logits (default: <output_dir>/teacher_logits.safetensors). "
-            "A cache made for another teacher or dataset is refused, never overwritten."
+            "help": "File for the cached teacher logits (default: <output_dir>/teacher_logits.safetensors); "
+            "a cache made for another teacher or dataset is refused, never overwritten. A folder (ending in "
+            "'/') holds one file per teacher, dataset and setting instead."
         },
     )
     divergence: str = field(

@@ -30,6 +30,7 @@ from . import causal, losses
 from .cache import (
     compute_teacher_logits,
     dataset_fingerprint,
+    keyed_cache_path,
     load_or_build_teacher_cache,
     load_or_build_tensors,
     teacher_fingerprint,
@@ -287,11 +288,15 @@ class DistillationTrainer(Trainer):
     def _teacher_cache(self) -> torch.Tensor | dict:
         """Classifiers: the teacher's logits (a tensor). Causal LMs: its top-k log-probabilities at the training
         temperature, their ids and the tail bucket (a dict), keyed to k and the temperature too."""
-        name = "teacher_topk.safetensors" if self.causal else "teacher_logits.safetensors"
-        path = self.args.teacher_cache_path or os.path.join(self.args.output_dir, name)
+        stem = "teacher_topk" if self.causal else "teacher_logits"
         key = {"teacher": self._teacher_fingerprint, "dataset": self._train_fingerprint}
         if self._teacher_vocabulary:  # two tokenizers: logits of the teacher's own tokenization
             key["teacher_tokenizer"] = self._teacher_vocabulary
+        if self.causal:
+            key.update(topk=str(self.args.teacher_topk), temperature=str(self.args.temperature))
+        path = keyed_cache_path(
+            self.args.teacher_cache_path or os.path.join(self.args.output_dir, f"{stem}.safetensors"), key, stem
+        )
         batches = (
             self._teacher_forward,
             self.train_dataset,
@@ -300,7 +305,6 @@ class DistillationTrainer(Trainer):
         )
         with self.args.main_process_first(desc="teacher cache"):  # rank 0 builds, the others load
             if self.causal:
-                key.update(topk=str(self.args.teacher_topk), temperature=str(self.args.temperature))
                 args = (self.args.teacher_topk, self.args.temperature, self.vocab_size)
                 return load_or_build_tensors(path, key, lambda: causal.compute_teacher_topk(*batches, *args))
             return load_or_build_teacher_cache(path, key, lambda: compute_teacher_logits(*batches))

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
+import socket
 from pathlib import Path
 
 from ..errors import HfCompressError
 from ..evaluation import write_text_atomic
 
+logger = logging.getLogger(__name__)
 PIPELINE_RECORD = "pipeline.json"
 STAGE_RECORD = "stage.json"
 STARTED_RECORD = "started.json"
+LOCK = "pipeline.lock"  # {"pid", "host"} of the run using the folder; removed when it ends
 
 
 def fingerprint(*parts) -> str:
@@ -74,7 +79,14 @@ class RunState:
         """Refuse a folder that holds another pipeline, files of another tool, or an interrupted run whose
         finished stages had another config. Returns the stages that will be skipped."""
         record = read_json(self.out / PIPELINE_RECORD)
+        self.check_lock()
         if self.config.pipeline.overwrite_output:
+            if record is None and self.out.exists() and any(self.out.iterdir()):
+                names = ", ".join(sorted(p.name for p in self.out.iterdir())[:3])
+                raise HfCompressError(
+                    f"--overwrite_output deletes only a folder a pipeline wrote (one with {PIPELINE_RECORD}); "
+                    f"{self.out} holds {names} and no {PIPELINE_RECORD}: choose a new output_dir"
+                )
             return []
         if record is None:
             if self.out.exists() and any(self.out.iterdir()):
@@ -109,11 +121,32 @@ class RunState:
             skipped.append(name)
         return skipped
 
+    def check_lock(self) -> None:
+        """Refuse a folder another live run is using; a lock left by a dead process is taken over."""
+        lock = read_json(self.out / LOCK)
+        if lock is None:
+            return
+        if _alive(lock.get("pid"), lock.get("host")):
+            raise HfCompressError(
+                f"another run (pid {lock.get('pid')} on {lock.get('host')}) is using {self.out}; wait for it to end "
+                f"or stop it (if it is gone, delete {self.out / LOCK})"
+            )
+        logger.warning("%s was left by pid %s, which is no longer running: taken over", self.out / LOCK,
+                       lock.get("pid"))  # fmt: skip
+
     # -- writing ------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Take the folder (the lock file), emptied first with ``overwrite_output``, and mark the run started."""
         if self.config.pipeline.overwrite_output and self.out.exists():
             shutil.rmtree(self.out)
+        write_json(self.out / LOCK, {"pid": os.getpid(), "host": socket.gethostname()})
         self.mark("running", current=None)
+
+    def release(self) -> None:
+        """Remove this process's lock (a crash leaves it, and the next run takes it over)."""
+        lock = read_json(self.out / LOCK)
+        if lock and lock.get("pid") == os.getpid() and lock.get("host") == socket.gethostname():
+            (self.out / LOCK).unlink()
 
     def mark(self, status: str, current: str | None) -> None:
         write_json(
@@ -154,6 +187,19 @@ class RunState:
         }
         write_json(self.out / name / STAGE_RECORD, record)
         return record
+
+
+def _alive(pid, host) -> bool:
+    """True unless ``pid`` on this host is gone (a lock from another host counts as alive: it can't be checked)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True
+    return True
 
 
 def last_checkpoint(folder: Path) -> str | None:

@@ -172,7 +172,7 @@ def run_share(ctx, stage, folder: Path):
         command=f"hfcompress compress --config {ctx.config.path}",
     )
     suffix = report["chosen"].replace("candidate ", "").split(" ")
-    shared = share_variant(config, row["folder"], info, *suffix)
+    shared = share_variant(config, row["folder"], info, *suffix, owner=str(ctx.out.resolve()))
     if not shared:
         raise HfCompressError("share stage: nothing was shared")
     return {"shared": shared, "variant": report["chosen"]}, shared.get("export")

@@ -105,6 +105,15 @@ def run_pipeline(
         config = load_pipeline_config(config, overrides)
     state, skipped, ctx = prepare(config)
     state.start()
+    try:
+        _run_stages(state, skipped, ctx, config, callbacks)
+    finally:
+        state.release()
+    print("\n" + (ctx.out / "report.md").read_text() + f"\nReport in {ctx.out / 'report.md'}")
+    return ctx.records["evaluate"]["figures"]["report"]
+
+
+def _run_stages(state: RunState, skipped: list[str], ctx: RunContext, config: PipelineConfig, callbacks) -> None:
     ctx.callbacks = list(callbacks or [])
     for stage in config.stages:
         record = state.done(stage.name) if stage.name in skipped else None
@@ -118,5 +127,3 @@ def run_pipeline(
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: the model is saved
         _advance(ctx, stage.name, record)
     state.mark("done", current=None)
-    print("\n" + (ctx.out / "report.md").read_text() + f"\nReport in {ctx.out / 'report.md'}")
-    return ctx.records["evaluate"]["figures"]["report"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from .config import PruneStageArguments, QuantizeStageArguments, SearchConfig
 from .records import last_checkpoint
 
 logger = logging.getLogger(__name__)
-TEACHER_CACHE = "teacher_logits.safetensors"
+TEACHER_CACHE = "teacher_cache"  # a folder: one logit file per teacher, data and setting
 
 
 @dataclass
@@ -83,8 +84,10 @@ class RunContext:
     def distill_args(self, stage, folder: Path, **changes) -> DistillationConfig:
         args = stage.get(DistillationConfig)
         extra = {"cache_teacher_logits": False} if self.task == "token_classification" else {}
-        return stage_args(args, cls=DistillationConfig, output_dir=folder, teacher_cache_path=str(self.out / TEACHER_CACHE),
-                          **extra, **changes)  # fmt: skip
+        # the user's teacher_cache_path is honoured; else one file per teacher in <output_dir>/teacher_cache/
+        cache = args.teacher_cache_path or str(self.out / TEACHER_CACHE) + os.sep
+        return stage_args(args, cls=DistillationConfig, output_dir=folder, teacher_cache_path=cache, **extra,
+                          **changes)  # fmt: skip
 
 
 def run_finetune(ctx: RunContext, stage, folder: Path):
