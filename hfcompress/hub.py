@@ -120,7 +120,7 @@ class CompressionInfo:
         check_choice("kind", self.kind, RELATIONS)
 
 
-REQUIRED_FIGURES = ("test_accuracy", "size_mb")
+REQUIRED_FIGURES = ("size_mb",)  # and at least one test_* figure (accuracy, f1, ...: what the task reports)
 REQUIRED_FIGURES_LM = ("test_perplexity", "size_mb")  # task_type text-generation
 CARD_FIGURES = ("test_", "ood_", "parameters", "size_mb", "latency_ms_", "generate_", "prompt_")
 
@@ -131,6 +131,8 @@ def build_model_card(info: CompressionInfo, repo_name: str):
 
     required = REQUIRED_FIGURES_LM if info.task_type == "text-generation" else REQUIRED_FIGURES
     missing = [k for k in required if info.metrics.get(k) is None]
+    if not any(k.startswith("test_") and v is not None for k, v in info.metrics.items()):
+        missing.append("a test_* figure (test_accuracy, test_f1, ...)")
     if missing or not info.command:
         absent = missing + ([] if info.command else ["command"])
         raise HfCompressError(

@@ -412,3 +412,35 @@ def test_a_live_run_holds_the_folder_and_a_dead_one_is_taken_over(assets, tmp_pa
         live.wait()
     run_pipeline(path)  # the same pid is dead now: its lock is taken over
     assert not (out / "pipeline.lock").exists()
+
+
+def test_the_selection_metric_chooses_the_student_and_the_shipped_variant(assets, tmp_path):
+    stages = [
+        {"search": {"min_speedup": 0.5, "depths": "1,2", "ffn_fractions": "1.0", "proxy_steps": 1, "latency_runs": 1}},
+        {"distill": {"max_steps": 2}},
+        {"evaluate": {**FAST_EVAL["evaluate"], "min_kept": 0.01}},
+        {"share": {"share_export_dir": str(tmp_path / "shipped")}},
+    ]
+    config = {"data": {"dataset_name": str(assets / "reviews.csv"), "max_train_samples": 64, "max_eval_samples": 16,
+                       "metrics": "f1"}}  # fmt: skip
+    path = write_config(tmp_path, assets, stages)
+    raw = yaml.safe_load(path.read_text())
+    raw["data"] = config["data"]
+    path.write_text(yaml.safe_dump(raw))
+    # f1 only, but the default selection metric is accuracy: refused before anything is written
+    with pytest.raises(HfCompressError, match="selection_metric 'accuracy' is not among the metrics .* \\(f1\\)"):
+        run_pipeline(path)
+    assert not (tmp_path / "out").exists()
+    report = run_pipeline(path, ["--selection_metric", "f1"])
+    search = report["search"]
+    assert search["metric"] == "f1" and "best validation f1" in search["rule"]
+    scored = [r for r in search["candidates"] if r["within_budget"]]
+    best = max(r["validation_f1"] for r in scored)
+    assert search["chosen"] in [r["candidate"] for r in scored if r["validation_f1"] == best]
+    assert "validation f1 is >=" in report["rule"] and report["selection_metric"] == "f1"
+    rows = {r["model"]: r for r in report["results"]}
+    teacher_f1, chosen = rows["teacher"]["validation_f1"], rows[report["chosen"]]
+    expected = chosen["validation_f1"] / teacher_f1 if teacher_f1 else None  # this random head may score 0
+    assert chosen["kept_validation"] == (pytest.approx(expected) if expected is not None else None)
+    (card,) = (tmp_path / "shipped").glob("*/README.md")
+    assert "f1" in card.read_text()

@@ -69,6 +69,14 @@ class PipelineArguments:
         metadata={"help": "single_label_classification, multi_label_classification or token_classification."},
     )
     seed: int = field(default=42, metadata={"help": "Seed of every stage."})
+    selection_metric: str = field(
+        default="accuracy",
+        metadata={
+            "help": "The validation metric (higher is better) that chooses the search's student, the shipped "
+            "variant and the model card's headline: one the task reports (single-label: a name in "
+            "data.metrics; multi-label and token classification: accuracy or f1)."
+        },
+    )
     overwrite_output: bool = field(
         default=False,
         metadata={"help": "Start over: delete what an earlier run wrote in output_dir (refused otherwise)."},
@@ -371,8 +379,22 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     return config
 
 
+def task_metric_names(config: PipelineConfig) -> list[str]:
+    """The metrics the task's evaluation reports (what ``selection_metric`` may name)."""
+    if config.pipeline.task_type == "single_label_classification":
+        return config.data.metric_names
+    return ["accuracy", "f1"]
+
+
 def _check_task(config: PipelineConfig) -> None:
     task = config.pipeline.task_type
+    allowed = task_metric_names(config)
+    if config.pipeline.selection_metric not in allowed:
+        raise HfCompressError(
+            f"selection_metric {config.pipeline.selection_metric!r} is not among the metrics the {task} task "
+            f"reports ({', '.join(allowed)}); set selection_metric to one of them"
+            + (" or add it to data.metrics" if task == "single_label_classification" else "")
+        )
     quantize = config.stage("quantize")
     if task == "token_classification" and quantize is not None:
         raise HfCompressError(

@@ -36,23 +36,24 @@ def collect_artifacts(ctx, folder: Path) -> dict[str, tuple[str, str]]:
     return artifacts
 
 
-def choose(rows: list[dict], config: EvaluateConfig, batch_size: int) -> tuple[str | None, str]:
+def choose(rows: list[dict], config: EvaluateConfig, batch_size: int, metric: str = "accuracy") -> tuple[str | None, str]:
     """The variant to ship: among compressed variants (not the teacher, not search proxies) whose validation
-    accuracy is >= min_kept x the teacher's, the fastest at ``batch_size`` (or the smallest). Returns
+    ``metric`` is >= min_kept x the teacher's, the fastest at ``batch_size`` (or the smallest). Returns
     (name or None, the rule in words)."""
-    floor = config.min_kept * rows[0]["validation_accuracy"]
+    score = f"validation_{metric}"
+    floor = config.min_kept * rows[0][score]
     if config.objective == "latency":
         cost, best = f"latency_ms_b{batch_size}", f"the fastest at batch {batch_size}"
     else:
         cost, best = "size_mb", "the smallest on disk"
     rule = (
-        f"among compressed variants whose validation accuracy is >= {config.min_kept:g} x the teacher's "
+        f"among compressed variants whose validation {metric} is >= {config.min_kept:g} x the teacher's "
         f"({floor:.4f}), {best} (chosen on the validation split; test figures only reported)"
     )
-    eligible = [r for r in rows[1:] if r["stage"] != "candidate" and r["validation_accuracy"] >= floor]
+    eligible = [r for r in rows[1:] if r["stage"] != "candidate" and r[score] >= floor]
     if not eligible:
         return None, rule
-    return min(eligible, key=lambda r: (r[cost], -r["validation_accuracy"]))["model"], rule
+    return min(eligible, key=lambda r: (r[cost], -r[score]))["model"], rule
 
 
 def run_evaluate(ctx, stage, folder: Path):
@@ -70,25 +71,21 @@ def run_evaluate(ctx, stage, folder: Path):
     rows = measure_artifacts({k: v[0] for k, v in artifacts.items()}, "teacher", ctx.tokenizer, splits, ctx.metrics,
                              ctx.texts, batch_sizes, ctx.config.data.max_seq_length, runs=config.latency_runs,
                              memory=config.memory, model_class=model_class)  # fmt: skip
+    metric = ctx.config.pipeline.selection_metric
+    teacher = rows[0]
     for row in rows:
         row["stage"] = artifacts[row["model"]][1]
         row["folder"] = artifacts[row["model"]][0]
-        teacher = rows[0]
-        row["kept_test"] = (
-            row["test_accuracy"] / teacher["test_accuracy"] if teacher["test_accuracy"] else None
-        )
-        row["kept_validation"] = (
-            row["validation_accuracy"] / teacher["validation_accuracy"]
-            if teacher["validation_accuracy"]
-            else None
-        )
-    chosen, rule = choose(rows, config, max(batch_sizes))
+        for split in ("test", "validation"):  # the share of the teacher's selection metric each variant keeps
+            base = teacher[f"{split}_{metric}"]
+            row[f"kept_{split}"] = row[f"{split}_{metric}"] / base if base else None
+    chosen, rule = choose(rows, config, max(batch_sizes), metric)
     plots = []
     if config.plots:
-        plots = [str(p) for p in plot_tradeoffs(rows, ctx.out, max(batch_sizes))]
+        plots = [str(p) for p in plot_tradeoffs(rows, ctx.out, max(batch_sizes), score=f"test_{metric}")]
         if "search" in ctx.records:
             plots.append(str(plot_front(ctx.records["search"]["figures"]["candidates"], "latency_ms",
-                                        "candidate CPU latency (ms)", "validation_accuracy",
+                                        "candidate CPU latency (ms)", f"validation_{metric}",
                                         ctx.out / "search_candidates.png", "candidate")))  # fmt: skip
     report = build_report(ctx, rows, chosen, rule, plots, batch_sizes)
     columns = [("stage", "stage"), *report_columns(batch_sizes)[:4], ("kept_test", "kept (test)"),
@@ -118,6 +115,7 @@ def build_report(ctx, rows, chosen, rule, plots, batch_sizes) -> dict:
         "stages": stages,
         "search": ctx.records["search"]["figures"] if "search" in ctx.records else None,
         "chosen": chosen,
+        "selection_metric": config.pipeline.selection_metric,
         "rule": rule,
         "selection_split": "validation",
         "plots": plots,
@@ -142,7 +140,8 @@ def render_markdown(report: dict, columns) -> str:
         lines += ["", "## Student search", "", f"Rule: {search['rule']}. Chosen: {search['chosen']}.", "",
                   markdown_table(search["candidates"], [("candidate", "candidate"), ("parameters", "parameters"),
                                  ("size_mb", "fp32 MB"), ("latency_ms", "latency (ms)"), ("speedup", "speed-up"),
-                                 ("within_budget", "within budget"), ("validation_accuracy", "proxy validation acc")])]  # fmt: skip
+                                 ("within_budget", "within budget"),
+                                 (f"validation_{report['selection_metric']}", f"proxy validation {report['selection_metric']}")])]  # fmt: skip
     if report["plots"]:
         lines += ["", "Plots: " + ", ".join(Path(p).name for p in report["plots"])]
     return "\n".join(lines) + "\n"

@@ -139,8 +139,8 @@ def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConf
 
 
 def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics, texts, max_length, folder,
-                   calibration) -> dict:  # fmt: skip
-    """Run the search; returns {"candidates": rows, "chosen": name, "rule": text, "chosen_model": the chosen
+                   calibration, metric: str = "accuracy") -> dict:  # fmt: skip
+    """Run the search, scoring candidates on the validation ``metric``; returns {"candidates": rows, "chosen": name, "rule": text, "chosen_model": the chosen
     candidate's cut before training, "teacher_layers": its kept teacher layers}."""
     folder = Path(folder)
     candidates = {}
@@ -167,12 +167,13 @@ def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics
         )
         row.update({f"validation_{k}": v for k, v in scores.items()})
         row["folder"] = str(folder / "candidates" / name)
-        logger.info("Search: %s scored %.4f on validation", name, row["validation_accuracy"])
-    best = max(within, key=lambda r: (r["validation_accuracy"], -r["latency_ms"]))
+        logger.info("Search: %s scored %.4f validation %s", name, row[f"validation_{metric}"], metric)
+    best = max(within, key=lambda r: (r[f"validation_{metric}"], -r["latency_ms"]))
     return {
         "candidates": rows,
         "chosen": best["candidate"],
-        "rule": f"within the budget ({budget_text(config)}), the best validation accuracy after "
+        "metric": metric,
+        "rule": f"within the budget ({budget_text(config)}), the best validation {metric} after "
         f"{config.proxy_steps} distillation steps (ties: the faster)",
         "chosen_model": initial[best["candidate"]],
         "teacher_layers": best["teacher_layers"],

@@ -128,7 +128,8 @@ def run_search(ctx: RunContext, stage, folder: Path):
                                       stage.get(DistillationConfig).per_device_train_batch_size,
                                       config.calibration_batches, ctx.config.pipeline.seed)  # fmt: skip
     result = search_student(teacher, config, ctx.distill_args(stage, folder), ctx.data, ctx.tokenizer, ctx.metrics,
-                            ctx.texts, ctx.config.data.max_seq_length, folder, calibration)  # fmt: skip
+                            ctx.texts, ctx.config.data.max_seq_length, folder, calibration,
+                            ctx.config.pipeline.selection_metric)  # fmt: skip
     chosen = result.pop("chosen_model")
     chosen.save_pretrained(folder / "chosen")
     ctx.tokenizer.save_pretrained(folder / "chosen")

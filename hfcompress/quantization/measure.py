@@ -128,9 +128,10 @@ def measure_artifacts(
     base = rows[baseline]
     for row in rows.values():
         for split in eval_datasets:
-            row[f"{split}_accuracy_delta_points"] = 100 * (
-                row[f"{split}_accuracy"] - base[f"{split}_accuracy"]
-            )
+            if f"{split}_accuracy" in base:  # a task evaluated without accuracy (metrics: f1) has no delta
+                row[f"{split}_accuracy_delta_points"] = 100 * (
+                    row[f"{split}_accuracy"] - base[f"{split}_accuracy"]
+                )
         row["accuracy_delta_points"] = row.get("test_accuracy_delta_points")
         row["size_ratio"] = base["size_mb"] / row["size_mb"]
     return list(rows.values())
