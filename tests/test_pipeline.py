@@ -444,3 +444,38 @@ def test_the_selection_metric_chooses_the_student_and_the_shipped_variant(assets
     assert chosen["kept_validation"] == (pytest.approx(expected) if expected is not None else None)
     (card,) = (tmp_path / "shipped").glob("*/README.md")
     assert "f1" in card.read_text()
+
+
+def test_fingerprints_follow_what_a_stage_computes(assets, tmp_path, caplog):
+    """Resolved, type-converted configs and the model folder's content decide what reruns; logging does not."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(assets / "teacher", model)
+    stages = [{"distill": {"max_steps": 2, "student_layers": "2", "learning_rate": "1e-3"}}, FAST_EVAL]
+
+    def run(stages, **training):
+        path = write_config(tmp_path, assets, stages, model="teacher")
+        raw = yaml.safe_load(path.read_text())
+        raw["model_name_or_path"] = str(model)
+        raw["training"] |= training
+        path.write_text(yaml.safe_dump(raw))
+        caplog.clear()
+        report = run_pipeline(path)
+        return report, stage_runs(caplog)
+
+    caplog.set_level("INFO", logger="hfcompress")
+    run(stages)
+    out = tmp_path / "out"
+    record = json.loads((out / "distill" / "stage.json").read_text())
+    assert record["config"]["DistillationConfig"]["learning_rate"] == 0.001  # '1e-3' converted, as recipes do
+    assert record["versions"]["transformers"] and record["versions"]["torch"]
+    same = [{"distill": {"max_steps": 2, "student_layers": "2", "learning_rate": 0.001}}, FAST_EVAL]
+    assert run(same, logging_steps=1, report_to="none")[1] == []  # the same values, other logging: skipped
+    weights = model / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(weights)
+    state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
+    save_file(state, weights, metadata={"format": "pt"})  # the model folder overwritten in place
+    assert run(same)[1] == ["distill", "evaluate"]

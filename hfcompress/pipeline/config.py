@@ -32,7 +32,7 @@ from ..configs import DataArguments, ReportingArguments, parse_int_list
 from ..distillation import DistillationConfig
 from ..errors import HfCompressError, check_choice
 from ..finetune import FinetuneConfig
-from ..parser import check_keys, known_fields, read_yaml
+from ..parser import check_keys, known_fields, parse_config, read_yaml
 from ..pruning import PruningConfig, StructuredPruningConfig
 from ..quantization.config import METHODS, QuantizationOptions
 
@@ -306,11 +306,12 @@ def _check_keys(values, allowed: set[str], where: str) -> dict:
 
 
 def build(cls, values: dict, **fixed):
-    """An instance of ``cls`` from the keys of ``values`` it defines (plus ``fixed``)."""
+    """An instance of ``cls`` from the keys of ``values`` it defines (plus ``fixed``), converted to the fields'
+    types as the recipes' parser does (``learning_rate: 1e-4`` is a string to PyYAML, a float here)."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
-    return cls(
-        **{k: v for k, v in values.items() if k in names}, **{k: v for k, v in fixed.items() if k in names}
-    )
+    chosen = {k: v for k, v in values.items() if k in names} | {k: v for k, v in fixed.items() if k in names}
+    (instance,) = parse_config((cls,), [], defaults=chosen)
+    return instance
 
 
 def _check_order(names: list[str]) -> None:

@@ -2,13 +2,15 @@
 
 ``<output_dir>/pipeline.json`` names the run (model, data, task: its identity) and whether it finished.
 ``<output_dir>/<stage>/stage.json`` is written last by a finished stage: its resolved config, the fingerprint
-of everything it depends on (its own config, the data, the model and the previous stage's fingerprint, so a
-change reruns that stage and every one after it) and its figures. A stage without that record did not finish;
+of everything it depends on (its own resolved, type-converted config without the fields that change no
+result, the data settings, the model (a local folder by the checksums of its files) and the previous stage's
+fingerprint, so a change reruns that stage and every one after it), its figures and the library versions. A stage without that record did not finish;
 its training checkpoints (``<output_dir>/<stage>/checkpoints``) let the next run resume it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,12 +44,60 @@ def identity(config) -> dict:
     }
 
 
+# Fields that change how a run logs, saves or reports, never what it computes: they don't rerun a stage.
+NOT_RESULTS = {
+    "output_dir", "logging_dir", "logging_steps", "logging_strategy", "logging_first_step", "report_to",
+    "disable_tqdm", "run_name", "save_steps", "save_strategy", "save_total_limit", "push_to_hub", "hub_model_id",
+    "hub_token", "hub_strategy", "hub_private_repo", "overwrite_output_dir", "log_level", "log_level_replica",
+}  # fmt: skip
+MODEL_FILES = (".safetensors", ".bin", ".json", ".model", ".txt", ".onnx")
+
+
+def resolved_values(instance) -> dict:
+    """A config's fields as the run uses them (after type conversion and defaults), less ``NOT_RESULTS``."""
+    values = instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
+    return {k: v for k, v in values.items() if k not in NOT_RESULTS and not k.startswith("_")}
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """A local model folder (or offline asset) by the sha256 of each of its files; a Hub id as written."""
+    from ..assets import resolve_model
+
+    folder = Path(resolve_model(name_or_path))
+    if not folder.is_dir():
+        return name_or_path
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in MODEL_FILES):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on, recorded beside each stage (not hashed: an upgrade
+    alone does not rerun a finished pipeline)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("hfcompress", "torch", "transformers", "datasets", "accelerate", "peft", "optimum", "onnxruntime"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
 def stage_fingerprints(config) -> dict[str, str]:
-    """Each stage's fingerprint, chained: stage k's covers stages 1..k, the data, the model and the seed."""
-    base = fingerprint(identity(config), config.data_values, config.training_values, config.pipeline.seed)
+    """Each stage's fingerprint, chained: stage k's covers stages 1..k (their resolved configs), the data
+    settings, the model's content and the seed."""
+    base = fingerprint(identity(config), resolved_values(config.data),
+                       model_fingerprint(config.pipeline.model_name_or_path), config.pipeline.seed)  # fmt: skip
     result, previous = {}, base
     for stage in config.stages:
-        previous = result[stage.name] = fingerprint(previous, stage.name, stage.values)
+        resolved = {cls.__name__: resolved_values(instance) for cls, instance in stage.configs.items()}
+        previous = result[stage.name] = fingerprint(previous, stage.name, resolved)
     return result
 
 
@@ -157,6 +207,7 @@ class RunState:
                 "current": current,
                 "stages": list(self.fingerprints),
                 "config": self.config.path,
+                "versions": library_versions(),
             },
         )
 
@@ -184,6 +235,7 @@ class RunState:
             "config": stage_config,
             "figures": figures,
             "artifact": artifact,
+            "versions": library_versions(),
         }
         write_json(self.out / name / STAGE_RECORD, record)
         return record
