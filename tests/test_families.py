@@ -160,3 +160,28 @@ def test_a_family_outside_the_table_is_refused_before_any_work():
     with pytest.raises(HfCompressError, match="not supported for model_type 'olmo'.*gemma2.*llama.*phi3"):
         structured_targets(model, StructuredPruningConfig(prune_layers=1))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_family_outside_the_table_that_rescales_logits_needs_the_models_own_logits(tmp_path, tokenizer, rows):
+    from transformers import CohereConfig, CohereForCausalLM
+
+    def cohere(layers, seed):
+        torch.manual_seed(seed)
+        return CohereForCausalLM(CohereConfig(vocab_size=320, hidden_size=32, intermediate_size=64,
+                                              num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                              pad_token_id=4, bos_token_id=3, eos_token_id=2,
+                                              logit_scale=0.25)).eval()  # fmt: skip
+
+    batch = DistillationDataCollator(tokenizer)([rows[i] for i in range(4)])
+    def trainer(chunk):
+        return DistillationTrainer(
+            model=cohere(2, 1), teacher_model=cohere(4, 0), processing_class=tokenizer, train_dataset=rows,
+            args=DistillationConfig(output_dir=str(tmp_path / str(chunk)), lm_chunk_size=chunk, report_to=[],
+                                    use_cpu=True, per_device_train_batch_size=4),
+        )  # fmt: skip
+
+    with pytest.raises(HfCompressError, match="'cohere' rescales its logits \\(logit_scale\\).*lm_chunk_size 0"):
+        trainer(7)  # refused when the trainer is built, before any step
+    plain = trainer(0)
+    plain.model.train()
+    assert torch.isfinite(plain.compute_loss(plain.model, batch))

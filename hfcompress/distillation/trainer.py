@@ -26,6 +26,7 @@ from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same
 from ..data.causal_lm import ensure_pad_token
 from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
+from ..modeling import logit_transform
 from . import causal, losses
 from .cache import (
     compute_teacher_logits,
@@ -200,6 +201,9 @@ class DistillationTrainer(Trainer):
                     "causal LM distillation takes one tokenization and the logit terms (alpha, divergence); "
                     "hidden-state, attention and two-tokenizer terms are for encoders"
                 )
+            if args.lm_chunk_size > 0:  # the chunked path applies the family's logit transform itself
+                for m in (model, teacher_model):
+                    logit_transform(causal.unwrap(m).config)  # an unknown rescaling family: refused now
             if processing_class is not None:
                 ensure_pad_token(processing_class)
             self.vocab_size = causal.common_vocab_size(
@@ -412,7 +416,6 @@ class DistillationTrainer(Trainer):
             )
         model_inputs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
         mask, targets = causal.next_token_positions(inputs["labels"])
-        student_head = causal.OutputHead(model)
         teacher = {}
         if self.teacher_logits is not None and indices is not None:
             length = mask.shape[1]
@@ -429,7 +432,7 @@ class DistillationTrainer(Trainer):
                     "teacher_head": causal.OutputHead(self.teacher),
                 }
             kd, ce = causal.lm_distillation_losses(
-                hidden, student_head, targets, vocab_size=self.vocab_size, kind=args.divergence, beta=args.beta,
+                hidden, causal.OutputHead(model), targets, vocab_size=self.vocab_size, kind=args.divergence, beta=args.beta,
                 temperature=args.temperature, chunk_size=args.lm_chunk_size, **teacher,
             )  # fmt: skip
         else:  # both models' full logits, as a plain implementation would hold them
