@@ -66,6 +66,14 @@ def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) ->
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
+def text_example(tokenizer, text: str) -> dict:
+    """One document's tokens followed by EOS; every token is a label."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    return {"input_ids": ids, "labels": list(ids)}
+
+
 def chat_example(tokenizer, messages: list[dict], completion_only: bool, where: str) -> dict:
     """``input_ids`` and ``labels`` of one conversation; labels are -100 outside assistant turns."""
     roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
@@ -172,25 +180,21 @@ def lm_examples(
             f"{where} holds chat messages but the tokenizer has no chat template; use an instruct/chat "
             "tokenizer, set tokenizer.chat_template, or give prompt/completion columns of plain text"
         )
-    eos = tokenizer.eos_token_id
 
     def tokenize(batch: dict, indices: list[int]) -> dict:
         out = {"input_ids": [], "labels": [], "cut": []}
         for k, row in enumerate(indices):
             at = f"{where} row {row}"
             if fmt == "text":
-                ids = tokenizer(batch[text_column][k], add_special_tokens=False)["input_ids"]
-                example, cut = {"input_ids": ids + ([eos] if eos is not None else []), "labels": None}, False
-                example["labels"] = list(example["input_ids"])
+                example = text_example(tokenizer, batch[text_column][k])
+            elif fmt == "messages":
+                example = chat_example(tokenizer, batch[messages_column][k], completion_only_loss, at)
             else:
-                if fmt == "messages":
-                    example = chat_example(tokenizer, batch[messages_column][k], completion_only_loss, at)
-                else:
-                    example = prompt_completion_example(tokenizer, batch[prompt_column][k],
-                                                        batch[completion_column][k], completion_only_loss, at)  # fmt: skip
-                cut = False
-                if not packing:  # a packed row is a window over the stream of rows: nothing to cut
-                    example, cut = _fit(example, block_size, at)
+                example = prompt_completion_example(tokenizer, batch[prompt_column][k], batch[completion_column][k],
+                                                    completion_only_loss, at)  # fmt: skip
+            cut = False
+            if fmt != "text" and not packing:  # text and packed rows are windows over a stream: nothing to cut
+                example, cut = _fit(example, block_size, at)
             out["input_ids"].append(example["input_ids"])
             out["labels"].append(example["labels"])
             out["cut"].append(cut)
