@@ -27,6 +27,15 @@ def _device(model) -> torch.device:
     return getattr(model, "device", None) or torch.device("cpu")
 
 
+def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+    """(summed NLL in nats, number of targets) of position i predicting label i + 1; -100 labels don't count."""
+    targets = labels[:, 1:].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    return float(nll), int((targets != -100).sum())
+
+
 def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> tuple[torch.Tensor, list[int]]:
     """(token ids ``(1, T)`` of the text's first ``max_tokens`` tokens, the UTF-8 bytes each token accounts
     for: the text from the end of the token before it to its own end; the first token's are 0, since no
@@ -64,15 +73,10 @@ def strided_perplexity(
         targets = window.clone()
         targets[:, :-target_length] = -100
         logits = model(input_ids=window, attention_mask=torch.ones_like(window)).logits
-        shifted = targets[:, 1:]  # position i predicts token i + 1: one target fewer than tokens
-        scored = (shifted[0] != -100).nonzero().flatten().tolist()
-        nll_sum += float(
-            torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]), shifted.reshape(-1).to(logits.device),
-                ignore_index=-100, reduction="sum",
-            )
-        )  # fmt: skip
-        n_tokens += len(scored)
+        scored = (targets[0, 1:] != -100).nonzero().flatten().tolist()  # i predicts i + 1: one target fewer
+        nll, count = next_token_nll(logits, targets)
+        nll_sum += nll
+        n_tokens += count
         n_bytes += sum(token_bytes[begin + 1 + j] for j in scored)
         previous_end = end
         if end == length:
@@ -99,15 +103,9 @@ def rows_perplexity(model, rows, tokenizer, batch_size: int = 8) -> dict[str, fl
     for start in range(0, len(rows), batch_size):
         batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        targets = batch["labels"][:, 1:].to(logits.device)
-        nll_sum += float(
-            torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                reduction="sum",
-            )
-        )  # fmt: skip
-        n_tokens += int((targets != -100).sum())
+        nll, count = next_token_nll(model(input_ids=ids, attention_mask=mask).logits, batch["labels"])
+        nll_sum += nll
+        n_tokens += count
     if n_tokens == 0:
         raise ValueError("no label tokens to score: every label is -100")
     return {"perplexity": math.exp(nll_sum / n_tokens), "nll_per_token": nll_sum / n_tokens, "tokens": n_tokens}

@@ -53,10 +53,15 @@ NOT_RESULTS = {
 MODEL_FILES = (".safetensors", ".bin", ".json", ".model", ".txt", ".onnx")
 
 
+def config_values(instance) -> dict:
+    """A config's fields as the run uses them (after type conversion and defaults), as JSON-able values
+    (TrainingArguments through ``to_dict``)."""
+    return instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
+
+
 def resolved_values(instance) -> dict:
-    """A config's fields as the run uses them (after type conversion and defaults), less ``NOT_RESULTS``."""
-    values = instance.to_dict() if hasattr(instance, "to_dict") else dataclasses.asdict(instance)
-    return {k: v for k, v in values.items() if k not in NOT_RESULTS and not k.startswith("_")}
+    """``config_values`` less ``NOT_RESULTS``: what a stage's fingerprint hashes."""
+    return {k: v for k, v in config_values(instance).items() if k not in NOT_RESULTS and not k.startswith("_")}
 
 
 def model_fingerprint(name_or_path: str) -> str:

@@ -9,7 +9,7 @@ import copy
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import TrainingArguments, set_seed
@@ -31,7 +31,7 @@ from ..quantization.backends import require_backend
 from ..quantization.config import QuantizationOptions
 from ..training_args import stage_args
 from .config import PruneStageArguments, QuantizeStageArguments, SearchConfig
-from .records import last_checkpoint
+from .records import config_values, last_checkpoint
 
 logger = logging.getLogger(__name__)
 TEACHER_CACHE = "teacher_cache"  # a folder: one logit file per teacher, data and setting
@@ -232,7 +232,4 @@ def _train_figures(trainer) -> dict:
 
 def stage_config_record(stage) -> dict:
     """The resolved config of a stage, as JSON-able values (TrainingArguments through ``to_dict``)."""
-    resolved = {}
-    for cls, value in stage.configs.items():
-        resolved[cls.__name__] = value.to_dict() if hasattr(value, "to_dict") else asdict(value)
-    return resolved
+    return {cls.__name__: config_values(value) for cls, value in stage.configs.items()}
