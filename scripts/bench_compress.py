@@ -8,7 +8,10 @@ and >= 4x smaller on disk. P1b: >= 97% at >= 6x. Each target has a route, a pipe
 <out>/<route>/seed<N>/: search (a budget on the fp32 speed-up of students cut from the teacher) -> distill ->
 ONNX int8 -> evaluate. Seed 42 runs the search over the route's grid; seeds 43 and 44 distil the structure
 it chose (a one-candidate search). Everything is chosen on the validation split:
-- the search keeps the candidate with the best validation accuracy after the same short distillation;
+- the search keeps, after the same short distillation, the fastest candidate whose validation accuracy the best
+  one does not beat in 95% of paired bootstrap draws over the validation examples (``--selection within_noise``,
+  the pipeline's default; ``best``: the best validation accuracy, the rule of the first run, kept in
+  scripts/results/compress/previous_rule/);
 - per route, the variant (student fp32 or int8) is the fastest whose median validation accuracy over the
   seeds is >= the route's share of the teacher's.
 Test figures are only reported: the medians of the chosen variant decide the target. Every row of every run
@@ -164,6 +167,7 @@ def main() -> None:
         "--epoch_scale", type=float, default=1.0, help="multiply every route's epochs (smoke runs)"
     )
     parser.add_argument("--max_train_samples", type=int, default=None, help="a subset, for a quick smoke run")
+    parser.add_argument("--selection", default="within_noise", help="the search's rule: within_noise or best")
     parser.add_argument("--out", default=str(ROOT / "scripts/results/compress"))
     opts = parser.parse_args()
     setup_logging_and_threads()
@@ -185,7 +189,7 @@ def main() -> None:
         if "structure_of" in route:  # the structure another route's search chose, for every seed
             search = chosen_structure(runs_by_route[route["structure_of"]][0]["report"]["search"], width)
         else:
-            search = {**route["search"], "proxy_steps": 100}
+            search = {**route["search"], "proxy_steps": 100, "selection": opts.selection}
         for seed in seeds:
             folder = out / "work" / name / f"seed{seed}"
             if runs and "structure_of" not in route:  # later seeds: the structure seed 42's search chose
@@ -208,6 +212,7 @@ def main() -> None:
         if (Path(teacher) / TEACHER_RECORD).exists()
         else None,
         "seeds": seeds,
+        "search_selection": opts.selection,
         "routes": {name: ROUTES[name] for name in runs_by_route},
         "epoch_scale": opts.epoch_scale,
         "machine": machine(),

@@ -81,16 +81,23 @@ def interleaved_latency(
     max_length: int,
     rounds: int = 5,
     runs: int = 10,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Per model, the median over ``rounds`` of ``measure_latency`` (median of ``runs``), the models taking
-    turns within each round, so that ratios between them are measured side by side on a noisy machine.
-    ``tokenizer`` is one tokenizer for all, or a dict with each model's own."""
+    turns within each round, so that ratios between them are measured side by side on a noisy machine. The
+    turn order is shuffled every round (``seed``): a model that always ran first, on a machine still warming up
+    or just after another job, would otherwise carry a bias of its own. ``tokenizer`` is one tokenizer for
+    all, or a dict with each model's own."""
+    import random
+
     tokenizers = tokenizer if isinstance(tokenizer, dict) else {name: tokenizer for name in models}
     per_round = {name: [] for name in models}
+    order, shuffle = list(models), random.Random(seed).shuffle
     for _ in range(rounds):
-        for name, model in models.items():
+        shuffle(order)
+        for name in order:
             per_round[name].append(
-                measure_latency(model, tokenizers[name], texts, batch_size, max_length, runs)
+                measure_latency(models[name], tokenizers[name], texts, batch_size, max_length, runs)
             )
     return {name: statistics.median(values) for name, values in per_round.items()}
 

@@ -29,15 +29,10 @@ from typing import Optional
 from transformers import TrainingArguments
 
 from ..configs import DataArguments, ReportingArguments, parse_int_list
-from ..distillation import DistillationConfig
 from ..errors import HfCompressError, check_choice
-from ..finetune import FinetuneConfig
 from ..parser import check_keys, known_fields, parse_config, read_yaml
-from ..pruning import PruningConfig, StructuredPruningConfig
-from ..quantization.config import METHODS, QuantizationOptions
+from ..quantization.config import METHODS
 
-ORDER = ("finetune", "search", "distill", "prune", "quantize", "evaluate", "share")
-TRAINING_STAGES = ("finetune", "search", "distill", "prune")
 OBJECTIVES = ("latency", "size")
 # Set by the pipeline itself: a stage's checkpoints go under <output_dir>/<stage>/, one seed for the run.
 RESERVED = ("output_dir", "seed")
@@ -91,7 +86,8 @@ class PipelineArguments:
 @dataclass
 class SearchConfig:
     """The student search: cut candidates from the teacher over a grid, drop those over budget, train each
-    remaining one for the same few steps and keep the best on the validation split."""
+    remaining one for the same few steps and keep, on the validation split, the fastest one whose score is
+    within the noise of the best (or the best: ``selection``)."""
 
     max_latency_ms: Optional[float] = field(
         default=None, metadata={"help": "Budget: CPU latency at budget_batch_size, in ms (None: no limit)."}
@@ -134,13 +130,39 @@ class SearchConfig:
         default=8, metadata={"help": "Training batches used to score heads and neurons; >= 1."}
     )
     latency_runs: int = field(default=5, metadata={"help": "Timed runs per candidate latency; >= 1."})
+    latency_rounds: int = field(
+        default=3,
+        metadata={"help": "Rounds in which the candidates and the teacher take turns (order shuffled each round); "
+                  "the latency is the median over rounds; >= 1."},
+    )
+    selection: str = field(
+        default="within_noise",
+        metadata={
+            "help": "'within_noise': the fastest candidate whose proxy score the best one does not beat in at "
+            "least `confidence` of the bootstrap draws over validation examples; 'best': the best proxy score "
+            "(ties: the faster)."
+        },
+    )
+    confidence: float = field(
+        default=0.95,
+        metadata={"help": "within_noise: the share of bootstrap draws the best must win to rule a candidate "
+                  "out; in (0.5, 1)."},
+    )
+    bootstrap_samples: int = field(
+        default=200, metadata={"help": "Bootstrap draws over the validation examples; >= 10."}
+    )
 
     def __post_init__(self):
+        check_choice("selection", self.selection, ("within_noise", "best"))
+        if not 0.5 < self.confidence < 1:
+            raise HfCompressError(f"confidence must be in (0.5, 1), got {self.confidence}")
+        if self.bootstrap_samples < 10:
+            raise HfCompressError(f"bootstrap_samples must be >= 10, got {self.bootstrap_samples}")
         for name in ("max_latency_ms", "min_speedup", "max_size_mb"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise HfCompressError(f"{name} must be > 0 or null, got {value}")
-        for name in ("budget_batch_size", "proxy_steps", "calibration_batches", "latency_runs"):
+        for name in ("budget_batch_size", "proxy_steps", "calibration_batches", "latency_runs", "latency_rounds"):
             if getattr(self, name) < 1:
                 raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
         check_choice("importance", self.importance, ("gradient", "magnitude"))
@@ -208,6 +230,10 @@ class EvaluateConfig:
 
     latency_batch_sizes: str = field(default="1,32", metadata={"help": "Batch sizes of the latency columns."})
     latency_runs: int = field(default=10, metadata={"help": "Timed runs per latency figure; >= 1."})
+    latency_rounds: int = field(
+        default=3,
+        metadata={"help": "Rounds in which the artifacts take turns (order shuffled each round); >= 1."},
+    )
     min_kept: float = field(
         default=0.99,
         metadata={"help": "Rule: keep variants whose validation score is >= this fraction of the teacher's."},
@@ -227,8 +253,9 @@ class EvaluateConfig:
 
     def __post_init__(self):
         parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")
-        if self.latency_runs < 1:
-            raise HfCompressError(f"latency_runs must be >= 1, got {self.latency_runs}")
+        for name in ("latency_runs", "latency_rounds"):
+            if getattr(self, name) < 1:
+                raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.min_kept <= 1:
             raise HfCompressError(f"min_kept must be in (0, 1], got {self.min_kept}")
         check_choice("objective", self.objective, OBJECTIVES)
@@ -249,17 +276,6 @@ class ShareConfig:
         ReportingArguments(share_namespace=self.share_namespace)  # same namespace check as the recipes
         if not (self.share_namespace or self.share_export_dir):
             raise HfCompressError("the share stage needs share_namespace or share_export_dir")
-
-
-STAGE_TYPES = {
-    "finetune": (FinetuneConfig, TrainingArguments),
-    "search": (SearchConfig, DistillationConfig),
-    "distill": (DistillStageArguments, DistillationConfig),
-    "prune": (PruneStageArguments, StructuredPruningConfig, PruningConfig, DistillationConfig),
-    "quantize": (QuantizeStageArguments, QuantizationOptions),
-    "evaluate": (EvaluateConfig,),
-    "share": (ShareConfig,),
-}
 
 
 @dataclass
@@ -315,6 +331,8 @@ def build(cls, values: dict, **fixed):
 
 
 def _check_order(names: list[str]) -> None:
+    from .stages import ORDER, REGISTRY
+
     for name in names:
         check_choice("each stage", name, ORDER)
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -326,15 +344,16 @@ def _check_order(names: list[str]) -> None:
             raise HfCompressError(
                 f"stage {b!r} can't come after {a!r}; stages run in the order {' -> '.join(ORDER)}"
             )
-    if "search" in names and "distill" not in names:
-        raise HfCompressError(
-            "the search stage chooses the student of a distill stage: add 'distill' after it"
-        )
+    for name in names:
+        for other, why in REGISTRY[name].requires.items():
+            if other not in names:
+                raise HfCompressError(why)
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     """Parse and check a pipeline YAML (``overrides``: ``--field value`` pairs for the top-level fields)."""
     from ..parser import parse_config
+    from .stages import ORDER, REGISTRY
 
     path = Path(path)
     raw = read_yaml(path)
@@ -354,7 +373,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         ((name, values),) = entry.items()
         check_choice("each stage", name, ORDER)
         names.append(name)
-        stage_values.append(_check_keys(values, known_fields(STAGE_TYPES[name]), f"stage {name!r}"))
+        stage_values.append(_check_keys(values, known_fields(REGISTRY[name].configs), f"stage {name!r}"))
     _check_order(names)
     if "evaluate" not in names:  # every run ends with its report (and share takes the variant it chose)
         at = names.index("share") if "share" in names else len(names)
@@ -366,7 +385,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     stages = []
     for name, values in zip(names, stage_values):
         configs = {}
-        for cls in STAGE_TYPES[name]:
+        for cls in REGISTRY[name].configs:
             if issubclass(cls, TrainingArguments):
                 merged = {**training_values, **values}
                 configs[cls] = build(
@@ -396,17 +415,8 @@ def _check_task(config: PipelineConfig) -> None:
             f"reports ({', '.join(allowed)}); set selection_metric to one of them"
             + (" or add it to data.metrics" if task == "single_label_classification" else "")
         )
-    quantize = config.stage("quantize")
-    if task == "token_classification" and quantize is not None:
-        raise HfCompressError(
-            "the quantize stage supports sequence classification only (single- or multi-label); remove it for "
-            "token_classification"
-        )
-    if task == "multi_label_classification":
-        for name in ("search", "distill", "prune"):
-            stage = config.stage(name)
-            if stage is not None and stage.get(DistillationConfig).alpha > 0:
-                raise HfCompressError(
-                    f"stage {name!r}: soft-target KD (alpha > 0) is a softmax over classes, which doesn't fit "
-                    "multi-label outputs; set alpha: 0 and logits_mse_weight > 0 (or hidden-state terms)"
-                )
+    from .stages import REGISTRY
+
+    for stage in config.stages:
+        if REGISTRY[stage.name].validate is not None:
+            REGISTRY[stage.name].validate(config, stage)

@@ -14,29 +14,10 @@ from ..data import limit_samples, load_task_data
 from ..errors import HfCompressError
 from ..modeling import load_tokenizer
 from .config import PipelineConfig, load_pipeline_config
-from .records import RunState
-from .report import run_evaluate, run_share
-from .stages import (
-    RunContext,
-    check_backends,
-    run_distill,
-    run_finetune,
-    run_prune,
-    run_quantize,
-    run_search,
-    stage_config_record,
-)
+from .records import RunState, config_values
+from .stages import REGISTRY, RunContext
 
 logger = logging.getLogger(__name__)
-RUNNERS = {
-    "finetune": run_finetune,
-    "search": run_search,
-    "distill": run_distill,
-    "prune": run_prune,
-    "quantize": run_quantize,
-    "evaluate": run_evaluate,
-    "share": run_share,
-}
 
 
 def _tokenize(raw, tokenizer, task: str, max_length: int):
@@ -50,8 +31,6 @@ def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
     """Every check that can fail on bad input, before anything is written: the output folder's records, the
     backends, sharing, the data, the tokenizer and (without a finetune stage) the model's head."""
     from ..evaluation import task_metrics
-    from ..hub import check_sharing
-    from .config import ShareConfig
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise HfCompressError(
@@ -60,10 +39,9 @@ def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
         )
     state = RunState(config)
     skipped = state.check()
-    check_backends(config)
-    share = config.stage("share")
-    if share is not None:
-        check_sharing(share.get(ShareConfig))
+    for stage in config.stages:
+        if REGISTRY[stage.name].preflight is not None:
+            REGISTRY[stage.name].preflight(config, stage)
     pipeline, data_args = config.pipeline, config.data
     raw, labels = load_task_data(pipeline.task_type, data_args.dataset_name, data_args.text_column,
                                  data_args.label_column)  # fmt: skip
@@ -86,16 +64,6 @@ def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
     return state, skipped, ctx
 
 
-def _advance(ctx: RunContext, name: str, record: dict) -> None:
-    """What later stages take from a finished one."""
-    ctx.records[name] = record
-    if name == "finetune":
-        ctx.teacher_dir = Path(record["artifact"])
-    elif name in ("distill", "prune"):
-        ctx.latest = Path(record["artifact"])
-        ctx.latest_layers = record["figures"].get("teacher_layers")
-
-
 def run_pipeline(
     config: PipelineConfig | str | Path, overrides: list[str] | None = None, callbacks: list | None = None
 ) -> dict:
@@ -110,7 +78,7 @@ def run_pipeline(
     finally:
         state.release()
     print("\n" + (ctx.out / "report.md").read_text() + f"\nReport in {ctx.out / 'report.md'}")
-    return ctx.records["evaluate"]["figures"]["report"]
+    return ctx.outputs["evaluate"].report
 
 
 def _run_stages(state: RunState, skipped: list[str], ctx: RunContext, config: PipelineConfig, callbacks) -> None:
@@ -122,8 +90,14 @@ def _run_stages(state: RunState, skipped: list[str], ctx: RunContext, config: Pi
         else:
             logger.info("Stage %s: running", stage.name)
             folder = state.begin_stage(stage.name)
-            figures, artifact = RUNNERS[stage.name](ctx, stage, folder)
+            figures, artifact = REGISTRY[stage.name].run(ctx, stage, folder)
             record = state.finish_stage(stage.name, stage_config_record(stage), figures, artifact)
             shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: the model is saved
-        _advance(ctx, stage.name, record)
+        ctx.records[stage.name] = record
+        ctx.outputs[stage.name] = REGISTRY[stage.name].output(record)
     state.mark("done", current=None)
+
+
+def stage_config_record(stage) -> dict:
+    """The resolved config of a stage, as JSON-able values (TrainingArguments through ``to_dict``)."""
+    return {cls.__name__: config_values(value) for cls, value in stage.configs.items()}

@@ -1,6 +1,8 @@
 """Student search under a budget: cut candidates from the teacher over depth x FFN width x heads, measure each
 one's latency once on this machine (the candidates and the teacher taking turns), drop those over budget before
-any training, give each remaining one the same short distillation and keep the best on the validation split.
+any training, give each remaining one the same short distillation and score it on the validation split. The
+rule (``selection``) keeps the fastest candidate whose score the best one does not beat beyond noise (a paired
+bootstrap over the validation examples), or the best score.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 from ..distillation import DistillationConfig, DistillationTrainer
 from ..distillation.trainer import kept_layer_maps
 from ..errors import HfCompressError
-from ..evaluation import evaluate_model, interleaved_latency
+from ..evaluation import interleaved_latency, predict
+from ..evaluation.bootstrap import paired_bootstrap, share_below
 from ..modeling import count_parameters, find_layer_list, keep_layers, layer_style, select_layers
 from ..pruning import StructuredPruningConfig, structure, structured_prune
 from ..pruning.structured import bert_head_pruning_supported, prune_attention_heads
@@ -87,7 +90,8 @@ def measure_candidates(
     taking turns), speed-up against the teacher, and whether each is within the budget."""
     models = {"teacher": teacher, **{name: c["model"] for name, c in candidates.items()}}
     latency = interleaved_latency(
-        models, tokenizer, texts, config.budget_batch_size, max_length, rounds=3, runs=config.latency_runs
+        models, tokenizer, texts, config.budget_batch_size, max_length, config.latency_rounds,
+        config.latency_runs,
     )
     rows = []
     for name, c in candidates.items():
@@ -111,8 +115,8 @@ def measure_candidates(
 
 
 def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConfig, data, tokenizer, metrics,
-                folder: Path) -> dict:  # fmt: skip
-    """The same short distillation for every candidate; returns its validation metrics."""
+                folder: Path) -> tuple:  # fmt: skip
+    """The same short distillation for every candidate; returns its (logits, labels) on validation."""
     stage = stage_args(
         args,
         cls=DistillationConfig,
@@ -133,15 +137,14 @@ def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConf
     trainer.save_model(str(folder))
     from ..data import DistillationDataCollator
 
-    return evaluate_model(
-        candidate["model"], data["validation"], DistillationDataCollator(tokenizer), metrics
-    )
+    return predict(candidate["model"], data["validation"], DistillationDataCollator(tokenizer))
 
 
 def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics, texts, max_length, folder,
                    calibration, metric: str = "accuracy") -> dict:  # fmt: skip
-    """Run the search, scoring candidates on the validation ``metric``; returns {"candidates": rows, "chosen": name, "rule": text, "chosen_model": the chosen
-    candidate's cut before training, "teacher_layers": its kept teacher layers}."""
+    """Run the search, scoring candidates on the validation ``metric``; returns {"candidates": rows, "chosen":
+    name, "rule": text, "chosen_model": the chosen candidate's cut before training, "teacher_layers": its kept
+    teacher layers}."""
     folder = Path(folder)
     candidates = {}
     for layers, ffn, heads in config.grid:
@@ -160,21 +163,45 @@ def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics
         "Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget_text(config)
     )
     initial = {r["candidate"]: copy.deepcopy(candidates[r["candidate"]]["model"]) for r in within}
+    predictions = {}
     for row in within:
         name = row["candidate"]
-        scores = proxy_train(
+        predictions[name] = proxy_train(
             candidates[name], teacher, args, config, data, tokenizer, metrics, folder / "candidates" / name
         )
-        row.update({f"validation_{k}": v for k, v in scores.items()})
+        row.update({f"validation_{k}": v for k, v in metrics(predictions[name]).items()})
         row["folder"] = str(folder / "candidates" / name)
         logger.info("Search: %s scored %.4f validation %s", name, row[f"validation_{metric}"], metric)
-    best = max(within, key=lambda r: (r[f"validation_{metric}"], -r["latency_ms"]))
+    chosen, rule = choose_candidate(within, predictions, metrics, metric, config)
     return {
         "candidates": rows,
-        "chosen": best["candidate"],
+        "chosen": chosen["candidate"],
         "metric": metric,
-        "rule": f"within the budget ({budget_text(config)}), the best validation {metric} after "
-        f"{config.proxy_steps} distillation steps (ties: the faster)",
-        "chosen_model": initial[best["candidate"]],
-        "teacher_layers": best["teacher_layers"],
+        "rule": rule,
+        "chosen_model": initial[chosen["candidate"]],
+        "teacher_layers": chosen["teacher_layers"],
     }
+
+
+def choose_candidate(within: list[dict], predictions: dict, metrics, metric: str, config: SearchConfig):
+    """The rule of ``config.selection`` over the scored rows (each gains its bootstrap standard error, the share
+    of draws in which it scores below the best, and whether that is within noise); returns (row, rule)."""
+    score = f"validation_{metric}"
+    best = max(within, key=lambda r: (r[score], -r["latency_ms"]))
+    draws = paired_bootstrap(predictions, metrics, metric, config.bootstrap_samples)
+    below = share_below(best["candidate"], draws)
+    for row in within:
+        row[f"{score}_se"] = float(draws[row["candidate"]].std())
+        row["share_below_best"] = below[row["candidate"]]
+        row["within_noise_of_best"] = below[row["candidate"]] < config.confidence
+    steps = f"after {config.proxy_steps} distillation steps"
+    if config.selection == "best":
+        return best, f"within the budget ({budget_text(config)}), the best validation {metric} {steps} (ties: the faster)"
+    tied = [r for r in within if r["within_noise_of_best"]]
+    chosen = min(tied, key=lambda r: (r["latency_ms"], -r[score]))
+    rule = (
+        f"within the budget ({budget_text(config)}), the fastest candidate whose validation {metric} {steps} is "
+        f"within noise of the best ({best['candidate']}, {best[score]:.4f}): it scores below the best in fewer than "
+        f"{config.confidence:.0%} of {config.bootstrap_samples} paired bootstrap draws over the validation examples"
+    )
+    return chosen, rule

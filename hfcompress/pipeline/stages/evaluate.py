@@ -1,38 +1,30 @@
-"""The evaluate stage (every artifact of the run measured side by side, the variant to ship chosen on the
-validation split by a stated rule, ``report.json``/``report.md`` and plots) and the share stage (the chosen
-variant exported or pushed with a card that carries its row and the teacher's)."""
+"""``evaluate``: every artifact of the run measured side by side (metrics on validation and test, size, memory,
+latency), the variant to ship chosen on the validation split by a stated rule, the search's budget re-checked
+on it, ``report.json``/``report.md`` and plots."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from ..configs import parse_int_list
-from ..errors import HfCompressError
-from ..evaluation import markdown_table, write_report
-from ..hub import CompressionInfo, share_variant
-from .config import EvaluateConfig, ShareConfig
+from ...configs import parse_int_list
+from ...evaluation import markdown_table, write_report
+from ..config import EvaluateConfig
+from .base import ReportOutput, StageSpec
 
 logger = logging.getLogger(__name__)
-KINDS = {"teacher": "finetuned", "candidate": "distilled", "student": "distilled", "pruned": "pruned"}
 
 
 def collect_artifacts(ctx, folder: Path) -> dict[str, tuple[str, str]]:
-    """name -> (folder, stage) for every model the run made, in order: teacher, trained search candidates,
-    student, pruned model, quantized variants."""
+    """name -> (folder, kind) for every model the run made, in run order: the teacher, then what each stage
+    declares (its ``StageSpec.artifacts``): trained search candidates, student, pruned model, quantized
+    variants."""
+    from . import REGISTRY
+
     artifacts = {"teacher": (str(ctx.teacher_folder(folder / "teacher")), "teacher")}
-    records = ctx.records
-    if "search" in records:
-        for row in records["search"]["figures"]["candidates"]:
-            if row.get("folder"):  # trained (in budget); saved with its tokenizer
-                artifacts[f"candidate {row['candidate']}"] = (row["folder"], "candidate")
-    for name, label in (("distill", "student"), ("prune", "pruned")):
-        if name in records:
-            artifacts[label] = (records[name]["artifact"], label)
-    if "quantize" in records:
-        base = "pruned" if "prune" in records else "student" if "distill" in records else "teacher"
-        for method, path in records["quantize"]["figures"]["artifacts"].items():
-            artifacts[f"{base} {method}"] = (path, "quantized")
+    for name, output in ctx.outputs.items():
+        if REGISTRY[name].artifacts is not None:
+            artifacts.update(REGISTRY[name].artifacts(output))
     return artifacts
 
 
@@ -56,20 +48,45 @@ def choose(rows: list[dict], config: EvaluateConfig, batch_size: int, metric: st
     return min(eligible, key=lambda r: (r[cost], -r[score]))["model"], rule
 
 
-def run_evaluate(ctx, stage, folder: Path):
-    from ..evaluation.plots import plot_front, plot_tradeoffs
-    from ..quantization import measure_artifacts
-    from ..quantization.measure import report_columns
+def budget_check(rows: list[dict], chosen: str | None, search) -> dict | None:
+    """The search's budget re-checked on the shipped variant as the evaluate stage measured it (its latency and
+    speed-up at the budget's batch size, its size on disk). None without a search stage or a chosen variant."""
+    from ..search import budget_text
+
+    if search is None or chosen is None:
+        return None
+    row, batch = next(r for r in rows if r["model"] == chosen), search.budget_batch_size
+    figures = {"latency_ms": row[f"latency_ms_b{batch}"], "speedup": row[f"speedup_b{batch}"],
+               "size_mb": row["size_mb"]}  # fmt: skip
+    failed = []
+    if search.max_latency_ms is not None and figures["latency_ms"] > search.max_latency_ms:
+        failed.append(f"latency {figures['latency_ms']:.1f} ms > {search.max_latency_ms} ms")
+    if search.min_speedup is not None and figures["speedup"] < search.min_speedup:
+        failed.append(f"speed-up {figures['speedup']:.2f}x < {search.min_speedup}x")
+    if search.max_size_mb is not None and figures["size_mb"] > search.max_size_mb:
+        failed.append(f"size on disk {figures['size_mb']:.1f} MB > {search.max_size_mb} MB")
+    return {"budget": budget_text(search), "variant": chosen, "batch_size": batch, **figures, "met": not failed,
+            "failed": failed}  # fmt: skip
+
+
+def run(ctx, stage, folder: Path):
+    from ...evaluation.plots import plot_front, plot_tradeoffs
+    from ...quantization import measure_artifacts
+    from ...quantization.measure import report_columns
+    from ..config import SearchConfig
 
     config = stage.get(EvaluateConfig)
     batch_sizes = parse_int_list(config.latency_batch_sizes, "latency_batch_sizes")
+    search = ctx.config.stage("search").get(SearchConfig) if "search" in ctx.outputs else None
+    if search is not None and search.budget_batch_size not in batch_sizes:  # the budget is re-checked there
+        batch_sizes.append(search.budget_batch_size)
     artifacts = collect_artifacts(ctx, folder)
     model_class = None
     if ctx.task == "token_classification":
         from transformers import AutoModelForTokenClassification as model_class
     splits = {s: ctx.data[s] for s in ("validation", "test")}
     rows = measure_artifacts({k: v[0] for k, v in artifacts.items()}, "teacher", ctx.tokenizer, splits, ctx.metrics,
-                             ctx.texts, batch_sizes, ctx.config.data.max_seq_length, runs=config.latency_runs,
+                             ctx.texts, batch_sizes, ctx.config.data.max_seq_length, rounds=config.latency_rounds, runs=config.latency_runs,
                              memory=config.memory, model_class=model_class)  # fmt: skip
     metric = ctx.config.pipeline.selection_metric
     teacher = rows[0]
@@ -83,11 +100,15 @@ def run_evaluate(ctx, stage, folder: Path):
     plots = []
     if config.plots:
         plots = [str(p) for p in plot_tradeoffs(rows, ctx.out, max(batch_sizes), score=f"test_{metric}")]
-        if "search" in ctx.records:
-            plots.append(str(plot_front(ctx.records["search"]["figures"]["candidates"], "latency_ms",
+        if "search" in ctx.outputs:
+            plots.append(str(plot_front(ctx.outputs["search"].candidates, "latency_ms",
                                         "candidate CPU latency (ms)", f"validation_{metric}",
                                         ctx.out / "search_candidates.png", "candidate")))  # fmt: skip
     report = build_report(ctx, rows, chosen, rule, plots, batch_sizes)
+    report["budget_check"] = budget_check(rows, chosen, search)
+    if report["budget_check"] and not report["budget_check"]["met"]:
+        logger.warning("evaluate: the chosen variant %s fails the search's budget (%s): %s", chosen,
+                       report["budget_check"]["budget"], "; ".join(report["budget_check"]["failed"]))  # fmt: skip
     columns = [("stage", "stage"), *report_columns(batch_sizes)[:4], ("kept_test", "kept (test)"),
                ("parameters", "parameters"), *report_columns(batch_sizes)[4:5], ("gzip_size_mb", "gzip (MB)"),
                *report_columns(batch_sizes)[5:]]  # fmt: skip
@@ -96,7 +117,7 @@ def run_evaluate(ctx, stage, folder: Path):
 
 
 def build_report(ctx, rows, chosen, rule, plots, batch_sizes) -> dict:
-    from ..runtime import thread_record
+    from ...runtime import thread_record
 
     config = ctx.config
     stages = []
@@ -135,43 +156,30 @@ def render_markdown(report: dict, columns) -> str:
         "",
         markdown_table(report["results"], columns),
     ]
+    check = report.get("budget_check")
+    if check:
+        verdict = "meets it" if check["met"] else "**fails it**: " + "; ".join(check["failed"])
+        lines += ["", f"Budget of the search ({check['budget']}), re-checked on {check['variant']} as measured "
+                  f"here ({check['latency_ms']:.1f} ms, {check['speedup']:.2f}x at batch {check['batch_size']}, "
+                  f"{check['size_mb']:.1f} MB on disk): {verdict}."]  # fmt: skip
     search = report.get("search")
     if search:
         lines += ["", "## Student search", "", f"Rule: {search['rule']}. Chosen: {search['chosen']}.", "",
                   markdown_table(search["candidates"], [("candidate", "candidate"), ("parameters", "parameters"),
                                  ("size_mb", "fp32 MB"), ("latency_ms", "latency (ms)"), ("speedup", "speed-up"),
                                  ("within_budget", "within budget"),
-                                 (f"validation_{report['selection_metric']}", f"proxy validation {report['selection_metric']}")])]  # fmt: skip
+                                 (f"validation_{report['selection_metric']}", f"proxy validation {report['selection_metric']}"),
+                                 (f"validation_{report['selection_metric']}_se", "bootstrap s.e."),
+                                 ("share_below_best", "draws below the best"),
+                                 ("within_noise_of_best", "within noise")])]  # fmt: skip
     if report["plots"]:
         lines += ["", "Plots: " + ", ".join(Path(p).name for p in report["plots"])]
     return "\n".join(lines) + "\n"
 
 
-def run_share(ctx, stage, folder: Path):
-    """Export/push the variant the evaluate stage chose, with a card carrying its row and the teacher's."""
-    config = stage.get(ShareConfig)
-    report = ctx.records["evaluate"]["figures"]["report"]
-    if report["chosen"] is None:
-        logger.warning("share: no variant met the rule (%s); nothing shared", report["rule"])
-        return {"shared": None, "reason": "no variant met the rule"}, None
-    rows = {r["model"]: r for r in report["results"]}
-    row, teacher = rows[report["chosen"]], rows["teacher"]
-    method = report["chosen"].split(" ", 1)[-1]
-    kind = KINDS.get(row["stage"]) or ("onnx" if method.startswith("onnx") else "quantized")
-    route = " -> ".join(s["stage"] for s in report["stages"] if s["stage"] not in ("evaluate", "share"))
-    info = CompressionInfo(
-        kind=kind,
-        base_model=ctx.config.pipeline.model_name_or_path,
-        dataset=ctx.config.data.dataset_name,
-        method=f"hfcompress pipeline ({route}); chosen: {report['chosen']} by the rule: {report['rule']}",
-        settings={s.name: s.values for s in ctx.config.stages},
-        teacher=f"{ctx.config.pipeline.model_name_or_path} (fine-tuned on {ctx.config.data.dataset_name})",
-        metrics={k: v for k, v in row.items() if "delta" not in k},
-        reference={k: v for k, v in teacher.items() if "delta" not in k},
-        command=f"hfcompress compress --config {ctx.config.path}",
-    )
-    suffix = report["chosen"].replace("candidate ", "").split(" ")
-    shared = share_variant(config, row["folder"], info, *suffix, owner=str(ctx.out.resolve()))
-    if not shared:
-        raise HfCompressError("share stage: nothing was shared")
-    return {"shared": shared, "variant": report["chosen"]}, shared.get("export")
+SPEC = StageSpec(
+    name="evaluate",
+    configs=(EvaluateConfig,),
+    run=run,
+    output=lambda record: ReportOutput(record["figures"]["report"]),
+)

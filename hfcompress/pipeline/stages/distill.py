@@ -1,0 +1,68 @@
+"""``distill``: distil the teacher into the search's chosen student, or into the layers ``student_layers``
+names. An interrupted run resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import set_seed
+
+from ...distillation import DistillationConfig, DistillationTrainer, create_student_from_teacher
+from ...distillation.trainer import kept_layer_maps
+from ...modeling import load_classifier, select_layers
+from ...pruning import structure
+from ..config import DistillStageArguments
+from ..records import last_checkpoint
+from .base import ModelOutput, SearchOutput, StageSpec, refuse_soft_targets_for_multi_label, train_figures
+
+logger = logging.getLogger(__name__)
+
+
+def run(ctx, stage, folder: Path):
+    teacher = ctx.teacher()
+    search = ctx.output(SearchOutput)
+    set_seed(ctx.config.pipeline.seed)
+    if search is not None:
+        student, _ = load_classifier(str(search.folder), ctx.labels, ctx.task)
+        kept = search.teacher_layers
+    else:
+        kept = select_layers(
+            stage.get(DistillStageArguments).student_layers, teacher.config.num_hidden_layers
+        )
+        student = create_student_from_teacher(teacher, kept)
+    checkpoints = folder / "checkpoints"
+    args = ctx.distill_args(stage, checkpoints, **kept_layer_maps(stage.get(DistillationConfig), kept))
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        logger.info("Resuming the distill stage from %s", resume)
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=ctx.data["train"],
+        eval_dataset=ctx.data["validation"],
+        processing_class=ctx.tokenizer,
+        compute_metrics=ctx.metrics,
+        callbacks=list(ctx.callbacks),
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(folder / "model"))
+    figures = {"resumed_from": resume, "teacher_layers": kept, "structure": structure(student),
+               **train_figures(trainer)}  # fmt: skip
+    return figures, str(folder / "model")
+
+
+def output(record: dict) -> ModelOutput:
+    return ModelOutput(Path(record["artifact"]), "student", record["figures"].get("teacher_layers"))
+
+
+SPEC = StageSpec(
+    name="distill",
+    configs=(DistillStageArguments, DistillationConfig),
+    run=run,
+    output=output,
+    training=True,
+    validate=refuse_soft_targets_for_multi_label,
+    artifacts=lambda out: {out.label: (str(out.folder), out.label)},
+)

@@ -1,0 +1,50 @@
+"""``finetune``: fine-tune model_name_or_path on the task (full, frozen layers, LoRA/QLoRA); the result is the
+teacher of every later stage. An interrupted run resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import TrainingArguments, set_seed
+
+from ...finetune import FinetuneConfig, check_early_stopping, finetune, save_finetuned
+from ...modeling import load_classifier
+from ...training_args import stage_args
+from ..records import last_checkpoint
+from .base import StageSpec, TeacherOutput, train_figures
+
+logger = logging.getLogger(__name__)
+
+
+def run(ctx, stage, folder: Path):
+    config, args = stage.get(FinetuneConfig), stage.get(TrainingArguments)
+    check_early_stopping(config, args)
+    name = ctx.config.pipeline.model_name_or_path
+    set_seed(args.seed)
+    if config.qlora:
+        from ...finetune import load_qlora_base
+
+        model = load_qlora_base(name, ctx.labels, ctx.task)
+    else:
+        model, _ = load_classifier(name, ctx.labels, ctx.task, dataset=ctx.raw)
+    checkpoints = folder / "checkpoints"
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        logger.info("Resuming the finetune stage from %s", resume)
+    trainer = finetune(model, ctx.tokenizer, ctx.data["train"], ctx.data["validation"],
+                       stage_args(args, output_dir=checkpoints), config, ctx.metrics, ctx.callbacks,
+                       task_type=ctx.task, resume_from_checkpoint=resume)  # fmt: skip
+    saved = save_finetuned(
+        trainer, ctx.tokenizer, config, folder, lambda: load_classifier(name, ctx.labels, ctx.task)[0]
+    )
+    return {"resumed_from": resume, **train_figures(trainer)}, str(saved)
+
+
+SPEC = StageSpec(
+    name="finetune",
+    configs=(FinetuneConfig, TrainingArguments),
+    run=run,
+    output=lambda record: TeacherOutput(Path(record["artifact"])),
+    training=True,
+)

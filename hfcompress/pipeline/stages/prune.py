@@ -1,0 +1,49 @@
+"""``prune``: prune the last model (the student, or the teacher when nothing was distilled), recovering by
+distillation from the teacher. An interrupted prune stage starts again from its beginning: a pruning
+iteration's structure depends on the model before it."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+from transformers import set_seed
+
+from ...distillation import DistillationConfig
+from ...modeling import load_classifier
+from ...pruning import PruningConfig, StructuredPruningConfig, prune_and_recover
+from ..config import PruneStageArguments
+from .base import ModelOutput, StageSpec, refuse_soft_targets_for_multi_label
+
+
+def run(ctx, stage, folder: Path):
+    kind = stage.get(PruneStageArguments).pruning
+    config = stage.get(StructuredPruningConfig) if kind == "structured" else stage.get(PruningConfig)
+    shutil.rmtree(folder / "recovery", ignore_errors=True)
+    teacher = ctx.teacher()
+    latest = ctx.latest
+    model = load_classifier(str(latest.folder), ctx.labels, ctx.task)[0] if latest else copy.deepcopy(teacher)
+    layers = latest.teacher_layers if latest else None
+    set_seed(ctx.config.pipeline.seed)
+    args = ctx.distill_args(stage, folder / "recovery")
+    model, trainer, details = prune_and_recover(model, teacher, config, args, ctx.data, ctx.tokenizer, ctx.metrics,
+                                                folder / "recovery", teacher_layers=layers)  # fmt: skip
+    trainer.save_model(str(folder / "model"))
+    figures = {"pruning": kind, "details": details, "teacher_layers": details.get("teacher_layers", layers)}
+    return figures, str(folder / "model")
+
+
+def output(record: dict) -> ModelOutput:
+    return ModelOutput(Path(record["artifact"]), "pruned", record["figures"].get("teacher_layers"))
+
+
+SPEC = StageSpec(
+    name="prune",
+    configs=(PruneStageArguments, StructuredPruningConfig, PruningConfig, DistillationConfig),
+    run=run,
+    output=output,
+    training=True,
+    validate=refuse_soft_targets_for_multi_label,
+    artifacts=lambda out: {out.label: (str(out.folder), out.label)},
+)

@@ -1,0 +1,54 @@
+"""``search``: cut candidate students from the teacher, measure them, drop those over the budget, train the
+rest briefly and choose one on validation (``hfcompress.pipeline.search`` holds the algorithm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import set_seed
+
+from ...distillation import DistillationConfig
+from ...pruning import calibration_batches
+from ..config import SearchConfig
+from .base import SearchOutput, StageSpec, refuse_soft_targets_for_multi_label
+
+
+def run(ctx, stage, folder: Path):
+    from ..search import check_grid, search_student
+
+    config = stage.get(SearchConfig)
+    teacher = ctx.teacher()
+    check_grid(teacher, config)
+    set_seed(ctx.config.pipeline.seed)
+    calibration = calibration_batches(ctx.data["train"], ctx.tokenizer,
+                                      stage.get(DistillationConfig).per_device_train_batch_size,
+                                      config.calibration_batches, ctx.config.pipeline.seed)  # fmt: skip
+    result = search_student(teacher, config, ctx.distill_args(stage, folder), ctx.data, ctx.tokenizer, ctx.metrics,
+                            ctx.texts, ctx.config.data.max_seq_length, folder, calibration,
+                            ctx.config.pipeline.selection_metric)  # fmt: skip
+    chosen = result.pop("chosen_model")
+    chosen.save_pretrained(folder / "chosen")
+    ctx.tokenizer.save_pretrained(folder / "chosen")
+    return result, str(folder / "chosen")
+
+
+def output(record: dict) -> SearchOutput:
+    figures = record["figures"]
+    return SearchOutput(figures["chosen"], Path(record["artifact"]), figures["teacher_layers"], figures["candidates"])
+
+
+def artifacts(output: SearchOutput) -> dict:
+    """The trained (in-budget) candidates, each saved with its tokenizer: proxies in the report."""
+    return {f"candidate {r['candidate']}": (r["folder"], "candidate") for r in output.candidates if r.get("folder")}
+
+
+SPEC = StageSpec(
+    name="search",
+    configs=(SearchConfig, DistillationConfig),
+    run=run,
+    output=output,
+    training=True,
+    requires={"distill": "the search stage chooses the student of a distill stage: add 'distill' after it"},
+    validate=refuse_soft_targets_for_multi_label,
+    artifacts=artifacts,
+)
