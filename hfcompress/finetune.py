@@ -167,7 +167,9 @@ def save_finetuned(
     round the update away). Returns the model folder."""
     out = Path(out)
     if not config.use_lora:
-        trainer.save_model(str(out / "model"))
+        trainer.save_model(str(out / "model"))  # the main process only, under DDP
+        return out / "model"
+    if not trainer.args.should_save:  # another process of a DDP run: the main one saves
         return out / "model"
     trainer.model.save_pretrained(out / "adapter")
     tokenizer.save_pretrained(out / "adapter")

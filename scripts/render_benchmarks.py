@@ -327,20 +327,24 @@ def compress(relative: str) -> str:
         search = runs[0]["report"]["search"]
         for row in search["candidates"]:
             searches.append({"route": route, **row})
+    first = next(iter(data["runs"].values()))[0]["report"]["search"]
+    columns = [
+        ("route", "route", str),
+        ("candidate", "candidate", str),
+        ("parameters", "parameters", fmt),
+        ("latency_ms", "b32 ms", fmt),
+        ("speedup", "speed-up (fp32)", fmt),
+        ("within_budget", "within budget", fmt),
+        ("validation_accuracy", "proxy val acc", fmt),
+    ]
+    if any("share_below_best" in row for row in searches):  # runs with the within-noise rule
+        columns += [("validation_accuracy_se", "bootstrap s.e.", fmt), ("share_below_best", "draws below best", fmt),
+                    ("within_noise_of_best", "within noise", fmt), ("chosen", "chosen", fmt)]  # fmt: skip
+    for row in searches:
+        row["chosen"] = row["candidate"] == data["runs"][row["route"]][0]["report"]["search"]["chosen"]
     parts.append(
-        "\nThe searches (seed 42; later seeds distil the structure chosen here):\n\n"
-        + table(
-            searches,
-            [
-                ("route", "route", str),
-                ("candidate", "candidate", str),
-                ("parameters", "parameters", fmt),
-                ("latency_ms", "b32 ms", fmt),
-                ("speedup", "speed-up (fp32)", fmt),
-                ("within_budget", "within budget", fmt),
-                ("validation_accuracy", "proxy val acc", fmt),
-            ],
-        )
+        "\nThe searches (seed 42; later seeds distil the structure chosen here). The rule, as the first route's "
+        f"report words it: {first['rule']}.\n\n" + table(searches, columns)
     )
     return "".join(parts)
 
@@ -539,6 +543,7 @@ BLOCKS = {
     "quantize-repeat": lambda: quantize("quantization_repeat/quantize_benchmark.json"),
     "qat": lambda: qat("qat/qat_benchmark.json"),
     "compress": lambda: compress("compress/compress_benchmark.json"),
+    "compress-previous-rule": lambda: compress("compress/previous_rule/compress_benchmark.json"),
     "distill-pair": lambda: distill_pair("distill_pair/distill_pair_benchmark.json"),
     "llm-memory": lambda: llm_memory("llm/memory.json"),
     "llm-recover": lambda: llm_recover("llm/recover.json"),

@@ -77,7 +77,9 @@ def test_prune_in_two_rounds_distil_measure_and_share(assets, tmp_path):
     again = strided_perplexity(saved, tokenizer, TEXT, max_length=16, stride=8, max_tokens=64)  # test.txt
     assert student["test_perplexity"] == pytest.approx(again["perplexity"], rel=1e-5)
     assert student["test_bits_per_byte"] == pytest.approx(again["bits_per_byte"], rel=1e-5)
-    assert student["generate_tokens_per_s_b1"] > 0 and teacher["prompt_tokens_per_s"] > 0
+    # sizes are the saved weight files, in 10^6 bytes (speeds are pinned in test_measure.py)
+    assert student["size_mb"] == pytest.approx((out / "student" / "model.safetensors").stat().st_size / 1e6)
+    assert set(student) == set(teacher) >= {"generate_tokens_per_s_b1", "prompt_tokens_per_s"}
     (card,) = (tmp_path / "export").glob("*/README.md")
     text = card.read_text()
     assert "test_perplexity" in text and "AutoModelForCausalLM" in text and "generate_tokens_per_s_b1" in text

@@ -147,22 +147,27 @@ def test_recipe_with_separately_tokenized_student_and_all_terms(assets, tmp_path
     assert AutoModelForSequenceClassification.from_pretrained(out / "student").config.vocab_size == len(
         make_tokenizer(tmp_path, 11)
     )
-    out2 = tmp_path / "terms"
-    load_recipe().main(
-        base_args(
-            assets,
-            out2,
-            "--hidden_mse_weight",
-            "1",
-            "--attention_weight",
-            "1",
-            "--hidden_cosine_weight",
-            "1",
-            "--cache_teacher_logits",
-            "false",
-        )
-    )
-    assert (out2 / "report.json").exists()
+
+
+def test_recipe_with_every_loss_term(assets, tmp_path, capsys):
+    """Every term is computed and logged, and the logged loss is their weighted sum (alpha 0.5 between the
+    hard labels and the soft targets, weight 1 for each hidden-state and attention term)."""
+    import ast
+    import math
+
+    load_recipe().main(base_args(assets, tmp_path / "terms", "--hidden_mse_weight", "1", "--attention_weight", "1",
+                                 "--hidden_cosine_weight", "1", "--cache_teacher_logits", "false",
+                                 "--logging_steps", "1", "--alpha", "0.5", "--per_device_train_batch_size", "8"))  # fmt: skip
+    logs = [ast.literal_eval(line) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("{'loss'") and "distill_hidden_mse" in line]  # fmt: skip
+    assert len(logs) == 8  # 64 examples at batch 8, one epoch, a log per step
+    weights = {"hard_ce": 0.5, "kd_kl": 0.5, "hidden_mse": 1.0, "hidden_cosine": 1.0, "attention_kl": 1.0}
+    for log in logs:
+        terms = {name: log[f"distill_{name}"] for name in weights}
+        assert all(math.isfinite(v) and v >= 0 for v in terms.values()), terms
+        # the KL to a teacher trained one epoch on 64 rows rounds to 0 at 4 decimals; the others can't
+        assert all(terms[n] > 0 for n in ("hard_ce", "hidden_mse", "hidden_cosine", "attention_kl")), terms
+        assert log["loss"] == pytest.approx(sum(weights[n] * v for n, v in terms.items()), abs=1e-3)
 
 
 @pytest.mark.parametrize(

@@ -6,12 +6,12 @@ import random
 import numpy as np
 import pytest
 import torch
-from hfcompress.pipeline.stages.evaluate import budget_check
 
 from hfcompress.evaluation import classification_metrics, interleaved_latency
 from hfcompress.evaluation.bootstrap import paired_bootstrap, share_below
 from hfcompress.pipeline.config import SearchConfig
 from hfcompress.pipeline.search import choose_candidate
+from hfcompress.pipeline.stages.evaluate import budget_check
 
 N = 1000
 
@@ -150,3 +150,52 @@ def test_budget_is_rechecked_on_the_shipped_variant():
     assert check["failed"] == ["speed-up 2.50x < 3.0x", "size on disk 60.0 MB > 50.0 MB"]
     assert budget_check(report_rows, "student onnx", search)["met"] is True
     assert budget_check(report_rows, None, search) is None and budget_check(report_rows, "student", None) is None
+
+
+REPORT_ROWS = [
+    {"model": "teacher", "stage": "teacher", "validation_accuracy": 0.80, "latency_ms_b32": 100.0, "size_mb": 80.0},
+    {"model": "candidate L2", "stage": "candidate", "validation_accuracy": 0.80, "latency_ms_b32": 10.0,
+     "size_mb": 5.0},  # a search proxy: never shipped
+    {"model": "student", "stage": "student", "validation_accuracy": 0.795, "latency_ms_b32": 40.0, "size_mb": 60.0},
+    {"model": "student onnx", "stage": "quantized", "validation_accuracy": 0.793, "latency_ms_b32": 30.0,
+     "size_mb": 15.0},
+    {"model": "student int4", "stage": "quantized", "validation_accuracy": 0.791, "latency_ms_b32": 45.0,
+     "size_mb": 9.0},
+    {"model": "pruned", "stage": "pruned", "validation_accuracy": 0.70, "latency_ms_b32": 20.0, "size_mb": 40.0},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "min_kept,objective,expected",
+    [
+        (0.99, "latency", "student onnx"),  # floor 0.792: int4 (0.791) and pruned are out; onnx is the fastest
+        (0.99, "size", "student onnx"),  # int4 is smaller but below the floor
+        (0.985, "size", "student int4"),  # floor 0.788: int4 is in, and the smallest
+        (0.985, "latency", "student onnx"),
+        (0.9999, "latency", None),  # nothing keeps 99.99%: the proxy at 100% is not a candidate
+    ],
+)
+def test_the_shipped_variant_rule(min_kept, objective, expected):
+    from hfcompress.pipeline.config import EvaluateConfig
+    from hfcompress.pipeline.stages.evaluate import choose
+
+    chosen, rule = choose(REPORT_ROWS, EvaluateConfig(min_kept=min_kept, objective=objective), 32)
+    assert chosen == expected
+    assert f"({min_kept * 0.80:.4f})" in rule
+    assert ("the smallest on disk" if objective == "size" else "the fastest at batch 32") in rule
+
+
+def test_nothing_is_shared_when_no_variant_met_the_rule(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from hfcompress.pipeline.config import ShareConfig
+    from hfcompress.pipeline.stages import ReportOutput
+    from hfcompress.pipeline.stages.share import run
+
+    report = {"chosen": None, "rule": "among compressed variants ...", "results": REPORT_ROWS, "stages": []}
+    ctx = SimpleNamespace(outputs={"evaluate": ReportOutput(report)})
+    stage = SimpleNamespace(get=lambda cls: ShareConfig(share_export_dir=str(tmp_path / "shipped")))
+    figures, artifact = run(ctx, stage, tmp_path / "share")
+    assert figures == {"shared": None, "reason": "no variant met the rule"} and artifact is None
+    assert not (tmp_path / "shipped").exists()
+    assert "no variant met the rule" in caplog.text

@@ -58,9 +58,8 @@ def test_hidden_terms_across_tokenizers_equal_the_shared_ones(tmp_path):
     student_tok, teacher_tok = make_tokenizer(tmp_path), make_tokenizer(tmp_path, shift=9)
     teacher = make_bert(num_layers=4, hidden=32, tokenizer=student_tok, seed=1)
     twin = shifted_copy(teacher, 9, len(teacher_tok))
-    student = make_bert(num_layers=2, hidden=16, heads=2, tokenizer=student_tok, seed=2)
     config = dict(hidden_mse_weight=1.0, hidden_cosine_weight=0.5, alpha=0.5)
-    losses = []
+    losses, terms = [], []
     for teacher_model, data, tok in ((teacher, tiny_data(student_tok), None),
                                      (twin, tiny_data(student_tok, teacher_tok), teacher_tok)):  # fmt: skip
         trainer = DistillationTrainer(
@@ -76,7 +75,12 @@ def test_hidden_terms_across_tokenizers_equal_the_shared_ones(tmp_path):
         trainer.model.train()
         torch.manual_seed(0)
         losses.append(trainer.compute_loss(trainer.model, batch))
-    assert student is not None and torch.allclose(losses[0], losses[1], atol=1e-6)
+        terms.append(dict(trainer._term_sums))
+    assert torch.allclose(losses[0], losses[1], atol=1e-6)
+    assert terms[0].keys() == terms[1].keys() == {"hard_ce", "kd_kl", "hidden_mse", "hidden_cosine"}
+    for name in terms[0]:  # term by term, not only their sum
+        assert terms[1][name] == pytest.approx(terms[0][name], abs=1e-6)
+    assert terms[0]["hidden_mse"] > 1e-3 and terms[0]["hidden_cosine"] > 1e-3  # the terms compared are not zero
 
 
 def test_two_tokenizer_terms_refused_with_the_allowed_ones(tmp_path):
@@ -177,7 +181,12 @@ def test_augment_command_writes_a_dataset_once(tmp_path, capsys):
             "--augment_model_name_or_path", str(tmp_path / "mlm"), "--copies", "2", "--top_k", "3"]  # fmt: skip
     assert main(argv) == 0
     record = json.loads((tmp_path / "aug" / "augment.json").read_text())
-    assert record["method_used"] == "mlm" and record["rows"] > 0 and record["copies"] == 2
+    assert record["method_used"] == "mlm" and record["copies"] == 2
+    import pandas
+
+    written = pandas.read_parquet(tmp_path / "aug" / "augmented.parquet")
+    assert record["rows"] == len(written)
+    assert written["source_index"].value_counts().max() == 2  # at most two copies of a text (duplicates dropped)
     before = (tmp_path / "aug" / "augmented.parquet").read_bytes()
     assert main(argv) == 2 and "already exists" in capsys.readouterr().err
     assert (tmp_path / "aug" / "augmented.parquet").read_bytes() == before

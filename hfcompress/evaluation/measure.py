@@ -18,6 +18,12 @@ import torch
 from torch.utils.data import DataLoader
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".gguf")
+NOT_WEIGHTS = ("training_args.bin",)  # Trainer.save_model writes it next to the weights
+
+
+def weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The weight files of a saved model folder (sub-folders included), in a fixed order."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.name not in NOT_WEIGHTS)
 
 
 def _prepare(model) -> torch.device:
@@ -104,7 +110,7 @@ def interleaved_latency(
 
 def size_on_disk(folder: str | os.PathLike) -> int:
     """Bytes of weight files in a saved model folder."""
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.suffix in WEIGHT_SUFFIXES)
+    return sum(p.stat().st_size for p in weight_files(folder))
 
 
 def gzip_size_on_disk(folder: str | os.PathLike, level: int = 6) -> int:
@@ -113,13 +119,12 @@ def gzip_size_on_disk(folder: str | os.PathLike, level: int = 6) -> int:
     import zlib
 
     total = 0
-    for path in sorted(Path(folder).rglob("*")):
-        if path.suffix in WEIGHT_SUFFIXES:
-            stream = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: the gzip format
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(2**22), b""):
-                    total += len(stream.compress(chunk))
-            total += len(stream.flush())
+    for path in weight_files(folder):
+        stream = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: the gzip format
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(2**22), b""):
+                total += len(stream.compress(chunk))
+        total += len(stream.flush())
     return total
 
 

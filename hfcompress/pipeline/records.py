@@ -49,6 +49,7 @@ NOT_RESULTS = {
     "output_dir", "logging_dir", "logging_steps", "logging_strategy", "logging_first_step", "report_to",
     "disable_tqdm", "run_name", "save_steps", "save_strategy", "save_total_limit", "push_to_hub", "hub_model_id",
     "hub_token", "hub_strategy", "hub_private_repo", "overwrite_output_dir", "log_level", "log_level_replica",
+    "local_rank",  # differs between the processes of one launch
 }  # fmt: skip
 MODEL_FILES = (".safetensors", ".bin", ".json", ".model", ".txt", ".onnx")
 

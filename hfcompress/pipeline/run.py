@@ -1,21 +1,25 @@
 """``run_pipeline``: check everything, then run the stages in order, skipping those already finished with the
 same config and inputs, resuming an interrupted training stage from its last checkpoint, and end with one
 report for the whole run (``evaluate``) and the chosen variant shared (``share``).
+
+Launched as several processes (``accelerate launch --num_processes N hfcompress compress ...``), every process
+runs the training stages (DDP, or FSDP/DeepSpeed as the accelerate config says), while the main process alone
+writes the records, measures latency, quantizes, evaluates and shares; the others wait for it and read what it
+wrote. One process is the same code with a group of one.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from ..data import limit_samples, load_task_data
-from ..errors import HfCompressError
 from ..modeling import load_tokenizer
 from .config import PipelineConfig, load_pipeline_config
 from .records import RunState, config_values
 from .stages import REGISTRY, RunContext
+from .stages.base import on_main
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +36,6 @@ def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
     backends, sharing, the data, the tokenizer and (without a finetune stage) the model's head."""
     from ..evaluation import task_metrics
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise HfCompressError(
-            "the compress pipeline runs in one process (its stages measure and write records on one machine); "
-            "launch it without --num_processes, or run the recipes (distill_bert.py, ...) under DDP/FSDP"
-        )
     state = RunState(config)
     skipped = state.check()
     for stage in config.stages:
@@ -71,31 +70,83 @@ def run_pipeline(
     returns the report. ``callbacks``: extra ``TrainerCallback``s for every training stage."""
     if not isinstance(config, PipelineConfig):
         config = load_pipeline_config(config, overrides)
-    state, skipped, ctx = prepare(config)
-    state.start()
+    group = process_group()
+    state, skipped, ctx = prepare(config)  # every process checks (reading only) before anything is written
+    ctx.group = group
+    group.wait_for_everyone()
+    on_main(group, state.start)
     try:
-        _run_stages(state, skipped, ctx, config, callbacks)
+        _run_stages(group, state, skipped, ctx, config, callbacks)
     finally:
-        state.release()
-    print("\n" + (ctx.out / "report.md").read_text() + f"\nReport in {ctx.out / 'report.md'}")
+        if group.is_main_process:
+            state.release()
+    if group.is_main_process:
+        print("\n" + (ctx.out / "report.md").read_text() + f"\nReport in {ctx.out / 'report.md'}")
     return ctx.outputs["evaluate"].report
 
 
-def _run_stages(state: RunState, skipped: list[str], ctx: RunContext, config: PipelineConfig, callbacks) -> None:
+def process_group():
+    """accelerate's state of this launch: one process, or the group ``accelerate launch`` started (a gloo group
+    of CPU processes on a machine without GPUs)."""
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    from ..distillation.config import multi_process_without_accelerator
+
+    group = PartialState(cpu=multi_process_without_accelerator())
+    if group.distributed_type == DistributedType.MULTI_CPU:
+        # accelerate gives CPU processes the device "cpu:0", and Trainer resuming a checkpoint loads the
+        # optimizer with map_location=that device, which torch.load can't restore ("don't know how to restore
+        # data location ... (tagged with cpu:0)"). CPU storage needs no moving: teach torch.load that tag.
+        global _CPU_TAG_REGISTERED
+        if not _CPU_TAG_REGISTERED:
+            torch.serialization.register_package(11, _no_tag, _indexed_cpu)  # 11: unused by torch, after "cpu"
+            _CPU_TAG_REGISTERED = True
+    return group
+
+
+_CPU_TAG_REGISTERED = False
+
+
+def _no_tag(obj) -> None:
+    return None  # tags nothing when saving: "cpu" storages keep torch's own tag
+
+
+def _indexed_cpu(storage, location: str):
+    """torch.load's restore of a storage tagged 'cpu:N' (the storage, as it is); None for any other tag."""
+    return storage if location.startswith("cpu:") else None
+
+
+def _run_stages(group, state: RunState, skipped: list[str], ctx: RunContext, config: PipelineConfig,
+                callbacks) -> None:  # fmt: skip
     ctx.callbacks = list(callbacks or [])
     for stage in config.stages:
+        spec = REGISTRY[stage.name]
         record = state.done(stage.name) if stage.name in skipped else None
         if record is not None:
             logger.info("Stage %s: finished earlier with the same config and inputs; skipped", stage.name)
         else:
             logger.info("Stage %s: running", stage.name)
-            folder = state.begin_stage(stage.name)
-            figures, artifact = REGISTRY[stage.name].run(ctx, stage, folder)
-            record = state.finish_stage(stage.name, stage_config_record(stage), figures, artifact)
-            shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: the model is saved
+            folder = state.out / stage.name
+            on_main(group, state.begin_stage, stage.name)
+            if spec.training:  # every process trains; the main one writes the record
+                on_main(group, finish, state, stage, folder, *spec.run(ctx, stage, folder))
+            else:  # the main process alone runs it; the others wait
+                on_main(group, run_and_finish, spec, ctx, state, stage, folder)
+            record = state.done(stage.name)
         ctx.records[stage.name] = record
-        ctx.outputs[stage.name] = REGISTRY[stage.name].output(record)
-    state.mark("done", current=None)
+        ctx.outputs[stage.name] = spec.output(record)
+    on_main(group, state.mark, "done", None)
+
+
+def run_and_finish(spec, ctx: RunContext, state: RunState, stage, folder: Path) -> None:
+    finish(state, stage, folder, *spec.run(ctx, stage, folder))
+
+
+def finish(state: RunState, stage, folder: Path, figures: dict, artifact: str | None) -> None:
+    state.finish_stage(stage.name, stage_config_record(stage), figures, artifact)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # finished: the model is saved
 
 
 def stage_config_record(stage) -> dict:

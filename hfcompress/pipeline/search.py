@@ -84,15 +84,16 @@ def budget_text(config: SearchConfig) -> str:
 
 
 def measure_candidates(
-    teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig
+    teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig, group=None
 ) -> list[dict]:
     """The candidate table: parameters, fp32 size, latency at the budget's batch size (candidates and teacher
-    taking turns), speed-up against the teacher, and whether each is within the budget."""
+    taking turns), speed-up against the teacher, and whether each is within the budget. Several processes:
+    the main one measures while the others wait (so the cores are its own), and all get its figures."""
+    from .stages.base import on_main
+
     models = {"teacher": teacher, **{name: c["model"] for name, c in candidates.items()}}
-    latency = interleaved_latency(
-        models, tokenizer, texts, config.budget_batch_size, max_length, config.latency_rounds,
-        config.latency_runs,
-    )
+    latency = on_main(group, interleaved_latency, models, tokenizer, texts, config.budget_batch_size, max_length,
+                      config.latency_rounds, config.latency_runs)  # fmt: skip
     rows = []
     for name, c in candidates.items():
         row = {
@@ -141,16 +142,16 @@ def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConf
 
 
 def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics, texts, max_length, folder,
-                   calibration, metric: str = "accuracy") -> dict:  # fmt: skip
+                   calibration, metric: str = "accuracy", group=None) -> dict:  # fmt: skip
     """Run the search, scoring candidates on the validation ``metric``; returns {"candidates": rows, "chosen":
     name, "rule": text, "chosen_model": the chosen candidate's cut before training, "teacher_layers": its kept
-    teacher layers}."""
+    teacher layers}. ``group``: accelerate's state when launched as several processes."""
     folder = Path(folder)
     candidates = {}
     for layers, ffn, heads in config.grid:
         model, kept, name = cut_candidate(teacher, layers, ffn, heads, config.importance, calibration)
         candidates.setdefault(name, {"model": model, "kept": kept})
-    rows = measure_candidates(teacher, candidates, tokenizer, texts, max_length, config)
+    rows = measure_candidates(teacher, candidates, tokenizer, texts, max_length, config, group)
     within = [r for r in rows if r["within_budget"]]
     if not within:
         fastest = min(rows, key=lambda r: r["latency_ms"])

@@ -100,6 +100,7 @@ class RunContext:
     outputs: dict = field(default_factory=dict)  # stage name -> typed output, in run order
     records: dict = field(default_factory=dict)  # stage name -> record (fingerprint, figures)
     callbacks: list = field(default_factory=list)  # extra TrainerCallbacks for the training stages
+    group: object = None  # accelerate's PartialState of this launch (None: one process)
 
     @property
     def task(self) -> str:
@@ -148,6 +149,28 @@ class RunContext:
         cache = args.teacher_cache_path or str(self.out / TEACHER_CACHE) + os.sep
         return stage_args(args, cls=DistillationConfig, output_dir=folder, teacher_cache_path=cache, **extra,
                           **changes)  # fmt: skip
+
+
+def on_main(group, work, *args):
+    """``work(*args)`` on the main process only, its result given to every process; the others wait. A failure
+    there is raised on every process (the others would otherwise wait forever). ``group`` None: one process."""
+    result, error = None, None
+    if group is None or group.is_main_process:
+        try:
+            result = work(*args)
+        except BaseException as e:  # noqa: BLE001 - raised below, after the others heard of it
+            error = e
+    if group is not None and group.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        message = [f"{type(error).__name__}: {error}" if error else None, None if error else result]
+        broadcast_object_list(message, from_process=0)
+        if message[0] and error is None:
+            raise HfCompressError(f"the main process failed: {message[0]}")
+        result = message[1]
+    if error is not None:
+        raise error
+    return result
 
 
 def train_figures(trainer) -> dict:

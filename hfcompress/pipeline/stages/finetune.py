@@ -17,6 +17,14 @@ from .base import StageSpec, TeacherOutput, train_figures
 logger = logging.getLogger(__name__)
 
 
+def cpu_group() -> dict:
+    """Several CPU processes train as one gloo group only when TrainingArguments ask for the CPU (as
+    DistillationConfig does by itself)."""
+    from ...distillation.config import multi_process_without_accelerator
+
+    return {"use_cpu": True} if multi_process_without_accelerator() else {}
+
+
 def run(ctx, stage, folder: Path):
     config, args = stage.get(FinetuneConfig), stage.get(TrainingArguments)
     check_early_stopping(config, args)
@@ -33,7 +41,7 @@ def run(ctx, stage, folder: Path):
     if resume:
         logger.info("Resuming the finetune stage from %s", resume)
     trainer = finetune(model, ctx.tokenizer, ctx.data["train"], ctx.data["validation"],
-                       stage_args(args, output_dir=checkpoints), config, ctx.metrics, ctx.callbacks,
+                       stage_args(args, output_dir=checkpoints, **cpu_group()), config, ctx.metrics, ctx.callbacks,
                        task_type=ctx.task, resume_from_checkpoint=resume)  # fmt: skip
     saved = save_finetuned(
         trainer, ctx.tokenizer, config, folder, lambda: load_classifier(name, ctx.labels, ctx.task)[0]

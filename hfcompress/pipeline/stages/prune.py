@@ -14,13 +14,13 @@ from ...distillation import DistillationConfig
 from ...modeling import load_classifier
 from ...pruning import PruningConfig, StructuredPruningConfig, prune_and_recover
 from ..config import PruneStageArguments
-from .base import ModelOutput, StageSpec, refuse_soft_targets_for_multi_label
+from .base import ModelOutput, StageSpec, on_main, refuse_soft_targets_for_multi_label
 
 
 def run(ctx, stage, folder: Path):
     kind = stage.get(PruneStageArguments).pruning
     config = stage.get(StructuredPruningConfig) if kind == "structured" else stage.get(PruningConfig)
-    shutil.rmtree(folder / "recovery", ignore_errors=True)
+    on_main(ctx.group, shutil.rmtree, folder / "recovery", True)  # ignore_errors
     teacher = ctx.teacher()
     latest = ctx.latest
     model = load_classifier(str(latest.folder), ctx.labels, ctx.task)[0] if latest else copy.deepcopy(teacher)

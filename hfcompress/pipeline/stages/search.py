@@ -10,7 +10,7 @@ from transformers import set_seed
 from ...distillation import DistillationConfig
 from ...pruning import calibration_batches
 from ..config import SearchConfig
-from .base import SearchOutput, StageSpec, refuse_soft_targets_for_multi_label
+from .base import SearchOutput, StageSpec, on_main, refuse_soft_targets_for_multi_label
 
 
 def run(ctx, stage, folder: Path):
@@ -25,11 +25,14 @@ def run(ctx, stage, folder: Path):
                                       config.calibration_batches, ctx.config.pipeline.seed)  # fmt: skip
     result = search_student(teacher, config, ctx.distill_args(stage, folder), ctx.data, ctx.tokenizer, ctx.metrics,
                             ctx.texts, ctx.config.data.max_seq_length, folder, calibration,
-                            ctx.config.pipeline.selection_metric)  # fmt: skip
-    chosen = result.pop("chosen_model")
-    chosen.save_pretrained(folder / "chosen")
-    ctx.tokenizer.save_pretrained(folder / "chosen")
+                            ctx.config.pipeline.selection_metric, group=ctx.group)  # fmt: skip
+    on_main(ctx.group, save_model, result.pop("chosen_model"), ctx.tokenizer, folder / "chosen")
     return result, str(folder / "chosen")
+
+
+def save_model(model, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def output(record: dict) -> SearchOutput:

@@ -1,0 +1,78 @@
+"""The benchmark code that declares a target met: the variant is chosen on validation, and the target is
+judged on that variant's test figures only (a variant better on test but not chosen doesn't count)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+bench_compress = pytest.importorskip("bench_compress")
+bench_setup = pytest.importorskip("bench_setup")
+bench_llm_chat = pytest.importorskip("bench_llm_chat")
+
+
+def run(rows: list[dict]) -> dict:
+    return {"report": {"results": rows}}
+
+
+def variant(model, stage, kept_val, kept_test, speed, size_ratio=5.0) -> dict:
+    return {"model": model, "stage": stage, "kept_validation": kept_val, "kept_test": kept_test,
+            "test_accuracy": 0.8 * kept_test, "speedup_b32": speed, "speedup_b1": speed, "size_ratio": size_ratio,
+            "size_mb": 16.0, "gzip_size_mb": 12.0}  # fmt: skip
+
+
+def three_seeds(*per_seed_rows) -> list[dict]:
+    return [run(rows) for rows in per_seed_rows]
+
+
+def test_p1b_is_met_on_the_validation_choice_and_its_test_medians():
+    fast = [variant("student onnx", "quantized", v, t, s) for v, t, s in
+            ((0.975, 0.972, 6.5), (0.980, 0.969, 6.1), (0.971, 0.975, 5.9))]  # fmt: skip
+    slow = [variant("student", "student", 0.99, 0.99, 3.0)] * 3
+    summary = bench_compress.target_summary("p1b", {"p1b": three_seeds(*zip(fast, slow))})
+    # medians: validation 0.975 >= 0.97 (eligible, and the fastest), test 0.972 >= 0.97, speed-up 6.1 >= 6
+    assert summary["chosen"] == "p1b: student onnx" and summary["met"] is True
+    assert summary["chosen_figures"]["kept_test"] == 0.972 and summary["chosen_figures"]["speedup_b32"] == 6.1
+
+
+def test_p1b_is_missed_when_the_chosen_variant_misses_on_test_even_if_another_would_meet():
+    chosen = [variant("student onnx", "quantized", 0.975, 0.965, 6.5)] * 3  # val ok, test below 97%
+    better_on_test = [variant("student int8b", "quantized", 0.969, 0.99, 6.4)] * 3  # val below: not eligible
+    summary = bench_compress.target_summary("p1b", {"p1b": three_seeds(*zip(chosen, better_on_test))})
+    assert summary["chosen"] == "p1b: student onnx" and summary["met"] is False
+
+
+def test_p1a_also_needs_the_size():
+    rows = [variant("student onnx", "quantized", 0.995, 0.995, 4.0, size_ratio=3.9)] * 3
+    summary = bench_compress.target_summary("p1a", {"p1a": three_seeds(*[[r] for r in rows])})
+    assert summary["chosen"] == "p1a: student onnx" and summary["met"] is False  # 3.9x smaller < 4x
+    rows = [variant("student onnx", "quantized", 0.995, 0.995, 4.0, size_ratio=4.1)] * 3
+    assert bench_compress.target_summary("p1a", {"p1a": three_seeds(*[[r] for r in rows])})["met"] is True
+
+
+def test_judge_meets_only_with_both_the_speed_and_the_accuracy():
+    rows = [
+        {"model": "a", "val": 0.9, "speedup_b32": 2.0, "delta": -0.5},
+        {"model": "b", "val": 0.8, "speedup_b32": 3.0, "delta": 0.0},  # better test figures, worse validation
+    ]
+    result = bench_setup.judge(rows, "best validation", lambda r: True, lambda r: r["val"], "t", "delta", 1.8, 1.0)
+    assert result["selection"]["chosen"] == "a" and result["met"] is True
+    result = bench_setup.judge(rows, "best validation", lambda r: True, lambda r: r["val"], "t", "delta", 2.5, 1.0)
+    assert result["met"] is False  # a's 2.0x is below 2.5x; b's 3.0x does not count
+    result = bench_setup.judge(rows, "none", lambda r: False, lambda r: r["val"], "t", "delta", 1.0, 1.0)
+    assert result["selection"]["chosen"] is None and result["met"] is False
+
+
+def test_chat_target_needs_every_seed():
+    def arms(seed, lm, kd):
+        return {f"lm/{seed}": {"validation_perplexity": lm, "test_perplexity": lm},
+                f"kd/{seed}": {"validation_perplexity": kd, "test_perplexity": kd}}  # fmt: skip
+
+    data = {"runs": {**arms(42, 100.0, 90.0), **arms(43, 100.0, 96.0)}}
+    summary = bench_llm_chat.summarise(data, [42, 43])
+    assert summary["kd_vs_lm_reduction"]["42"]["test"] == pytest.approx(0.10)
+    assert summary["target_met"] is False  # seed 43: 4% < 5%
+    data = {"runs": {**arms(42, 100.0, 90.0), **arms(43, 100.0, 95.0)}}
+    assert bench_llm_chat.summarise(data, [42, 43])["target_met"] is True
+    assert bench_llm_chat.summarise({"runs": arms(42, 100.0, 90.0)}, [42, 43])["target_met"] is False  # a seed missing
