@@ -227,10 +227,9 @@ class QuantizeRecipeArguments(TeacherRecipeArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        from .quantization.config import METHODS
+        from .quantization.config import check_classifier_methods
 
-        for method in self.method_list:
-            check_choice("each of methods", method, METHODS)
+        check_classifier_methods(self.method_list)
 
     @property
     def method_list(self) -> list[str]:

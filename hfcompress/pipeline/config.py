@@ -31,7 +31,7 @@ from transformers import TrainingArguments
 from ..configs import DataArguments, ReportingArguments, parse_int_list
 from ..errors import HfCompressError, check_choice
 from ..parser import check_keys, known_fields, parse_config, read_yaml
-from ..quantization.config import METHODS
+from ..quantization.config import check_classifier_methods
 
 OBJECTIVES = ("latency", "size")
 # Set by the pipeline itself: a stage's checkpoints go under <output_dir>/<stage>/, one seed for the run.
@@ -214,8 +214,7 @@ class QuantizeStageArguments:
     )
 
     def __post_init__(self):
-        for method in self.method_list:
-            check_choice("each of methods", method, METHODS)
+        check_classifier_methods(self.method_list)
         if not self.method_list:
             raise HfCompressError("methods must name at least one quantization method")
 

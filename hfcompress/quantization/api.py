@@ -83,6 +83,10 @@ def quantize(
     require_backend(config.method)
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     _check_source(model_dir)
+    if config.backend == "gguf":  # an architecture or a shape GGUF can't hold: refused before any work
+        from .gguf_export import check_gguf_source, gguf_type
+
+        check_gguf_source(json.loads((model_dir / "config.json").read_text()), gguf_type(config.method))
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise HfCompressError(
             f"{output_dir} already exists and is not empty; pass overwrite=True to replace it"
@@ -93,7 +97,11 @@ def quantize(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        if config.backend == "bitsandbytes":
+        if config.backend == "gguf":
+            from .gguf_export import export_gguf, gguf_file_name
+
+            export_gguf(model_dir, work / gguf_file_name(config.method), gguf_type(config.method))
+        elif config.backend == "bitsandbytes":
             from .bnb import quantize_bnb
 
             quantize_bnb(model_dir, work, config)
@@ -141,7 +149,8 @@ def quantize(
 
 
 def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threads: int | None = None):
-    """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier).
+    """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier; a GGUF causal LM,
+    dequantized by transformers).
 
     ONNX artifacts run with ``threads`` intra-op threads (default: PyTorch's count, so the two runtimes are
     compared on the same cores) and ``onnx.session_options(denormal_as_zero)``: flushing denormals to zero is
@@ -172,6 +181,14 @@ def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threa
         if denormal_as_zero:
             torch.set_flush_denormal(True)  # process-wide, on purpose: see the docstring
         return model
+    if method and method.startswith("gguf"):  # a causal LM, dequantized to fp32 by transformers
+        require_backend(method)
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from .gguf_export import gguf_file_name
+
+        return AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file_name(method), dtype=torch.float32)
     if method and method.startswith("bnb"):
         require_backend(method)
         from .bnb import load_bnb

@@ -22,7 +22,12 @@ def is_torchao_available() -> bool:
     return importlib.util.find_spec("torchao") is not None
 
 
+def is_gguf_available() -> bool:
+    return importlib.util.find_spec("gguf") is not None
+
+
 AVAILABLE = {
+    "gguf": is_gguf_available,
     "bitsandbytes": is_bitsandbytes_available,
     "optimum-onnx": is_optimum_onnx_available,
     "torchao": is_torchao_available,

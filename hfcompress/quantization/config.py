@@ -16,7 +16,24 @@ METHODS = {
     "onnx-int8-dynamic": ("optimum-onnx", "onnx"),
     "onnx-int8-static": ("optimum-onnx", "onnx"),
     "torchao-int8": ("torchao", "torchao"),
+    "gguf-f16": ("gguf", "gguf"),  # causal LMs (Llama architecture): one .gguf file for llama.cpp/Ollama
+    "gguf-q8_0": ("gguf", "gguf"),
+    "gguf-q4_0": ("gguf", "gguf"),
 }
+CLASSIFIER_METHODS = tuple(m for m in METHODS if not m.startswith("gguf"))  # GGUF holds causal LMs only
+
+
+def check_classifier_methods(methods: list[str]) -> None:
+    """The methods a sequence classifier can go through (the quantize recipe, the compress pipeline)."""
+    for method in methods:
+        check_choice("each of methods", method, METHODS)
+        if method not in CLASSIFIER_METHODS:
+            raise HfCompressError(
+                f"{method} writes GGUF, a format for causal LMs (Llama architecture), not classifiers; "
+                f"for a classifier use one of {', '.join(CLASSIFIER_METHODS)}"
+            )
+
+
 PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 CALIBRATION_METHODS = ("minmax", "percentiles", "entropy")

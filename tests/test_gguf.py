@@ -1,0 +1,97 @@
+"""GGUF export of a tiny random Llama (tied embeddings, grouped KV heads, a real byte-level BPE tokenizer):
+written through ``quantize``, read back by transformers (``gguf_file=``) with logits close to fp32, and the
+weights stored in the file really in the chosen type (read with the gguf package's own reader)."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_decoder, make_llama, shared_bpe_tokenizer
+
+from hfcompress import HfCompressError
+from hfcompress.quantization import load_quantized, quantize
+
+gguf = pytest.importorskip("gguf", reason="needs the gguf package (pip install 'hfcompress[gguf]')")
+
+# max |logit - fp32 logit| / max |fp32 logit| on this model: F32 exact, F16 ~3e-4, Q8_0 ~7e-3, Q4_0 ~0.13
+TOLERANCE = {"gguf-f16": 2e-3, "gguf-q8_0": 2e-2, "gguf-q4_0": 0.25}
+MATRIX_TYPE = {"gguf-f16": "F16", "gguf-q8_0": "Q8_0", "gguf-q4_0": "Q4_0"}
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gguf") / "llama"
+    model = make_llama(hidden=64, intermediate=128, heads=4, kv_heads=2)
+    model.save_pretrained(folder)
+    shared_bpe_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def logits(model, tokenizer) -> torch.Tensor:
+    ids = tokenizer("the quick brown fox jumps over the lazy dog", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return model(ids).logits
+
+
+@pytest.mark.parametrize("method", list(TOLERANCE))
+def test_gguf_reloads_close_to_fp32_with_low_bit_weights_in_the_file(llama_dir, tmp_path, method):
+    from transformers import AutoModelForCausalLM
+
+    reference = logits(AutoModelForCausalLM.from_pretrained(llama_dir).eval(), shared_bpe_tokenizer())
+    out = quantize(llama_dir, tmp_path / method, method=method)
+    (file,) = out.glob("*.gguf")
+    assert file.name == f"model-{MATRIX_TYPE[method]}.gguf"
+    result = logits(load_quantized(out).eval(), shared_bpe_tokenizer())
+    error = float((result - reference).abs().max() / reference.abs().max())
+    assert error < TOLERANCE[method], error
+    if method != "gguf-f16":
+        assert error > 1e-6  # quantized: close, not equal
+
+    reader = gguf.GGUFReader(str(file))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == types["blk.3.ffn_down.weight"] == MATRIX_TYPE[method]
+    assert types["token_embd.weight"] == MATRIX_TYPE[method] and "output.weight" not in types  # tied
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    # the bytes of the matrices are those of the type: Q4_0 is 18 bytes per 32 weights, Q8_0 34, F16 64
+    q = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")  # 128 x 64 weights
+    assert q.n_bytes == 128 * 64 // 32 * {"F16": 64, "Q8_0": 34, "Q4_0": 18}[MATRIX_TYPE[method]]
+    fields = {f.name: f for f in reader.fields.values()}
+    assert str(bytes(fields["general.architecture"].parts[-1]), "utf-8") == "llama"
+    assert int(fields["llama.attention.head_count_kv"].parts[-1][0]) == 2
+    assert "tokenizer.chat_template" in fields and "tokenizer.ggml.merges" in fields
+
+
+def test_gguf_tokenizer_round_trips(llama_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = quantize(llama_dir, tmp_path / "f16", method="gguf-f16")
+    loaded = AutoTokenizer.from_pretrained(out, gguf_file="model-F16.gguf")
+    original = shared_bpe_tokenizer()
+    assert loaded.get_vocab() == original.get_vocab()
+    text = "The quick brown fox, again."
+    mine = original(text, add_special_tokens=False)["input_ids"]
+    assert loaded(text, add_special_tokens=False)["input_ids"] == mine
+
+
+def test_what_gguf_cannot_hold_is_refused_before_any_work(tmp_path, llama_dir):
+    qwen = make_decoder("qwen2", hidden=64, intermediate=128)
+    qwen.save_pretrained(tmp_path / "qwen")
+    shared_bpe_tokenizer().save_pretrained(tmp_path / "qwen")
+    with pytest.raises(HfCompressError, match="GGUF export supports the llama architecture, got model_type 'qwen2'"):
+        quantize(tmp_path / "qwen", tmp_path / "out", method="gguf-q8_0")
+    odd = make_llama(hidden=48, intermediate=72, heads=4, kv_heads=2)  # 72 columns: not a multiple of 32
+    odd.save_pretrained(tmp_path / "odd")
+    shared_bpe_tokenizer().save_pretrained(tmp_path / "odd")
+    with pytest.raises(HfCompressError, match="Q4_0 quantizes rows in blocks of 32; hidden_size 48, intermediate_size 72"):
+        quantize(tmp_path / "odd", tmp_path / "out", method="gguf-q4_0")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+    config = json.loads((tmp_path / "odd" / "config.json").read_text())
+    assert config["hidden_size"] == 48  # F16 has no blocks: the same model is accepted there
+    quantize(tmp_path / "odd", tmp_path / "f16", method="gguf-f16")
+
+
+def test_classifier_recipes_refuse_gguf():
+    from hfcompress.pipeline.config import QuantizeStageArguments
+
+    with pytest.raises(HfCompressError, match="gguf-q4_0 writes GGUF, a format for causal LMs"):
+        QuantizeStageArguments(methods="onnx-int8-dynamic,gguf-q4_0")
