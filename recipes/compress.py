@@ -5,6 +5,7 @@ resumable pipeline described by one YAML.
     accelerate launch recipes/compress.py --config recipes/configs/minilm/rotten_tomatoes/compress_full.yaml
     hfcompress compress --config recipes/configs/minilm/rotten_tomatoes/compress_default.yaml
     python recipes/compress.py --output_dir outputs/compress_seed43 --seed 43
+    accelerate launch --multi_gpu --num_processes 2 recipes/compress.py   # two processes (DDP; CPU or GPUs)
 
 The YAML lists the stages in order (finetune, search, distill, prune, quantize, evaluate, share), each with
 the fields of the config it wraps (docs/pipeline.md). Every stage writes its artifact and a record under
@@ -12,8 +13,9 @@ the fields of the config it wraps (docs/pipeline.md). Every stage writes its art
 unchanged, reruns a changed stage and everything after it, and resumes an interrupted finetune or distill
 stage from its last checkpoint. The run ends with <output_dir>/report.json and report.md (every artifact
 measured side by side, the variant to ship chosen on validation) and shares that variant if asked.
-Top-level fields (output_dir, seed, model_name_or_path, task_type, overwrite_output) can be set on the
-command line. Bad input stops the run before anything is written.
+Top-level fields (output_dir, seed, model_name_or_path, task_type, selection_metric, overwrite_output) can be
+set on the command line. Bad input stops the run before anything is written. Under several processes every
+process trains; the main one writes the records, measures and reports.
 """
 
 import sys

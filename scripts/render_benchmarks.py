@@ -526,6 +526,26 @@ def llm_chat(relative: str) -> str:
     return text + f"\n`{command}`\n"
 
 
+def llm_formats(relative: str) -> str:
+    """GGUF variants against their own fp32: perplexities, sizes, the targets."""
+    data = load(relative)
+    pct = lambda v: f"{v:+.2%}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("x_smaller", "x smaller", fmt),
+         ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
+         ("validation_ppl_vs_fp32", "val vs fp32", pct), ("test_ppl_vs_fp32", "test vs fp32", pct),
+         ("write_s", "write s", fmt)],
+    )  # fmt: skip
+    text += (
+        f"\nModel: {data['model']}; perplexity over the first {data['eval_tokens']:,} tokens of each text, windows "
+        f"of {data['window']}, stride {data['stride']}. {threads_line(data)}\n\n"
+    )
+    for t in data["targets"]:
+        text += f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({t['test_ppl_vs_fp32']:+.2%})\n"
+    return text + f"\n`{data['command']}`\n"
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -550,6 +570,7 @@ BLOCKS = {
     "llm-quantize": lambda: llm_quantize("llm/quantize.json"),
     "llm-onpolicy": lambda: llm_onpolicy("llm/onpolicy.json"),
     "llm-chat": lambda: llm_chat("llm_chat/chat.json"),
+    "llm-formats": lambda: llm_formats("llm_formats/smollm2-135m-instruct.json"),
 }
 
 

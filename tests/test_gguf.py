@@ -16,6 +16,7 @@ gguf = pytest.importorskip("gguf", reason="needs the gguf package (pip install '
 # max |logit - fp32 logit| / max |fp32 logit| on this model: F32 exact, F16 ~3e-4, Q8_0 ~7e-3, Q4_0 ~0.13
 TOLERANCE = {"gguf-f16": 2e-3, "gguf-q8_0": 2e-2, "gguf-q4_0": 0.25}
 MATRIX_TYPE = {"gguf-f16": "F16", "gguf-q8_0": "Q8_0", "gguf-q4_0": "Q4_0"}
+EMBEDDING_TYPE = {"gguf-f16": "F16", "gguf-q8_0": "Q8_0", "gguf-q4_0": "Q8_0"}  # 8 bits under 4, as llama.cpp
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_gguf_reloads_close_to_fp32_with_low_bit_weights_in_the_file(llama_dir, 
     reader = gguf.GGUFReader(str(file))
     types = {t.name: t.tensor_type.name for t in reader.tensors}
     assert types["blk.0.attn_q.weight"] == types["blk.3.ffn_down.weight"] == MATRIX_TYPE[method]
-    assert types["token_embd.weight"] == MATRIX_TYPE[method] and "output.weight" not in types  # tied
+    assert types["token_embd.weight"] == EMBEDDING_TYPE[method] and "output.weight" not in types  # tied
     assert types["blk.0.attn_norm.weight"] == "F32"
     # the bytes of the matrices are those of the type: Q4_0 is 18 bytes per 32 weights, Q8_0 34, F16 64
     q = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")  # 128 x 64 weights
@@ -95,3 +96,11 @@ def test_classifier_recipes_refuse_gguf():
 
     with pytest.raises(HfCompressError, match="gguf-q4_0 writes GGUF, a format for causal LMs"):
         QuantizeStageArguments(methods="onnx-int8-dynamic,gguf-q4_0")
+
+
+def test_gguf_embedding_type_is_a_setting(llama_dir, tmp_path):
+    from hfcompress.quantization.gguf_export import export_gguf
+
+    file = export_gguf(llama_dir, tmp_path / "all4.gguf", "Q4_0", embedding_type="Q4_0")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(file)).tensors}
+    assert types["token_embd.weight"] == types["blk.0.ffn_up.weight"] == "Q4_0"

@@ -7,7 +7,8 @@ What it writes, as llama.cpp's own converter does for a Llama-architecture model
 - the hyperparameters under ``llama.*`` (heads, KV heads, head size, rope, norm epsilon, context length);
 - every weight under its GGUF name; the q and k projections with their rows permuted to the interleaved
   rotary layout llama.cpp uses (transformers' GGUF loader undoes it); the 2-D weights in the chosen type,
-  norms in F32; no ``output.weight`` when the embeddings are tied;
+  except the output matrix (the token embedding when tied), which stays at 8 bits under a 4- or 5-bit type as
+  in llama.cpp's own files; norms in F32; no ``output.weight`` when the embeddings are tied;
 - the tokenizer (byte-level BPE: tokens, token types, merges, special ids) and its chat template.
 
 Only what the format can express is accepted: a Llama-architecture model (Llama, SmolLM2, ...) whose layers
@@ -74,8 +75,17 @@ def permute_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
     return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
-def export_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike, qtype: str = "Q8_0") -> Path:
-    """Write the causal LM saved in ``model_dir`` (with its tokenizer) as one GGUF file of type ``qtype``."""
+def output_type(qtype: str) -> str:
+    """The type of the output matrix (the token embedding when tied): Q8_0 under a 4- or 5-bit type, as
+    llama.cpp's own quantizer keeps it at 6 or 8 bits; else ``qtype``."""
+    return "Q8_0" if qtype in ("Q4_0", "Q5_0") else qtype
+
+
+def export_gguf(
+    model_dir: str | os.PathLike, out_file: str | os.PathLike, qtype: str = "Q8_0", embedding_type: str | None = None
+) -> Path:
+    """Write the causal LM saved in ``model_dir`` (with its tokenizer) as one GGUF file of type ``qtype``.
+    ``embedding_type``: the type of the output matrix and the token embedding (default ``output_type(qtype)``)."""
     import gguf
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,7 +100,8 @@ def export_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike, qtype
     arch = ARCHITECTURES[config["model_type"]]
     layers = config["num_hidden_layers"]
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
-    target = gguf.GGMLQuantizationType[qtype]
+    embedding_type = embedding_type or output_type(qtype)
+    check_gguf_source(config, embedding_type)
 
     out_file.parent.mkdir(parents=True, exist_ok=True)
     partial = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
@@ -123,7 +134,9 @@ def export_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike, qtype
                 data = permute_rotary(data, heads)
             elif name.endswith("self_attn.k_proj.weight"):
                 data = permute_rotary(data, kv_heads)
-            if data.ndim == 2 and qtype != "F32":  # matrices in the chosen type; norms stay F32
+            kind = embedding_type if gguf_name in ("token_embd.weight", "output.weight") else qtype
+            if data.ndim == 2 and kind != "F32":  # matrices in the chosen type; norms stay F32
+                target = gguf.GGMLQuantizationType[kind]
                 writer.add_tensor(gguf_name, gguf.quants.quantize(data, target), raw_dtype=target)
             else:
                 writer.add_tensor(gguf_name, data.astype(np.float32))
