@@ -32,8 +32,8 @@ from hfcompress.quantization import load_quantized, quantize
 from hfcompress.quantization.gguf_export import export_gguf
 from hfcompress.runtime import configure_cpu_threads
 
-METHODS = ("gguf-f16", "gguf-q8_0", "gguf-q4_0")
-TARGETS = {"gguf-q8_0": 0.01, "gguf-q4_0": 0.10}  # test perplexity at most this much above fp32's
+METHODS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_1", "gguf-q4_0")
+TARGETS = {"gguf-q8_0": 0.01, "gguf-q4_1": 0.10, "gguf-q4_0": 0.10}  # test perplexity at most this much above fp32's
 WINDOW, STRIDE = 256, 128
 
 

@@ -14,9 +14,10 @@ from hfcompress.quantization import load_quantized, quantize
 gguf = pytest.importorskip("gguf", reason="needs the gguf package (pip install 'hfcompress[gguf]')")
 
 # max |logit - fp32 logit| / max |fp32 logit| on this model: F32 exact, F16 ~3e-4, Q8_0 ~7e-3, Q4_0 ~0.13
-TOLERANCE = {"gguf-f16": 2e-3, "gguf-q8_0": 2e-2, "gguf-q4_0": 0.25}
-MATRIX_TYPE = {"gguf-f16": "F16", "gguf-q8_0": "Q8_0", "gguf-q4_0": "Q4_0"}
-EMBEDDING_TYPE = {"gguf-f16": "F16", "gguf-q8_0": "Q8_0", "gguf-q4_0": "Q8_0"}  # 8 bits under 4, as llama.cpp
+TOLERANCE = {"gguf-f16": 2e-3, "gguf-q8_0": 2e-2, "gguf-q5_0": 0.12, "gguf-q4_1": 0.2, "gguf-q4_0": 0.25}
+MATRIX_TYPE = {m: m.split("-")[1].upper() for m in TOLERANCE}
+EMBEDDING_TYPE = {m: "Q8_0" if m != "gguf-f16" else "F16" for m in TOLERANCE}  # 8 bits under 4 and 5, as llama.cpp
+BLOCK_BYTES = {"F16": 64, "Q8_0": 34, "Q5_0": 22, "Q4_1": 20, "Q4_0": 18}  # per 32 weights
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_gguf_reloads_close_to_fp32_with_low_bit_weights_in_the_file(llama_dir, 
     assert types["blk.0.attn_norm.weight"] == "F32"
     # the bytes of the matrices are those of the type: Q4_0 is 18 bytes per 32 weights, Q8_0 34, F16 64
     q = next(t for t in reader.tensors if t.name == "blk.0.ffn_up.weight")  # 128 x 64 weights
-    assert q.n_bytes == 128 * 64 // 32 * {"F16": 64, "Q8_0": 34, "Q4_0": 18}[MATRIX_TYPE[method]]
+    assert q.n_bytes == 128 * 64 // 32 * BLOCK_BYTES[MATRIX_TYPE[method]]
     fields = {f.name: f for f in reader.fields.values()}
     assert str(bytes(fields["general.architecture"].parts[-1]), "utf-8") == "llama"
     assert int(fields["llama.attention.head_count_kv"].parts[-1][0]) == 2

@@ -18,6 +18,8 @@ METHODS = {
     "torchao-int8": ("torchao", "torchao"),
     "gguf-f16": ("gguf", "gguf"),  # causal LMs (Llama architecture): one .gguf file for llama.cpp/Ollama
     "gguf-q8_0": ("gguf", "gguf"),
+    "gguf-q5_0": ("gguf", "gguf"),
+    "gguf-q4_1": ("gguf", "gguf"),
     "gguf-q4_0": ("gguf", "gguf"),
 }
 CLASSIFIER_METHODS = tuple(m for m in METHODS if not m.startswith("gguf"))  # GGUF holds causal LMs only

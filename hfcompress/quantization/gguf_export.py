@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import HfCompressError
 
-GGUF_TYPES = ("F32", "F16", "Q8_0", "Q5_0", "Q4_0")  # the gguf package's numpy quantizers (no K-quants)
+GGUF_TYPES = ("F32", "F16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")  # the gguf package's numpy quantizers
 ARCHITECTURES = {"llama": "llama"}  # transformers model_type -> GGUF architecture
 
 
@@ -78,7 +78,7 @@ def permute_rotary(weight: np.ndarray, heads: int) -> np.ndarray:
 def output_type(qtype: str) -> str:
     """The type of the output matrix (the token embedding when tied): Q8_0 under a 4- or 5-bit type, as
     llama.cpp's own quantizer keeps it at 6 or 8 bits; else ``qtype``."""
-    return "Q8_0" if qtype in ("Q4_0", "Q5_0") else qtype
+    return "Q8_0" if qtype[:2] in ("Q4", "Q5") else qtype
 
 
 def export_gguf(
@@ -150,9 +150,7 @@ def export_gguf(
 
 
 def _file_type(gguf, qtype: str):
-    return {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
-            "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "Q5_0": gguf.LlamaFileType.MOSTLY_Q5_0,
-            "Q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[qtype]  # fmt: skip
+    return getattr(gguf.LlamaFileType, "ALL_F32" if qtype == "F32" else f"MOSTLY_{qtype}")
 
 
 def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
