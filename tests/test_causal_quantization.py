@@ -68,3 +68,25 @@ def test_bnb_causal_lm_loads_saves_reloads_and_generates(tmp_path, method):
     ppl = strided_perplexity(again, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
     reference = strided_perplexity(model, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
     assert abs(ppl / reference - 1) < 0.2
+
+
+@pytest.mark.onnx
+@pytest.mark.skipif(not is_optimum_onnx_available(), reason="needs the [onnx] extra")
+def test_onnx_int8_can_keep_the_output_projection_in_fp32(saved, tmp_path):
+    import onnx
+
+    from hfcompress.quantization.causal_lm import output_projection, quantize_onnx_causal_lm
+
+    folder, _, _ = saved
+    graphs = {}
+    for keep in (False, True):
+        out = tmp_path / f"keep{keep}"
+        quantize_onnx_causal_lm(folder, out, QuantizationConfig(method="onnx-int8-dynamic", keep_output_fp32=keep))
+        graphs[keep] = onnx.load(str(out / "model_quantized.onnx")).graph
+    head = output_projection(tmp_path / "keepTrue" / "fp32" / "model.onnx")
+    assert "lm_head" in head
+    for keep, graph in graphs.items():
+        names = {n.name: n.op_type for n in graph.node}
+        # kept: the head is still a float MatMul; else ONNX Runtime replaced it (MatMulInteger and friends)
+        assert (names.get(head) == "MatMul") is keep
+        assert "MatMulInteger" in names.values()  # every other projection is int8 either way

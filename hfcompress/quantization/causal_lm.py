@@ -31,10 +31,28 @@ def quantize_onnx_causal_lm(model_dir: str | Path, out: str | Path, config: Quan
         raise HfCompressError(f"causal LMs take onnx-int8-dynamic here, got {config.method}")
     exported = Path(out) / "fp32"
     export_onnx_causal_lm(model_dir, exported)
-    quantize_onnx(exported, out, config)
+    excluded = [output_projection(exported / ONNX_FILE)] if config.keep_output_fp32 else []
+    quantize_onnx(exported, out, config, nodes_to_exclude=excluded)
     for name in exported.iterdir():  # config, generation config and tokenizer files travel with the model
         if not name.name.startswith("model") and not (Path(out) / name.name).exists():
             (Path(out) / name.name).write_bytes(name.read_bytes())
+
+
+def output_projection(onnx_file: str | Path) -> str:
+    """The name of the MatMul that makes the ``logits`` output (the LM head), found by walking back from it."""
+    import onnx
+
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    producer = {output: node for node in graph.node for output in node.output}
+    name = "logits"
+    for _ in range(8):  # a Cast or a Reshape may stand between the MatMul and the output
+        node = producer.get(name)
+        if node is None:
+            break
+        if node.op_type in ("MatMul", "Gemm"):
+            return node.name
+        name = node.input[0]
+    raise HfCompressError(f"{onnx_file}: no MatMul makes the logits output; keep_output_fp32 can't apply")
 
 
 def load_onnx_causal_lm(folder: str | Path, quantized: bool = True, threads: int | None = None):

@@ -71,6 +71,11 @@ class QuantizationOptions:
     compute_dtype: str = field(
         default="float32", metadata={"help": "bnb 4-bit: dtype of the matmuls: float32, bfloat16, float16."}
     )
+    keep_output_fp32: bool = field(
+        default=False,
+        metadata={"help": "ONNX int8 of causal LMs: leave the output projection (lm_head, the tied embedding) "
+                  "in fp32."},
+    )
 
     def __post_init__(self):
         check_choice("preset", self.preset, PRESETS)
@@ -92,7 +97,7 @@ class QuantizationConfig(QuantizationOptions):
         metadata={
             "help": "bnb-int8 (LLM.int8), bnb-nf4, bnb-fp4 (bitsandbytes 4-bit); onnx-fp32 (export only), "
             "onnx-int8-dynamic, onnx-int8-static (ONNX Runtime through Optimum); torchao-int8 (int8 weight-only, "
-            "PyTorch-native, safetensors)."
+            "PyTorch-native, safetensors); gguf-f16, gguf-q8_0, gguf-q5_0, gguf-q4_1, gguf-q4_0 (causal LMs)."
         },
     )
 

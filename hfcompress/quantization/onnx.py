@@ -67,17 +67,20 @@ def is_quantized_onnx(path: str | Path) -> bool:
 
 
 def quantize_onnx(
-    onnx_dir: str | Path, out: str | Path, config: QuantizationConfig, calibration=None
+    onnx_dir: str | Path, out: str | Path, config: QuantizationConfig, calibration=None, nodes_to_exclude=None
 ) -> None:
     """int8-quantize ``onnx_dir/model.onnx`` into ``out/model_quantized.onnx``.
 
     ``calibration`` (static only): a ``datasets.Dataset`` with the ONNX model's input columns.
+    ``nodes_to_exclude``: graph node names left in fp32.
     """
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoCalibrationConfig, AutoQuantizationConfig
 
     static = config.method == "onnx-int8-static"
-    qconfig = getattr(AutoQuantizationConfig, config.preset)(is_static=static, per_channel=config.per_channel)
+    qconfig = getattr(AutoQuantizationConfig, config.preset)(
+        is_static=static, per_channel=config.per_channel, nodes_to_exclude=list(nodes_to_exclude or [])
+    )
     quantizer = ORTQuantizer.from_pretrained(onnx_dir, file_name=ONNX_FILE)
     ranges = None
     if static:

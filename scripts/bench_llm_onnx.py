@@ -1,0 +1,112 @@
+"""Why ONNX int8 loses perplexity on a causal LM: one cause at a time, each variant against the model's fp32.
+
+    python scripts/bench_llm_onnx.py --model outputs/distill_llm/student     # the student `make llm-demo` writes
+    python scripts/bench_llm_onnx.py --model HuggingFaceTB/SmolLM2-135M-Instruct --name smollm2
+
+Variants (dynamic int8 through ONNX Runtime, with the KV cache): weights per tensor (the default) or per
+channel, and the output projection (the LM head, the tied embedding) int8 or left in fp32. Each is measured
+against PyTorch fp32 and the fp32 ONNX export: perplexity (windows of 256, stride 128) over the first
+``--eval_tokens`` tokens of Persuasion (validation) and Pride and Prejudice (test); greedy tokens/s at batch 1
+and prompt tokens/s at batch 8, all variants taking turns (``--runs`` rounds, medians). Target (issue 21): test
+perplexity within 5% of fp32 at >= 1.5x fp32's generate tokens/s. The variant named as the answer is chosen
+on validation (the fastest within 5% of fp32 on validation); every row is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from bench_setup import ROOT, machine
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hfcompress.assets import resolve_model
+from hfcompress.data.causal_lm import load_lm_texts, split_text
+from hfcompress.evaluation import markdown_table, write_report
+from hfcompress.evaluation.lm import interleaved_speeds, strided_perplexity
+from hfcompress.quantization import QuantizationConfig
+from hfcompress.quantization.causal_lm import load_onnx_causal_lm, quantize_onnx_causal_lm
+from hfcompress.runtime import configure_cpu_threads
+
+VARIANTS = {  # name -> (per_channel, keep_output_fp32)
+    "int8 per-tensor": (False, False),
+    "int8 per-channel": (True, False),
+    "int8 per-tensor, head fp32": (False, True),
+    "int8 per-channel, head fp32": (True, True),
+}
+WINDOW, STRIDE = 256, 128
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="outputs/distill_llm/student")
+    parser.add_argument("--name", default="student")
+    parser.add_argument("--eval_tokens", type=int, default=4096)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "scripts/results/llm_onnx"))
+    opts = parser.parse_args()
+    threads = configure_cpu_threads() or torch.get_num_threads()
+    out = Path(opts.out)
+    source = Path(resolve_model(opts.model))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    raw = load_lm_texts("austen_novels")
+    texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
+    models = {"fp32 (PyTorch)": AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()}
+    sizes = {"fp32 (PyTorch)": sum(p.stat().st_size for p in source.glob("*.safetensors")) / 1e6}
+    for i, (name, (per_channel, keep)) in enumerate(VARIANTS.items()):
+        folder = out / "work" / opts.name / f"v{i}"
+        config = QuantizationConfig(method="onnx-int8-dynamic", per_channel=per_channel, keep_output_fp32=keep)
+        quantize_onnx_causal_lm(source, folder, config)
+        if i == 0:  # the fp32 export, once
+            models["fp32 (ONNX)"] = load_onnx_causal_lm(folder / "fp32", quantized=False, threads=threads)
+            sizes["fp32 (ONNX)"] = sum(p.stat().st_size for p in (folder / "fp32").glob("model.onnx*")) / 1e6
+        models[name] = load_onnx_causal_lm(folder, threads=threads)
+        sizes[name] = (folder / "model_quantized.onnx").stat().st_size / 1e6
+    rows = []
+    for name, model in models.items():
+        row = {"variant": name, "size_mb": sizes[name]}
+        for split, text in texts.items():
+            result = strided_perplexity(model, tokenizer, text, WINDOW, STRIDE, opts.eval_tokens)
+            row[f"{split}_perplexity"] = result["perplexity"]
+        rows.append(row)
+    speeds = interleaved_speeds(list(models.values()), tokenizer, texts["test"], WINDOW, 32, 8, opts.runs)
+    base = rows[0]
+    for row, speed in zip(rows, speeds):
+        row |= speed
+    for row in rows:
+        row["generate_speedup"] = row["generate_tokens_per_s_b1"] / base["generate_tokens_per_s_b1"]
+        for split in ("validation", "test"):
+            row[f"{split}_vs_fp32"] = row[f"{split}_perplexity"] / base[f"{split}_perplexity"] - 1
+    eligible = [r for r in rows if r["variant"].startswith("int8") and r["validation_vs_fp32"] <= 0.05]
+    chosen = max(eligible, key=lambda r: r["generate_tokens_per_s_b1"]) if eligible else None
+    target = {
+        "target": "test perplexity within 5% of fp32 at >= 1.5x fp32's generate tokens/s",
+        "rule": "the fastest int8 variant (generate tokens/s) whose validation perplexity is within 5% of fp32's",
+        "chosen": chosen and chosen["variant"],
+        "met": bool(chosen and chosen["test_vs_fp32"] <= 0.05 and chosen["generate_speedup"] >= 1.5),
+    }
+    result = {"benchmark": "llm_onnx", "command": " ".join(["scripts/bench_llm_onnx.py", *sys.argv[1:]]),
+              "model": opts.model, "eval_tokens": opts.eval_tokens, "window": WINDOW, "stride": STRIDE,
+              "runs": opts.runs, "machine": machine(), "rows": rows, "target": target}  # fmt: skip
+    write_report(out, opts.name, result, render(result))
+    print(render(result))
+
+
+def render(result: dict) -> str:
+    columns = [("variant", "variant"), ("size_mb", "MB (10^6 bytes)"), ("validation_perplexity", "val ppl"),
+               ("test_perplexity", "test ppl"), ("validation_vs_fp32", "val vs fp32"), ("test_vs_fp32", "test vs fp32"),
+               ("generate_tokens_per_s_b1", "generate tok/s b1"), ("generate_speedup", "x fp32"),
+               ("prompt_tokens_per_s", "prompt tok/s b8")]  # fmt: skip
+    t = result["target"]
+    return "\n".join([
+        f"# ONNX int8 ablation: {result['model']}", "", f"`{result['command']}`", "",
+        markdown_table(result["rows"], columns), "",
+        f"Target ({t['target']}): **{'met' if t['met'] else 'not met'}**. Rule (validation): {t['rule']}; chosen: "
+        f"{t['chosen'] or 'none'}.", "",
+    ])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
