@@ -543,6 +543,8 @@ def llm_formats(relative: str) -> str:
     )
     for t in data["targets"]:
         text += f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({t['test_ppl_vs_fp32']:+.2%})\n"
+    if data.get("caveat"):
+        text += f"\nCaveat: {data['caveat']}.\n"
     return text + f"\n`{data['command']}`\n"
 
 
@@ -571,6 +573,7 @@ BLOCKS = {
     "llm-onpolicy": lambda: llm_onpolicy("llm/onpolicy.json"),
     "llm-chat": lambda: llm_chat("llm_chat/chat.json"),
     "llm-formats": lambda: llm_formats("llm_formats/smollm2-135m-instruct.json"),
+    "llm-formats-student": lambda: llm_formats("llm_formats/student.json"),
 }
 
 

@@ -515,3 +515,37 @@ def test_fingerprints_follow_what_a_stage_computes(assets, tmp_path, caplog):
     state = {k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, weights, metadata={"format": "pt"})  # the model folder overwritten in place
     assert run(same)[1] == ["distill", "evaluate"]
+
+
+def test_a_new_stage_is_one_module_and_one_registry_entry(assets, tmp_path, monkeypatch):
+    """A stage declared with a StageSpec and registered is parsed strictly, fingerprinted, run in order,
+    recorded, and reads earlier results by type (here: the student the distill stage trained)."""
+    from dataclasses import dataclass
+
+    from hfcompress.pipeline import stages
+    from hfcompress.pipeline.stages import StageSpec
+
+    @dataclass
+    class CountConfig:
+        what: str = "parameters"
+
+    def run(ctx, stage, folder):
+        student = AutoModelForSequenceClassification.from_pretrained(ctx.latest.folder)
+        return {"counted": stage.get(CountConfig).what, "value": student.num_parameters()}, None
+
+    spec = StageSpec(name="count", configs=(CountConfig,), run=run, output=lambda record: record["figures"])
+    names = list(stages.REGISTRY)
+    registry = {n: stages.REGISTRY[n] for n in names[: names.index("distill") + 1]}
+    registry |= {"count": spec} | {n: stages.REGISTRY[n] for n in names[names.index("distill") + 1 :]}
+    monkeypatch.setattr(stages, "REGISTRY", registry)
+    monkeypatch.setattr(stages, "ORDER", tuple(registry))
+
+    with pytest.raises(HfCompressError, match="unknown key 'wat' in stage 'count'.*did you mean 'what'"):
+        load_pipeline_config(write_config(tmp_path, assets, [{"distill": {}}, {"count": {"wat": 1}}]))
+    path = write_config(tmp_path, assets, [{"distill": {"max_steps": 1, "student_layers": "2"}},
+                                           {"count": {"what": "weights"}}, FAST_EVAL])  # fmt: skip
+    report = run_pipeline(path)
+    assert [s["stage"] for s in report["stages"]] == ["distill", "count", "evaluate"]
+    record = json.loads((tmp_path / "out" / "count" / "stage.json").read_text())
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "distill" / "model")
+    assert record["figures"] == {"counted": "weights", "value": student.num_parameters()}

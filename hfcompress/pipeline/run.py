@@ -16,9 +16,10 @@ from pathlib import Path
 
 from ..data import limit_samples, load_task_data
 from ..modeling import load_tokenizer
+from . import stages
 from .config import PipelineConfig, load_pipeline_config
 from .records import RunState, config_values
-from .stages import REGISTRY, RunContext
+from .stages import RunContext
 from .stages.base import on_main
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
     state = RunState(config)
     skipped = state.check()
     for stage in config.stages:
-        if REGISTRY[stage.name].preflight is not None:
-            REGISTRY[stage.name].preflight(config, stage)
+        if stages.REGISTRY[stage.name].preflight is not None:
+            stages.REGISTRY[stage.name].preflight(config, stage)
     pipeline, data_args = config.pipeline, config.data
     raw, labels = load_task_data(pipeline.task_type, data_args.dataset_name, data_args.text_column,
                                  data_args.label_column)  # fmt: skip
@@ -122,7 +123,7 @@ def _run_stages(group, state: RunState, skipped: list[str], ctx: RunContext, con
                 callbacks) -> None:  # fmt: skip
     ctx.callbacks = list(callbacks or [])
     for stage in config.stages:
-        spec = REGISTRY[stage.name]
+        spec = stages.REGISTRY[stage.name]
         record = state.done(stage.name) if stage.name in skipped else None
         if record is not None:
             logger.info("Stage %s: finished earlier with the same config and inputs; skipped", stage.name)
