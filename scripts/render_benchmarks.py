@@ -548,6 +548,27 @@ def llm_formats(relative: str) -> str:
     return text + f"\n`{data['command']}`\n"
 
 
+def llm_onnx(relative: str) -> str:
+    """The ONNX int8 ablation: every variant against fp32, the target and the rule that chose."""
+    data = load(relative)
+    pct = lambda v: f"{v:+.1%}" if abs(v) < 100 else f"{v:+.3g}x"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("validation_perplexity", "val ppl", fmt),
+         ("test_perplexity", "test ppl", fmt), ("validation_vs_fp32", "val vs fp32", pct),
+         ("test_vs_fp32", "test vs fp32", pct), ("generate_tokens_per_s_b1", "generate tok/s b1", fmt),
+         ("generate_speedup", "x fp32", fmt), ("prompt_tokens_per_s", "prompt tok/s b8", fmt)],
+    )  # fmt: skip
+    t = data["target"]
+    text += (
+        f"\nModel: {data['model']}; perplexity over the first {data['eval_tokens']:,} tokens, windows of "
+        f"{data['window']}, stride {data['stride']}; speeds: the variants taking turns, median of {data['runs']} "
+        f"rounds. {threads_line(data)}\n\nTarget ({t['target']}): **{'met' if t['met'] else 'not met'}**. Rule "
+        f"(validation): {t['rule']}; chosen: {t['chosen'] or 'none'}.\n"
+    )
+    return text + f"\n`{data['command']}`\n"
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -574,6 +595,7 @@ BLOCKS = {
     "llm-chat": lambda: llm_chat("llm_chat/chat.json"),
     "llm-formats": lambda: llm_formats("llm_formats/smollm2-135m-instruct.json"),
     "llm-formats-student": lambda: llm_formats("llm_formats/student.json"),
+    "llm-onnx": lambda: llm_onnx("llm_onnx/student.json"),
 }
 
 
