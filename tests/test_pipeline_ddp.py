@@ -31,6 +31,12 @@ def write_config(root: Path, name: str) -> Path:
     return path
 
 
+def failure(result) -> str:
+    """The lines that say why a launch failed (the first errors of each rank), then the tail."""
+    lines = [line for line in result.stderr.splitlines() if "Error" in line or "error:" in line or "what()" in line]
+    return "\n".join(lines[:30]) + "\n...\n" + result.stderr[-1500:]
+
+
 def ranks(folder: Path) -> list[dict]:
     return [json.loads((folder / f"rank{r}.json").read_text()) for r in (0, 1)]
 
@@ -44,7 +50,7 @@ def test_two_processes_train_together_write_once_and_resume_after_a_sigkill(tmp_
     make_text_dataset(120).to_csv(tmp_path / "reviews.csv", index=False)
 
     whole = launch_two_processes([WORKER, write_config(tmp_path, "whole"), tmp_path / "seen_whole"])
-    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert whole.returncode == 0, failure(whole)
     rank0, rank1 = ranks(tmp_path / "seen_whole")
     assert rank0["world_size"] == rank1["world_size"] == 2
     # both ranks trained the distill stage and ended with the same weights (gradients all-reduced) ...
@@ -69,7 +75,7 @@ def test_two_processes_train_together_write_once_and_resume_after_a_sigkill(tmp_
     assert json.loads((tmp_path / "killed" / "pipeline.json").read_text())["status"] == "running"
 
     resumed = launch_two_processes([WORKER, killed_config, tmp_path / "seen_resumed"])
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, failure(resumed)
     rank0, rank1 = ranks(tmp_path / "seen_resumed")
     assert json.loads((distill / "stage.json").read_text())["figures"]["resumed_from"].endswith("checkpoint-4")
     assert rank0["weights"]["distill"] == rank1["weights"]["distill"]

@@ -72,7 +72,10 @@ def run_pipeline(
     if not isinstance(config, PipelineConfig):
         config = load_pipeline_config(config, overrides)
     group = process_group()
-    state, skipped, ctx = prepare(config)  # every process checks (reading only) before anything is written
+    # every process checks (reading only) before anything is written; the main process loads and tokenizes the
+    # data first, so the others read the datasets cache instead of writing the same files at the same time
+    with group.main_process_first():
+        state, skipped, ctx = prepare(config)
     ctx.group = group
     group.wait_for_everyone()
     on_main(group, state.start)
