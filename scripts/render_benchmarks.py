@@ -326,7 +326,7 @@ def compress(relative: str) -> str:
     for route, runs in data["runs"].items():
         search = runs[0]["report"]["search"]
         for row in search["candidates"]:
-            searches.append({"route": route, **row})
+            searches.append({"route": route, **row, "chosen": row["candidate"] == search["chosen"]})
     first = next(iter(data["runs"].values()))[0]["report"]["search"]
     columns = [
         ("route", "route", str),
@@ -340,8 +340,6 @@ def compress(relative: str) -> str:
     if any("share_below_best" in row for row in searches):  # runs with the within-noise rule
         columns += [("validation_accuracy_se", "bootstrap s.e.", fmt), ("share_below_best", "draws below best", fmt),
                     ("within_noise_of_best", "within noise", fmt), ("chosen", "chosen", fmt)]  # fmt: skip
-    for row in searches:
-        row["chosen"] = row["candidate"] == data["runs"][row["route"]][0]["report"]["search"]["chosen"]
     parts.append(
         "\nThe searches (seed 42; later seeds distil the structure chosen here). The rule, as the first route's "
         f"report words it: {first['rule']}.\n\n" + table(searches, columns)
