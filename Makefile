@@ -2,16 +2,18 @@
 #   make demo   -> set up, fetch the offline assets, run the default distillation recipe
 #   make test   -> set up, run the test suite (CPU, offline, a few minutes)
 #   make test-v5 -> the same suite against transformers 5 in .venv-v5 (where torchao int8 runs; no ONNX)
-#   .ci/run runs make test, then make test-v5
+#   make test-llmc -> the GPTQ/AWQ/W8A8 tests in .venv-llmc (llmcompressor 0.14 needs transformers 5.15-5.17)
+#   .ci/run runs make test, make test-v5, then make test-llmc
 PYTHON ?= python3
 VENV ?= .venv
 VENV5 ?= .venv-v5
+VENVL ?= .venv-llmc
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
+.PHONY: setup setup-v5 setup-llmc test-llmc bench-llm-compressed assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +33,16 @@ $(VENV5)/.installed: pyproject.toml constraints-v5.txt
 	$(VENV5)/bin/python -m pip install -q --upgrade pip
 	$(VENV5)/bin/python -m pip install -q torch==2.13.0
 	$(VENV5)/bin/python -m pip install -q -c constraints-v5.txt -e ".[dev,bnb,torchao,plots,llm]"
+	touch $@
+
+# llmcompressor (GPTQ/AWQ/W8A8 -> compressed-tensors) pins transformers 5.15-5.17: an environment of its own
+setup-llmc: $(VENVL)/.installed
+
+$(VENVL)/.installed: pyproject.toml constraints-llmc.txt
+	$(PYTHON) -m venv $(VENVL)
+	$(VENVL)/bin/python -m pip install -q --upgrade pip
+	$(VENVL)/bin/python -m pip install -q torch==2.13.0
+	$(VENVL)/bin/python -m pip install -q -c constraints-llmc.txt -e ".[dev,gguf,llm,llmcompressor]"
 	touch $@
 
 # what the demo and the real-model tests need; all-mpnet-base-v2 (440 MB) is fetched by bench-pair
@@ -55,6 +67,9 @@ test: setup
 
 test-v5: setup-v5
 	$(OFFLINE) HF_HOME=$$(mktemp -d) $(VENV5)/bin/python -m pytest -q
+
+test-llmc: setup-llmc
+	$(OFFLINE) HF_HOME=$$(mktemp -d) $(VENVL)/bin/python -m pytest -q -m "llmcompressor and not slow"
 
 test-slow: assets
 	$(OFFLINE) HF_HOME=$$(mktemp -d) $(PY) -m pytest -q -m slow
@@ -90,5 +105,9 @@ bench-pair: assets
 bench-torchao: setup-v5 assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV5)/bin/python scripts/bench_quantize.py --teacher_dir scripts/results/work/teacher --variants torchao-int8 --out scripts/results/quantization_torchao
 
+# GPTQ/AWQ/W8A8 of SmolLM2-135M-Instruct and of the LM demo's student against their own fp32 (docs/benchmarks.md)
+bench-llm-compressed: setup-llmc assets-llm
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENVL)/bin/python scripts/bench_llm_compressed.py
+
 clean:
-	rm -rf $(VENV) $(VENV5) outputs .cache
+	rm -rf $(VENV) $(VENV5) $(VENVL) outputs .cache

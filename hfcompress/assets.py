@@ -150,7 +150,23 @@ def _prepare_smollm2(folder: Path) -> None:
     tokenizer.model_max_length = model.config.max_position_embeddings
     tokenizer.add_bos_token = False  # as the Hub's tokenizer: plain text starts without a special token
     tokenizer.save_pretrained(folder)
+    relabel_byte_level_tokenizer(folder)
     (folder / name).unlink()
+
+
+def relabel_byte_level_tokenizer(folder: Path) -> None:
+    """Label a saved byte-level BPE tokenizer ``PreTrainedTokenizerFast``, which loads its tokenizer.json as it is
+    in transformers 4 and 5. transformers' GGUF reader labels SmolLM2's tokenizer ``LlamaTokenizer(Fast)``, and
+    transformers 5.0-5.17 rebuild that class as a SentencePiece-style (Metaspace) tokenizer, silently giving
+    other token ids for the same text (5.23 detects it and warns)."""
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    pre_tokenizer = json.loads((folder / "tokenizer.json").read_text()).get("pre_tokenizer") or {}
+    if pre_tokenizer.get("type") == "ByteLevel" or any(
+        p.get("type") == "ByteLevel" for p in pre_tokenizer.get("pretokenizers", [])
+    ):
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def _prepare_austen(folder: Path) -> None:

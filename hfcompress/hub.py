@@ -29,6 +29,7 @@ SHIPPED = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
+    "chat_template.jinja",
     "vocab.txt",
     "vocab.json",
     "merges.txt",

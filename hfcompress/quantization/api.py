@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import HfCompressError
 from .backends import require_backend
-from .config import QuantizationConfig
+from .config import METHODS, QuantizationConfig
 
 RECORD = "hfcompress_quantization.json"
 
@@ -37,6 +37,22 @@ def _check_source(model_dir: Path) -> None:
         raise HfCompressError(
             f"{model_dir} holds an ONNX model; quantize the PyTorch model it was exported from"
         )
+
+
+# what a saved tokenizer may consist of; copied byte for byte into the artifact
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json")  # fmt: skip
+
+
+def copy_tokenizer(model_dir: Path, out: Path, tokenizer) -> None:
+    """The source's tokenizer files, copied as they are: re-saving would relabel the tokenizer with the running
+    transformers' class (5.x writes ``TokenizersBackend``, which 4.x can't load). Saved anew only when the
+    source has none of these files."""
+    files = [model_dir / name for name in TOKENIZER_FILES if (model_dir / name).is_file()]
+    if not files:
+        tokenizer.save_pretrained(out)
+    for file in files:
+        shutil.copyfile(file, out / file.name)
 
 
 def calibration_features(
@@ -77,7 +93,8 @@ def quantize(
     """Quantize the model saved in ``model_dir`` into ``output_dir``; returns ``output_dir``.
 
     ``config`` or keyword ``settings`` (fields of ``QuantizationConfig``, e.g. ``method="bnb-nf4"``) choose
-    the method. ``calibration_dataset`` (static ONNX int8 only): raw text in ``text_column`` or tokenized.
+    the method. ``calibration_dataset`` (static ONNX int8, GPTQ, AWQ): raw text in ``text_column``, chat
+    ``messages`` (GPTQ/AWQ) or tokenized rows; ``max_length`` tokens of each row are used.
     """
     config = config or QuantizationConfig(**settings)
     require_backend(config.method)
@@ -87,6 +104,10 @@ def quantize(
         from .gguf_export import check_gguf_source, gguf_type
 
         check_gguf_source(json.loads((model_dir / "config.json").read_text()), gguf_type(config.method))
+    if config.backend == "llmcompressor":  # not a causal LM, or a group size that doesn't divide: refused now
+        from .compressed import check_compressed_source
+
+        check_compressed_source(json.loads((model_dir / "config.json").read_text()), config.method, config.group_size)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise HfCompressError(
             f"{output_dir} already exists and is not empty; pass overwrite=True to replace it"
@@ -101,6 +122,10 @@ def quantize(
             from .gguf_export import export_gguf, gguf_file_name
 
             export_gguf(model_dir, work / gguf_file_name(config.method), gguf_type(config.method))
+        elif config.backend == "llmcompressor":
+            from .compressed import quantize_compressed
+
+            quantize_compressed(model_dir, work, config, calibration_dataset, text_column, max_length)
         elif config.backend == "bitsandbytes":
             from .bnb import quantize_bnb
 
@@ -136,7 +161,7 @@ def quantize(
                 )
             quantize_onnx(exported, work, config, calibration)
             shutil.rmtree(exported)
-        tokenizer.save_pretrained(work)
+        copy_tokenizer(model_dir, work, tokenizer)
         record = {"method": config.method, "settings": config.to_dict(), "source": str(model_dir)}
         (work / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if output_dir.exists():
@@ -150,7 +175,7 @@ def quantize(
 
 def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threads: int | None = None):
     """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier; a GGUF causal LM,
-    dequantized by transformers).
+    dequantized by transformers; a compressed-tensors causal LM, which transformers runs compressed).
 
     ONNX artifacts run with ``threads`` intra-op threads (default: PyTorch's count, so the two runtimes are
     compared on the same cores) and ``onnx.session_options(denormal_as_zero)``: flushing denormals to zero is
@@ -189,6 +214,16 @@ def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threa
         from .gguf_export import gguf_file_name
 
         return AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file_name(method), dtype=torch.float32)
+    if method and METHODS[method][0] == "llmcompressor":
+        from .backends import is_compressed_tensors_available
+
+        if not is_compressed_tensors_available():
+            raise HfCompressError(
+                f"{path} holds a compressed-tensors checkpoint ({method}): pip install compressed-tensors"
+            )
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path)
     if method and method.startswith("bnb"):
         require_backend(method)
         from .bnb import load_bnb

@@ -26,7 +26,17 @@ def is_gguf_available() -> bool:
     return importlib.util.find_spec("gguf") is not None
 
 
+def is_llmcompressor_available() -> bool:
+    return importlib.util.find_spec("llmcompressor") is not None
+
+
+def is_compressed_tensors_available() -> bool:
+    """What reloading a GPTQ/AWQ/W8A8 checkpoint needs (llmcompressor brings it)."""
+    return importlib.util.find_spec("compressed_tensors") is not None
+
+
 AVAILABLE = {
+    "llmcompressor": is_llmcompressor_available,
     "gguf": is_gguf_available,
     "bitsandbytes": is_bitsandbytes_available,
     "optimum-onnx": is_optimum_onnx_available,

@@ -21,8 +21,12 @@ METHODS = {
     "gguf-q5_0": ("gguf", "gguf"),
     "gguf-q4_1": ("gguf", "gguf"),
     "gguf-q4_0": ("gguf", "gguf"),
+    "gptq-w4a16": ("llmcompressor", "llmcompressor"),  # causal LMs: compressed-tensors for vLLM/SGLang
+    "awq-w4a16": ("llmcompressor", "llmcompressor"),
+    "gptq-w8a8": ("llmcompressor", "llmcompressor"),
 }
-CLASSIFIER_METHODS = tuple(m for m in METHODS if not m.startswith("gguf"))  # GGUF holds causal LMs only
+LM_ONLY_BACKENDS = {"gguf": "GGUF", "llmcompressor": "compressed-tensors"}  # formats that hold causal LMs only
+CLASSIFIER_METHODS = tuple(m for m, (backend, _) in METHODS.items() if backend not in LM_ONLY_BACKENDS)
 
 
 def check_classifier_methods(methods: list[str]) -> None:
@@ -31,7 +35,7 @@ def check_classifier_methods(methods: list[str]) -> None:
         check_choice("each of methods", method, METHODS)
         if method not in CLASSIFIER_METHODS:
             raise HfCompressError(
-                f"{method} writes GGUF, a format for causal LMs (Llama architecture), not classifiers; "
+                f"{method} writes {LM_ONLY_BACKENDS[METHODS[method][0]]}, a format for causal LMs, not classifiers; "
                 f"for a classifier use one of {', '.join(CLASSIFIER_METHODS)}"
             )
 
@@ -55,7 +59,12 @@ class QuantizationOptions:
     )
     calibration_samples: int = field(
         default=256,
-        metadata={"help": "onnx-int8-static: training examples used to calibrate activations; >= 1."},
+        metadata={"help": "onnx-int8-static, gptq-*, awq-*: training examples used to calibrate; >= 1."},
+    )
+    group_size: int = field(
+        default=128,
+        metadata={"help": "gptq-w4a16, awq-w4a16: weight columns that share one scale; must divide every linear "
+                  "layer's input size (SmolLM2's 576 takes 64)."},
     )
     calibration_method: str = field(
         default="minmax",
@@ -81,6 +90,8 @@ class QuantizationOptions:
         check_choice("preset", self.preset, PRESETS)
         check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        if self.group_size < 1:
+            raise HfCompressError(f"group_size must be >= 1, got {self.group_size}")
         if self.calibration_samples < 1:
             raise HfCompressError(f"calibration_samples must be >= 1, got {self.calibration_samples}")
 
@@ -97,7 +108,8 @@ class QuantizationConfig(QuantizationOptions):
         metadata={
             "help": "bnb-int8 (LLM.int8), bnb-nf4, bnb-fp4 (bitsandbytes 4-bit); onnx-fp32 (export only), "
             "onnx-int8-dynamic, onnx-int8-static (ONNX Runtime through Optimum); torchao-int8 (int8 weight-only, "
-            "PyTorch-native, safetensors); gguf-f16, gguf-q8_0, gguf-q5_0, gguf-q4_1, gguf-q4_0 (causal LMs)."
+            "PyTorch-native, safetensors); gguf-f16, gguf-q8_0, gguf-q5_0, gguf-q4_1, gguf-q4_0 (causal LMs, llama.cpp); "
+            "gptq-w4a16, awq-w4a16, gptq-w8a8 (causal LMs, compressed-tensors for vLLM/SGLang, via llmcompressor)."
         },
     )
 

@@ -1,0 +1,126 @@
+"""GPTQ, AWQ and W8A8 (llmcompressor -> compressed-tensors) variants of a causal LM against its own fp32:
+perplexity on validation and test, size on disk, and speed through transformers on this CPU.
+
+    .venv-llmc/bin/python scripts/bench_llm_compressed.py                      # SmolLM2-135M-Instruct
+    .venv-llmc/bin/python scripts/bench_llm_compressed.py --model outputs/distill_llm/student --name student
+
+(llmcompressor 0.14 needs transformers 5.15-5.17: ``make setup-llmc`` builds that environment.)
+
+Each variant is written by ``quantize(method=...)``, calibrated on ``--calibration_samples`` blocks of
+``--calibration_length`` tokens spread evenly over the training split of Jane Austen's novels (the LM recipe's own
+training text), and reloaded with plain ``AutoModelForCausalLM.from_pretrained``. Perplexity: windows of 256
+tokens, stride 128, over the first ``--eval_tokens`` tokens of Persuasion (validation) and Pride and Prejudice
+(test). Speed: greedy tokens/s at batch 1 and prompt tokens/s, fp32 and the variants taking turns, medians of
+``--speed_runs`` rounds. transformers runs a compressed-tensors checkpoint on CPU by unpacking its weights in every
+forward, so these speeds are not what vLLM's int4/int8 kernels give on a GPU; they are reported as measured.
+Targets (issue 21): GPTQ W4A16 within 10% of fp32 test perplexity at >= 3.5x smaller; nothing is chosen here,
+every variant is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from bench_llm_formats import STRIDE, WINDOW, perplexities
+from bench_setup import ROOT, machine
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hfcompress.assets import resolve_model
+from hfcompress.data.causal_lm import load_lm_texts, split_text
+from hfcompress.evaluation import markdown_table, write_report
+from hfcompress.evaluation.lm import interleaved_speeds
+from hfcompress.evaluation.measure import size_on_disk
+from hfcompress.quantization import load_quantized, quantize
+from hfcompress.runtime import configure_cpu_threads
+
+METHODS = ("gptq-w4a16", "awq-w4a16", "gptq-w8a8")
+TARGETS = {"gptq-w4a16": (0.10, 3.5)}  # test perplexity at most this much above fp32's, at least this much smaller
+
+
+def calibration_blocks(tokenizer, text: str, samples: int, length: int) -> list[dict]:
+    """``samples`` blocks of ``length`` token ids at evenly spaced offsets over ``text``."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    step = (len(ids) - length) // max(samples - 1, 1)
+    return [{"input_ids": ids[i * step : i * step + length]} for i in range(samples)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--name", default="smollm2-135m-instruct")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--group_size", type=int, default=64)  # SmolLM2's 576 columns don't divide by 128
+    parser.add_argument("--calibration_samples", type=int, default=32)
+    parser.add_argument("--calibration_length", type=int, default=256)
+    parser.add_argument("--eval_tokens", type=int, default=4096)
+    parser.add_argument("--speed_runs", type=int, default=3)
+    parser.add_argument("--out", default=str(ROOT / "scripts/results/llm_compressed"))
+    opts = parser.parse_args()
+    configure_cpu_threads()
+    out = Path(opts.out)
+    source = Path(resolve_model(opts.model))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    raw = load_lm_texts("austen_novels")
+    texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
+    calibration = calibration_blocks(tokenizer, split_text(raw, "train"), opts.calibration_samples,
+                                     opts.calibration_length)  # fmt: skip
+    models = {"fp32": AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()}
+    rows = [{"variant": "fp32", "size_mb": size_on_disk(source) / 1e6, "write_s": None,
+             **perplexities(models["fp32"], tokenizer, texts, opts.eval_tokens)}]  # fmt: skip
+    for method in opts.methods.split(","):
+        start = time.perf_counter()
+        folder = quantize(source, out / "work" / opts.name / method, method=method, group_size=opts.group_size,
+                          calibration_samples=opts.calibration_samples, calibration_dataset=calibration,
+                          max_length=opts.calibration_length, overwrite=True)  # fmt: skip
+        written = time.perf_counter() - start
+        print(f"{method}: written in {written:.0f} s", flush=True)
+        models[method] = load_quantized(folder).eval()
+        rows.append({"variant": method, "size_mb": size_on_disk(folder) / 1e6, "write_s": written,
+                     **perplexities(models[method], tokenizer, texts, opts.eval_tokens)})  # fmt: skip
+    speeds = interleaved_speeds(list(models.values()), tokenizer, texts["validation"], WINDOW, runs=opts.speed_runs)
+    base = rows[0]
+    for row, speed in zip(rows, speeds):
+        row.update(speed)
+        for split in ("validation", "test"):
+            row[f"{split}_ppl_vs_fp32"] = row[f"{split}_perplexity"] / base[f"{split}_perplexity"] - 1
+        row["x_smaller"] = base["size_mb"] / row["size_mb"]
+        row["generate_speedup"] = row["generate_tokens_per_s_b1"] / base["generate_tokens_per_s_b1"]
+    targets = []
+    for method, (limit, smaller) in TARGETS.items():
+        row = next((r for r in rows if r["variant"] == method), None)
+        if row:
+            targets.append({"variant": method, "target": f"test perplexity within {limit:.0%} of fp32 at >= "
+                            f"{smaller}x smaller", "test_ppl_vs_fp32": row["test_ppl_vs_fp32"],
+                            "x_smaller": row["x_smaller"],
+                            "met": row["test_ppl_vs_fp32"] <= limit and row["x_smaller"] >= smaller})  # fmt: skip
+    result = {"benchmark": "llm_compressed", "command": " ".join(["scripts/bench_llm_compressed.py", *sys.argv[1:]]),
+              "model": opts.model, "eval_tokens": opts.eval_tokens, "window": WINDOW, "stride": STRIDE,
+              "group_size": opts.group_size, "calibration": f"{opts.calibration_samples} x "
+              f"{opts.calibration_length} tokens of the training split", "speed_runs": opts.speed_runs,
+              "machine": machine(), "rows": rows, "targets": targets}  # fmt: skip
+    write_report(out, opts.name, result, render(result))
+    print(render(result))
+
+
+def render(result: dict) -> str:
+    columns = [("variant", "variant"), ("size_mb", "MB (10^6 bytes)"), ("x_smaller", "x smaller"),
+               ("validation_perplexity", "val ppl"), ("test_perplexity", "test ppl"),
+               ("validation_ppl_vs_fp32", "val vs fp32"), ("test_ppl_vs_fp32", "test vs fp32"),
+               ("generate_tokens_per_s_b1", "gen tok/s b1"), ("prompt_tokens_per_s", "prompt tok/s"),
+               ("write_s", "write s")]  # fmt: skip
+    lines = [f"# compressed-tensors variants of {result['model']}", "", f"`{result['command']}`", "",
+             f"Group size {result['group_size']}; calibration: {result['calibration']}; speeds through "
+             "transformers on CPU (weights unpacked in every forward), not a serving engine's.", "",
+             markdown_table(result["rows"], columns), ""]  # fmt: skip
+    for t in result["targets"]:
+        lines.append(f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** "
+                     f"({t['test_ppl_vs_fp32']:+.2%}, {t['x_smaller']:.2f}x smaller)")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
