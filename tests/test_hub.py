@@ -98,6 +98,16 @@ def test_card_metadata_and_figures():
     assert "ORTModelForSequenceClassification" in str(quantized)
 
 
+def test_an_lm_card_names_the_engines_that_serve_its_format():
+    lm = dict(kind="quantized", task_type="text-generation", task_name="Text Generation", base_model="HuggingFaceTB/x",
+              metrics={"test_perplexity": 12.5, "size_mb": 90.0})  # fmt: skip
+    gptq = str(build_model_card(info(method="gptq-w4a16", **lm), "me/x-gptq-w4a16"))
+    assert "Runs in: vLLM and SGLang (compressed-tensors), as it is; transformers with `pip install " in gptq
+    assert "# needs: pip install compressed-tensors\nfrom transformers import AutoModelForCausalLM" in gptq
+    nf4 = str(build_model_card(info(method="bnb-nf4", **lm), "me/x-nf4"))
+    assert "Runs in: transformers with bitsandbytes." in nf4 and "compressed-tensors" not in nf4
+
+
 def test_card_with_missing_figures_is_refused():
     with pytest.raises(HfCompressError, match="model card figures missing: size_mb"):
         build_model_card(info(metrics={"test_accuracy": 0.8}), "me/x")

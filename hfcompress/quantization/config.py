@@ -25,6 +25,14 @@ METHODS = {
     "awq-w4a16": ("llmcompressor", "llmcompressor"),
     "gptq-w8a8": ("llmcompressor", "llmcompressor"),
 }
+# what serves each backend's artifacts: the model card says it
+ENGINES = {
+    "bitsandbytes": "transformers with bitsandbytes",
+    "optimum-onnx": "ONNX Runtime (Optimum's `ORTModel` classes)",
+    "torchao": "transformers 5 with torchao",
+    "gguf": "llama.cpp, Ollama and LM Studio; transformers with `gguf_file=`",
+    "llmcompressor": "vLLM and SGLang (compressed-tensors), as it is; transformers with `pip install compressed-tensors`",
+}
 LM_ONLY_BACKENDS = {"gguf": "GGUF", "llmcompressor": "compressed-tensors"}  # formats that hold causal LMs only
 CLASSIFIER_METHODS = tuple(m for m, (backend, _) in METHODS.items() if backend not in LM_ONLY_BACKENDS)
 

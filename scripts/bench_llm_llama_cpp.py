@@ -1,0 +1,145 @@
+"""GGUF variants of a causal LM run in llama.cpp itself (llama-cpp-python): perplexity from llama.cpp's logits on
+validation and test, greedy tokens/s at batch 1 and prompt tokens/s, against the fp32 model in transformers.
+
+    python scripts/bench_llm_llama_cpp.py                                   # SmolLM2-135M-Instruct
+    python scripts/bench_llm_llama_cpp.py --model outputs/distill_llm/student --name student
+
+Needs llama-cpp-python built from source (docs/quantization.md has the build flags for CPUs with AMX). Each GGUF
+is written by ``quantize(method="gguf-...")``. Perplexity: the same token ids (the model's own tokenizer), windows
+of 256 tokens, stride 128, over the first ``--eval_tokens`` tokens of Persuasion (validation) and Pride and
+Prejudice (test), scored from llama.cpp's logits; whether llama.cpp's tokenizer (the one inside the file) gives
+the same ids for that text is recorded too. Speeds: fp32 in transformers and every GGUF in llama.cpp take turns,
+``--runs`` rounds after a warm-up, medians; generation is 32 new tokens after a 32-token prompt, the prompt pass
+one window of 256 tokens, both at batch 1, on ``--threads`` threads. Targets (issue 21): Q8_0 within 1% of fp32
+test perplexity, the 4-bit type within 10%; nothing is chosen, every variant is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from bench_setup import ROOT, machine
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hfcompress.assets import resolve_model
+from hfcompress.data.causal_lm import load_lm_texts, split_text
+from hfcompress.evaluation import markdown_table, write_report
+from hfcompress.evaluation.llama_cpp import (
+    greedy_generate,
+    load_llama_cpp,
+    strided_perplexity_llama_cpp,
+    window_logits,
+)
+from hfcompress.evaluation.lm import generation_call, strided_perplexity
+from hfcompress.evaluation.measure import size_on_disk
+from hfcompress.quantization import quantize
+from hfcompress.runtime import configure_cpu_threads
+
+METHODS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_1", "gguf-q4_0")
+TARGETS = {"gguf-q8_0": 0.01, "gguf-q4_0": 0.10}
+WINDOW, STRIDE, PROMPT, NEW = 256, 128, 32, 32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--name", default="smollm2-135m-instruct")
+    parser.add_argument("--eval_tokens", type=int, default=4096)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    parser.add_argument("--out", default=str(ROOT / "scripts/results/llm_llama_cpp"))
+    opts = parser.parse_args()
+    configure_cpu_threads(opts.threads)
+    threads = torch.get_num_threads()
+    out = Path(opts.out)
+    source = Path(resolve_model(opts.model))
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    raw = load_lm_texts("austen_novels")
+    texts = {split: split_text(raw, split) for split in ("validation", "test")}
+    ids = {split: tokenizer(text, add_special_tokens=False)["input_ids"] for split, text in texts.items()}
+    fp32 = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    rows = [{"variant": "fp32 (transformers)", "runtime": "transformers", "size_mb": size_on_disk(source) / 1e6}]
+    for split, text in texts.items():
+        result = strided_perplexity(fp32, tokenizer, text, WINDOW, STRIDE, opts.eval_tokens)
+        rows[0] |= {f"{split}_perplexity": result["perplexity"], f"{split}_tokens": result["tokens"]}
+    llms = {}
+    for method in METHODS:
+        folder = quantize(source, out / "work" / opts.name / method, method=method, overwrite=True)
+        (file,) = folder.glob("*.gguf")
+        llm = llms[method] = load_llama_cpp(file, context=WINDOW, threads=threads)
+        row = {"variant": method, "runtime": "llama.cpp", "size_mb": size_on_disk(folder) / 1e6}
+        for split in texts:
+            result = strided_perplexity_llama_cpp(llm, ids[split][: opts.eval_tokens], WINDOW, STRIDE)
+            row |= {f"{split}_perplexity": result["perplexity"], f"{split}_tokens": result["tokens"]}
+        head = ids["test"][:512]
+        row["tokenizer_agrees"] = llm.tokenize(tokenizer.decode(head).encode(), add_bos=False, special=False) == head
+        rows.append(row)
+        print(row, flush=True)
+
+    prompt, window = ids["validation"][:PROMPT], ids["validation"][:WINDOW]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    calls = [(lambda: generation_call(fp32, torch.tensor([prompt]), NEW, pad),
+              lambda: fp32(input_ids=torch.tensor([window])))]  # fmt: skip
+    for llm in llms.values():
+        calls.append((lambda m=llm: greedy_generate(m, prompt, NEW), lambda m=llm: window_logits(m, window)))
+    times = [([], []) for _ in calls]
+    with torch.inference_mode():
+        for generate, prefill in calls:  # warm-up
+            generate(), prefill()
+        for _ in range(opts.runs):  # the variants take turns
+            for (generate, prefill), (gen, pre) in zip(calls, times):
+                gen.append(seconds(generate))
+                pre.append(seconds(prefill))
+    base = rows[0]
+    for row, (gen, pre) in zip(rows, times):
+        row["generate_tokens_per_s_b1"] = NEW / statistics.median(gen)
+        row["prompt_tokens_per_s_b1"] = WINDOW / statistics.median(pre)
+        for split in texts:
+            row[f"{split}_ppl_vs_fp32"] = row[f"{split}_perplexity"] / base[f"{split}_perplexity"] - 1
+        row["x_smaller"] = base["size_mb"] / row["size_mb"]
+        row["generate_vs_fp32"] = row["generate_tokens_per_s_b1"] / base["generate_tokens_per_s_b1"]
+    targets = [
+        {"variant": method, "target": f"test perplexity in llama.cpp within {limit:.0%} of fp32",
+         "test_ppl_vs_fp32": next(r for r in rows if r["variant"] == method)["test_ppl_vs_fp32"],
+         "met": next(r for r in rows if r["variant"] == method)["test_ppl_vs_fp32"] <= limit}
+        for method, limit in TARGETS.items()
+    ]  # fmt: skip
+    import llama_cpp
+
+    result = {"benchmark": "llm_llama_cpp", "command": " ".join(["scripts/bench_llm_llama_cpp.py", *sys.argv[1:]]),
+              "model": opts.model, "eval_tokens": opts.eval_tokens, "window": WINDOW, "stride": STRIDE,
+              "runs": opts.runs, "threads": threads, "llama_cpp_python": llama_cpp.__version__,
+              "machine": machine(), "rows": rows, "targets": targets}  # fmt: skip
+    write_report(out, opts.name, result, render(result))
+    print(render(result))
+
+
+def seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def render(result: dict) -> str:
+    columns = [("variant", "variant"), ("runtime", "runs in"), ("size_mb", "MB (10^6 bytes)"),
+               ("x_smaller", "x smaller"), ("validation_perplexity", "val ppl"), ("test_perplexity", "test ppl"),
+               ("validation_ppl_vs_fp32", "val vs fp32"), ("test_ppl_vs_fp32", "test vs fp32"),
+               ("generate_tokens_per_s_b1", "gen tok/s b1"), ("generate_vs_fp32", "gen vs fp32"),
+               ("prompt_tokens_per_s_b1", "prompt tok/s b1"), ("tokenizer_agrees", "same token ids")]  # fmt: skip
+    lines = [f"# GGUF variants of {result['model']} in llama.cpp", "", f"`{result['command']}`", "",
+             f"llama-cpp-python {result['llama_cpp_python']}, {result['threads']} threads; medians of "
+             f"{result['runs']} rounds, the variants taking turns.", "",
+             markdown_table(result["rows"], columns), ""]  # fmt: skip
+    for t in result["targets"]:
+        lines.append(f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** "
+                     f"({t['test_ppl_vs_fp32']:+.2%})")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
