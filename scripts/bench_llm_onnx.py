@@ -3,8 +3,9 @@
     python scripts/bench_llm_onnx.py --model outputs/distill_llm/student     # the student `make llm-demo` writes
     python scripts/bench_llm_onnx.py --model HuggingFaceTB/SmolLM2-135M-Instruct --name smollm2
 
-Variants (dynamic int8 through ONNX Runtime, with the KV cache): weights per tensor (the default) or per
-channel, and the output projection (the LM head, the tied embedding) int8 or left in fp32. Each is measured
+Variants (dynamic int8 through ONNX Runtime, with the KV cache, all from one fp32 export): weights per tensor
+(the default) or per channel; the output projection (the LM head, the tied embedding) int8 or left in fp32; one
+group of layers (down_proj, the MLP, the attention) left in fp32 (``--variants`` picks some). Each is measured
 against PyTorch fp32 and the fp32 ONNX export: perplexity (windows of 256, stride 128) over the first
 ``--eval_tokens`` tokens of Persuasion (validation) and Pride and Prejudice (test); greedy tokens/s at batch 1
 and prompt tokens/s at batch 8, all variants taking turns (``--runs`` rounds, medians). Target (issue 21): test
@@ -27,14 +28,22 @@ from hfcompress.data.causal_lm import load_lm_texts, split_text
 from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.evaluation.lm import interleaved_speeds, strided_perplexity
 from hfcompress.quantization import QuantizationConfig
-from hfcompress.quantization.causal_lm import load_onnx_causal_lm, quantize_onnx_causal_lm
+from hfcompress.quantization.causal_lm import (
+    export_onnx_causal_lm,
+    load_onnx_causal_lm,
+    quantize_exported_causal_lm,
+)
 from hfcompress.runtime import configure_cpu_threads
 
-VARIANTS = {  # name -> (per_channel, keep_output_fp32)
-    "int8 per-tensor": (False, False),
-    "int8 per-channel": (True, False),
-    "int8 per-tensor, head fp32": (False, True),
-    "int8 per-channel, head fp32": (True, True),
+VARIANTS = {  # name -> QuantizationConfig settings (dynamic int8)
+    "int8 per-tensor": {},
+    "int8 per-channel": {"per_channel": True},
+    "int8 per-tensor, head fp32": {"keep_output_fp32": True},
+    "int8 per-channel, head fp32": {"per_channel": True, "keep_output_fp32": True},
+    # one group of layers left in fp32 at a time: where the loss comes from
+    "int8 per-tensor, down_proj fp32": {"keep_fp32": "down_proj"},
+    "int8 per-tensor, MLP fp32": {"keep_fp32": "mlp"},
+    "int8 per-tensor, attention fp32": {"keep_fp32": "self_attn"},
 }
 WINDOW, STRIDE = 256, 128
 
@@ -45,6 +54,7 @@ def main() -> None:
     parser.add_argument("--name", default="student")
     parser.add_argument("--eval_tokens", type=int, default=4096)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
     parser.add_argument("--out", default=str(ROOT / "scripts/results/llm_onnx"))
     opts = parser.parse_args()
     threads = configure_cpu_threads() or torch.get_num_threads()
@@ -55,13 +65,18 @@ def main() -> None:
     texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
     models = {"fp32 (PyTorch)": AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()}
     sizes = {"fp32 (PyTorch)": sum(p.stat().st_size for p in source.glob("*.safetensors")) / 1e6}
-    for i, (name, (per_channel, keep)) in enumerate(VARIANTS.items()):
+    exported = out / "work" / opts.name / "fp32"  # one export; every variant quantizes it
+    export_onnx_causal_lm(source, exported)
+    models["fp32 (ONNX)"] = load_onnx_causal_lm(exported, quantized=False, threads=threads)
+    sizes["fp32 (ONNX)"] = sum(p.stat().st_size for p in exported.glob("model.onnx*")) / 1e6
+    names = opts.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    for i, name in enumerate(names):
         folder = out / "work" / opts.name / f"v{i}"
-        config = QuantizationConfig(method="onnx-int8-dynamic", per_channel=per_channel, keep_output_fp32=keep)
-        quantize_onnx_causal_lm(source, folder, config)
-        if i == 0:  # the fp32 export, once
-            models["fp32 (ONNX)"] = load_onnx_causal_lm(folder / "fp32", quantized=False, threads=threads)
-            sizes["fp32 (ONNX)"] = sum(p.stat().st_size for p in (folder / "fp32").glob("model.onnx*")) / 1e6
+        config = QuantizationConfig(method="onnx-int8-dynamic", **VARIANTS[name])
+        quantize_exported_causal_lm(exported, folder, config)
         models[name] = load_onnx_causal_lm(folder, threads=threads)
         sizes[name] = (folder / "model_quantized.onnx").stat().st_size / 1e6
     rows = []

@@ -5,6 +5,7 @@ import torch
 from conftest import make_bpe_tokenizer, make_llama
 from transformers import AutoModelForCausalLM
 
+from hfcompress import HfCompressError
 from hfcompress.evaluation.lm import generation_call, strided_perplexity
 from hfcompress.pruning.structured import prune_attention_heads
 from hfcompress.quantization import QuantizationConfig, is_bitsandbytes_available, is_optimum_onnx_available
@@ -90,3 +91,28 @@ def test_onnx_int8_can_keep_the_output_projection_in_fp32(saved, tmp_path):
         # kept: the head is still a float MatMul; else ONNX Runtime replaced it (MatMulInteger and friends)
         assert (names.get(head) == "MatMul") is keep
         assert "MatMulInteger" in names.values()  # every other projection is int8 either way
+
+
+@pytest.mark.onnx
+@pytest.mark.skipif(not is_optimum_onnx_available(), reason="needs the [onnx] extra")
+def test_onnx_int8_keeps_the_named_matmuls_in_fp32(saved, tmp_path):
+    import onnx
+
+    from hfcompress.quantization.causal_lm import export_onnx_causal_lm, quantize_exported_causal_lm
+
+    folder, _, _ = saved
+    export_onnx_causal_lm(folder, tmp_path / "onnx")
+    quantize_exported_causal_lm(
+        tmp_path / "onnx", tmp_path / "q", QuantizationConfig(method="onnx-int8-dynamic", keep_fp32="down_proj")
+    )
+    before = [n.name for n in onnx.load(str(tmp_path / "onnx" / "model.onnx")).graph.node if n.op_type == "MatMul"]
+    after = {n.name: n.op_type for n in onnx.load(str(tmp_path / "q" / "model_quantized.onnx")).graph.node}
+    down = [name for name in before if "down_proj" in name]
+    assert len(down) == 2  # one per layer of the tiny Llama
+    assert all(after.get(name) == "MatMul" for name in down)  # left in fp32
+    others = [name for name in before if "proj" in name and "down_proj" not in name]
+    assert others and not any(after.get(name) == "MatMul" for name in others)  # replaced by int8 ops
+    with pytest.raises(HfCompressError, match="keep_fp32 nope: no MatMul node name contains it; names look like /"):
+        quantize_exported_causal_lm(
+            tmp_path / "onnx", tmp_path / "q2", QuantizationConfig(method="onnx-int8-dynamic", keep_fp32="nope")
+        )

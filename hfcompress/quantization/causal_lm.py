@@ -31,11 +31,35 @@ def quantize_onnx_causal_lm(model_dir: str | Path, out: str | Path, config: Quan
         raise HfCompressError(f"causal LMs take onnx-int8-dynamic here, got {config.method}")
     exported = Path(out) / "fp32"
     export_onnx_causal_lm(model_dir, exported)
+    quantize_exported_causal_lm(exported, out, config)
+
+
+def quantize_exported_causal_lm(exported: str | Path, out: str | Path, config: QuantizationConfig) -> None:
+    """Dynamic int8 of an ``export_onnx_causal_lm`` folder into ``out``, leaving in fp32 the output projection
+    (``keep_output_fp32``) and the MatMuls named by ``keep_fp32``."""
+    exported = Path(exported)
     excluded = [output_projection(exported / ONNX_FILE)] if config.keep_output_fp32 else []
+    if config.keep_fp32:
+        excluded += matmuls_named(exported / ONNX_FILE, [p.strip() for p in config.keep_fp32.split(",") if p.strip()])
     quantize_onnx(exported, out, config, nodes_to_exclude=excluded)
     for name in exported.iterdir():  # config, generation config and tokenizer files travel with the model
         if not name.name.startswith("model") and not (Path(out) / name.name).exists():
             (Path(out) / name.name).write_bytes(name.read_bytes())
+
+
+def matmuls_named(onnx_file: str | Path, parts: list[str]) -> list[str]:
+    """The MatMul nodes whose name contains one of ``parts``; none is a one-line error with an example name."""
+    import onnx
+
+    graph = onnx.load(str(onnx_file), load_external_data=False).graph
+    matmuls = [node.name for node in graph.node if node.op_type in ("MatMul", "Gemm")]
+    chosen = [name for name in matmuls if any(part in name for part in parts)]
+    if not chosen:
+        raise HfCompressError(
+            f"keep_fp32 {', '.join(parts)}: no MatMul node name contains it; names look like "
+            f"{matmuls[0] if matmuls else '(no MatMul)'}"
+        )
+    return chosen
 
 
 def output_projection(onnx_file: str | Path) -> str:

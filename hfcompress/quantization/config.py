@@ -88,6 +88,11 @@ class QuantizationOptions:
     compute_dtype: str = field(
         default="float32", metadata={"help": "bnb 4-bit: dtype of the matmuls: float32, bfloat16, float16."}
     )
+    keep_fp32: str = field(
+        default="",
+        metadata={"help": "ONNX int8 of causal LMs: comma-separated parts of MatMul node names left in fp32, e.g. "
+                  "'down_proj' or 'mlp' (names look like /model/layers.0/mlp/down_proj/MatMul)."},
+    )
     keep_output_fp32: bool = field(
         default=False,
         metadata={"help": "ONNX int8 of causal LMs: leave the output projection (lm_head, the tied embedding) "
