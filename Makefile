@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 setup-llmc test-llmc bench-llm-compressed assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
+.PHONY: setup setup-v5 setup-llmc test-llmc bench-llm-compressed setup-llama-cpp bench-llm-llama-cpp assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,13 @@ $(VENVL)/.installed: pyproject.toml constraints-llmc.txt
 	$(VENVL)/bin/python -m pip install -q torch==2.13.0
 	$(VENVL)/bin/python -m pip install -q -c constraints-llmc.txt -e ".[dev,gguf,llm,llmcompressor]"
 	touch $@
+
+# llama.cpp through llama-cpp-python, built from source (12-18 minutes on 2 cores), without the AMX/AVX512 paths
+# in which quantized GGUFs crashed on these Xeon CPUs; optional (test_llama_cpp.py's slow test, the llama.cpp bench)
+LLAMA_CPP_FLAGS ?= -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_AVX512=OFF
+setup-llama-cpp: setup
+	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install -q -c constraints.txt \
+		--no-binary llama-cpp-python "llama-cpp-python==0.3.36" diskcache
 
 # what the demo and the real-model tests need; all-mpnet-base-v2 (440 MB) is fetched by bench-pair
 assets: setup
@@ -108,6 +115,11 @@ bench-torchao: setup-v5 assets
 # GPTQ/AWQ/W8A8 of SmolLM2-135M-Instruct and of the LM demo's student against their own fp32 (docs/benchmarks.md)
 bench-llm-compressed: setup-llmc assets-llm
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENVL)/bin/python scripts/bench_llm_compressed.py
+
+# GGUF variants run in llama.cpp itself: perplexity from its logits, tokens/s (docs/benchmarks.md)
+bench-llm-llama-cpp: setup-llama-cpp assets-llm
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_llm_llama_cpp.py
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_llm_llama_cpp.py --model outputs/distill_llm/student --name student
 
 clean:
 	rm -rf $(VENV) $(VENV5) $(VENVL) outputs .cache

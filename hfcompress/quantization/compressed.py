@@ -13,7 +13,9 @@ The methods, one-shot and calibrated on the caller's own text (or chat rendered 
   of ``group_size`` (round to nearest, with a zero point).
 - ``gptq-w8a8``: 8-bit weights (one scale per output channel, chosen by GPTQ) and 8-bit activations quantized
   per token at run time (``int-quantized``): vLLM runs it with int8 kernels; transformers on CPU simulates it.
-The LM head (the tied embedding) stays in full precision in all three, as in llmcompressor's own examples.
+The LM head (the tied embedding) stays in full precision in all three, as in llmcompressor's own examples;
+``compute_dtype`` (float32 by default; bfloat16 or float16, as vLLM serves W4A16) is the dtype the model is
+calibrated and saved in, and so the dtype of everything left unquantized.
 
 What is checked before any work: the model is a causal LM; under a grouped method, ``group_size`` divides the
 input size of every linear layer (SmolLM2's 576 columns take 64, not the usual 128); and the calibration text
@@ -143,7 +145,9 @@ def quantize_compressed(model_dir, out, config, calibration_dataset, text_column
         calibration_dataset, tokenizer, text_column, config.calibration_samples, max_length,
         min_tokens=max(linear_inputs(model_config).values()),
     )  # fmt: skip
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    # compute_dtype: the dtype the model is calibrated and saved in (the unquantized embedding, norms and scales);
+    # bfloat16/float16 is how W4A16 checkpoints are usually served ("A16") and halves what stays unquantized
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, config.compute_dtype))
     with _cpu_without_pinned_memory():
         oneshot(
             model=model,

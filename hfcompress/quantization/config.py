@@ -86,7 +86,9 @@ class QuantizationOptions:
         },
     )
     compute_dtype: str = field(
-        default="float32", metadata={"help": "bnb 4-bit: dtype of the matmuls: float32, bfloat16, float16."}
+        default="float32",
+        metadata={"help": "bnb 4-bit: dtype of the matmuls; gptq-*/awq-*: dtype the model is calibrated and saved "
+                  "in (what stays unquantized): float32, bfloat16, float16."},
     )
     keep_fp32: str = field(
         default="",
