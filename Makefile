@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev,onnx,bnb,plots,llm]"
+	$(PIP) install -q -c constraints.txt -e ".[dev,onnx,bnb,plots,llm,lm-eval]"
 	touch $@
 
 # transformers 5 (constraints-v5.txt): Optimum ONNX Runtime needs transformers<4.58, torchao int8 needs 5.
@@ -32,7 +32,7 @@ $(VENV5)/.installed: pyproject.toml constraints-v5.txt
 	$(PYTHON) -m venv $(VENV5)
 	$(VENV5)/bin/python -m pip install -q --upgrade pip
 	$(VENV5)/bin/python -m pip install -q torch==2.13.0
-	$(VENV5)/bin/python -m pip install -q -c constraints-v5.txt -e ".[dev,bnb,torchao,plots,llm]"
+	$(VENV5)/bin/python -m pip install -q -c constraints-v5.txt -e ".[dev,bnb,torchao,plots,llm,lm-eval]"
 	touch $@
 
 # llmcompressor (GPTQ/AWQ/W8A8 -> compressed-tensors) pins transformers 5.15-5.17: an environment of its own

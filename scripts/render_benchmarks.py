@@ -567,6 +567,54 @@ def llm_onnx(relative: str) -> str:
     return text + f"\n`{data['command']}`\n"
 
 
+def llm_compressed(relative: str) -> str:
+    """GPTQ/AWQ/W8A8 (compressed-tensors) variants against their own fp32; the W4A16 target and its rule."""
+    data = load(relative)
+    pct = lambda v: f"{v:+.2%}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("x_smaller", "x smaller", fmt),
+         ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
+         ("validation_ppl_vs_fp32", "val vs fp32", pct), ("test_ppl_vs_fp32", "test vs fp32", pct),
+         ("generate_tokens_per_s_b1", "gen tok/s b1", fmt), ("prompt_tokens_per_s", "prompt tok/s b8", fmt),
+         ("write_s", "write s", fmt)],
+    )  # fmt: skip
+    text += (
+        f"\nModel: {data['model']}; group size {data['group_size']}; calibration: {data['calibration']}; perplexity "
+        f"over the first {data['eval_tokens']:,} tokens of each text, windows of {data['window']}, stride "
+        f"{data['stride']}; speeds through transformers on CPU, the variants taking turns, median of "
+        f"{data['speed_runs']} rounds. {threads_line(data)}\n\n"
+    )
+    for t in data["targets"]:
+        figure = f"; chosen {t['chosen']}: {t['test_ppl_vs_fp32']:+.2%} on test" if t["chosen"] else "; none qualifies"
+        text += f"- {t['method']}: {t['target']}: **{'met' if t['met'] else 'not met'}** (rule: {t['rule']}{figure})\n"
+    return text + f"\n`{data['command']}`\n"
+
+
+def llm_llama_cpp(relative: str) -> str:
+    """GGUF variants run in llama.cpp: perplexity from its logits, speeds against fp32 in transformers."""
+    data = load(relative)
+    pct = lambda v: f"{v:+.2%}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("runtime", "runs in", fmt), ("size_mb", "MB (10^6 bytes)", fmt),
+         ("x_smaller", "x smaller", fmt), ("validation_perplexity", "val ppl", fmt),
+         ("test_perplexity", "test ppl", fmt), ("validation_ppl_vs_fp32", "val vs fp32", pct),
+         ("test_ppl_vs_fp32", "test vs fp32", pct), ("generate_tokens_per_s_b1", "gen tok/s b1", fmt),
+         ("generate_vs_fp32", "gen x fp32", fmt), ("prompt_tokens_per_s_b1", "prompt tok/s b1", fmt),
+         ("tokenizer_agrees", "same token ids", fmt)],
+    )  # fmt: skip
+    text += (
+        f"\nModel: {data['model']}; llama-cpp-python {data['llama_cpp_python']}, {data['threads']} threads; "
+        f"perplexity over the first {data['eval_tokens']:,} tokens of each text, windows of {data['window']}, "
+        f"stride {data['stride']}; speeds: the variants taking turns, median of {data['runs']} rounds. "
+        f"{threads_line(data)}\n\n"
+    )
+    for t in data["targets"]:
+        text += f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({t['test_ppl_vs_fp32']:+.2%})\n"
+    return text + f"\n`{data['command']}`\n"
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),

@@ -127,6 +127,23 @@ def test_low_bit_weights_in_the_file_and_a_reload_that_computes_with_them(llama_
 
 
 @needs_llmcompressor
+def test_compute_dtype_is_the_dtype_of_what_stays_unquantized(llama_dir, tmp_path):
+    """bfloat16, as vLLM serves W4A16: the embedding, norms and scales in bfloat16 (half the bytes), the packed
+    weights unchanged; the reload runs in bfloat16."""
+    out = {dtype: quantize(llama_dir, tmp_path / dtype, method="gptq-w4a16", group_size=32, compute_dtype=dtype,
+                           calibration_dataset=make_lm_blocks(), max_length=24) for dtype in ("float32", "bfloat16")}  # fmt: skip
+    for dtype, folder in out.items():
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            for name in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.0.mlp.up_proj.weight_scale"):
+                assert f.get_tensor(name).dtype == getattr(torch, dtype), name
+            assert f.get_tensor("model.layers.0.mlp.up_proj.weight_packed").dtype == torch.int32
+    embedding = 320 * 64  # values kept unquantized in the tied embedding
+    saved = {dtype: (folder / "model.safetensors").stat().st_size for dtype, folder in out.items()}
+    assert saved["float32"] - saved["bfloat16"] >= embedding * 2
+    assert load_quantized(out["bfloat16"]).dtype == torch.bfloat16
+
+
+@needs_llmcompressor
 def test_gptq_beats_rounding_to_nearest_on_its_calibration_data(llama_dir, tmp_path):
     """GPTQ compensates each column's rounding error with the calibration activations: on those activations its
     model is closer to fp32 than rounding every weight to its nearest grid point, with the same grid."""
