@@ -7,7 +7,8 @@ validation and test, greedy tokens/s at batch 1 and prompt tokens/s, against the
 Needs llama-cpp-python built from source (docs/quantization.md has the build flags for CPUs with AMX). Each GGUF
 is written by ``quantize(method="gguf-...")``. Perplexity: the same token ids (the model's own tokenizer), windows
 of 256 tokens, stride 128, over the first ``--eval_tokens`` tokens of Persuasion (validation) and Pride and
-Prejudice (test), scored from llama.cpp's logits; whether llama.cpp's tokenizer (the one inside the file) gives
+Prejudice (test), scored from llama.cpp's logits; Q4_1 and Q4_0 are also written by llama.cpp's own quantizer
+from the F16 file (with its own choice of type for the embedding), to tell the writer from the type; whether llama.cpp's tokenizer (the one inside the file) gives
 the same ids for that text is recorded too. Speeds: fp32 in transformers and every GGUF in llama.cpp take turns,
 ``--runs`` rounds after a warm-up, medians; generation is 32 new tokens after a 32-token prompt, the prompt pass
 one window of 256 tokens, both at batch 1, on ``--threads`` threads. Targets (issue 21): Q8_0 within 1% of fp32
@@ -42,6 +43,7 @@ from hfcompress.runtime import configure_cpu_threads
 
 METHODS = ("gguf-f16", "gguf-q8_0", "gguf-q5_0", "gguf-q4_1", "gguf-q4_0")
 TARGETS = {"gguf-q8_0": 0.01, "gguf-q4_0": 0.10}
+CROSS_CHECK = ("Q4_1", "Q4_0")  # also written by llama.cpp's own quantizer: is a 4-bit row our writer or the type?
 WINDOW, STRIDE, PROMPT, NEW = 256, 128, 32, 32
 
 
@@ -67,12 +69,18 @@ def main() -> None:
     for split, text in texts.items():
         result = strided_perplexity(fp32, tokenizer, text, WINDOW, STRIDE, opts.eval_tokens)
         rows[0] |= {f"{split}_perplexity": result["perplexity"], f"{split}_tokens": result["tokens"]}
-    llms = {}
+    files = {}
     for method in METHODS:
         folder = quantize(source, out / "work" / opts.name / method, method=method, overwrite=True)
-        (file,) = folder.glob("*.gguf")
-        llm = llms[method] = load_llama_cpp(file, context=WINDOW, threads=threads)
-        row = {"variant": method, "runtime": "llama.cpp", "size_mb": size_on_disk(folder) / 1e6}
+        (files[method],) = folder.glob("*.gguf")
+    for qtype in CROSS_CHECK:  # the same types from llama.cpp's own quantizer, starting from our F16 file
+        files[f"{qtype} (llama.cpp's quantizer)"] = llama_cpp_quantize(files["gguf-f16"], qtype, threads)
+    llms = {}
+    for name, file in files.items():
+        llm = llms[name] = load_llama_cpp(file, context=WINDOW, threads=threads)
+        row = {"variant": name, "runtime": "llama.cpp", "size_mb": file.stat().st_size / 1e6,
+               "matrix_type": tensor_type(file, "blk.0.ffn_down.weight"),
+               "embedding_type": tensor_type(file, "token_embd.weight")}  # fmt: skip
         for split in texts:
             result = strided_perplexity_llama_cpp(llm, ids[split][: opts.eval_tokens], WINDOW, STRIDE)
             row |= {f"{split}_perplexity": result["perplexity"], f"{split}_tokens": result["tokens"]}
@@ -119,6 +127,28 @@ def main() -> None:
     print(render(result))
 
 
+def llama_cpp_quantize(f16_file: Path, qtype: str, threads: int) -> Path:
+    """``f16_file`` requantized to ``qtype`` by llama.cpp's own ``llama_model_quantize`` (its default choices for
+    the output and embedding tensors)."""
+    import ctypes
+
+    import llama_cpp
+
+    out = f16_file.with_name(f"model-{qtype}-llama-cpp.gguf")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype}")
+    params.nthread = threads
+    if llama_cpp.llama_model_quantize(str(f16_file).encode(), str(out).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {f16_file} to {qtype}")
+    return out
+
+
+def tensor_type(file: Path, name: str) -> str:
+    import gguf
+
+    return next(t.tensor_type.name for t in gguf.GGUFReader(str(file)).tensors if t.name == name)
+
+
 def seconds(call) -> float:
     start = time.perf_counter()
     call()
@@ -126,7 +156,8 @@ def seconds(call) -> float:
 
 
 def render(result: dict) -> str:
-    columns = [("variant", "variant"), ("runtime", "runs in"), ("size_mb", "MB (10^6 bytes)"),
+    columns = [("variant", "variant"), ("runtime", "runs in"), ("matrix_type", "matrices"),
+               ("embedding_type", "embedding"), ("size_mb", "MB (10^6 bytes)"),
                ("x_smaller", "x smaller"), ("validation_perplexity", "val ppl"), ("test_perplexity", "test ppl"),
                ("validation_ppl_vs_fp32", "val vs fp32"), ("test_ppl_vs_fp32", "test vs fp32"),
                ("generate_tokens_per_s_b1", "gen tok/s b1"), ("generate_vs_fp32", "gen vs fp32"),

@@ -597,7 +597,8 @@ def llm_llama_cpp(relative: str) -> str:
     pct = lambda v: f"{v:+.2%}"  # noqa: E731
     text = table(
         data["rows"],
-        [("variant", "variant", fmt), ("runtime", "runs in", fmt), ("size_mb", "MB (10^6 bytes)", fmt),
+        [("variant", "variant", fmt), ("runtime", "runs in", fmt), ("matrix_type", "matrices", fmt),
+         ("embedding_type", "embedding", fmt), ("size_mb", "MB (10^6 bytes)", fmt),
          ("x_smaller", "x smaller", fmt), ("validation_perplexity", "val ppl", fmt),
          ("test_perplexity", "test ppl", fmt), ("validation_ppl_vs_fp32", "val vs fp32", pct),
          ("test_ppl_vs_fp32", "test vs fp32", pct), ("generate_tokens_per_s_b1", "gen tok/s b1", fmt),
