@@ -25,6 +25,7 @@ AWQ's activation statistics say little.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -162,28 +163,24 @@ def quantize_compressed(model_dir, out, config, calibration_dataset, text_column
     (Path(out) / "recipe.yaml").unlink(missing_ok=True)  # llmcompressor's own log of the run; the record says it
 
 
-class _cpu_without_pinned_memory:
+@contextlib.contextmanager
+def _cpu_without_pinned_memory():
     """AWQ in llmcompressor 0.14 pins its cached activations in page-locked memory for faster copies to the
     GPU, which raises "Cannot access accelerator device when none is available" on a machine without one. Pinning
     only speeds up host-to-device copies, so without an accelerator it is skipped; with one nothing changes."""
+    import torch
 
-    def __enter__(self):
-        import torch
-
-        self.patched = None
-        if torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available()):
-            return self
-        try:
-            from llmcompressor.pipelines.cache import IntermediatesCache
-        except ImportError:  # a later release moved it: nothing to skip
-            return self
-        if hasattr(IntermediatesCache, "pin_memory"):
-            self.patched = (IntermediatesCache, IntermediatesCache.pin_memory)
-            IntermediatesCache.pin_memory = lambda cache, *args, **kwargs: None
-        return self
-
-    def __exit__(self, *exc):
-        if self.patched:
-            owner, original = self.patched
-            owner.pin_memory = original
-        return False
+    accelerator = torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
+    try:
+        from llmcompressor.pipelines.cache import IntermediatesCache
+    except ImportError:  # a later release moved it: nothing to skip
+        IntermediatesCache = None  # noqa: N806
+    if accelerator or not hasattr(IntermediatesCache, "pin_memory"):
+        yield
+        return
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda cache, *args, **kwargs: None
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original
