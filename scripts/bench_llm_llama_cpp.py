@@ -11,7 +11,7 @@ Prejudice (test), scored from llama.cpp's logits; Q4_1 and Q4_0 are also written
 from the F16 file (with its own choice of type for the embedding), to tell the writer from the type; whether llama.cpp's tokenizer (the one inside the file) gives
 the same ids for that text is recorded too. Speeds: fp32 in transformers and every GGUF in llama.cpp take turns,
 ``--runs`` rounds after a warm-up, medians; generation is 32 new tokens after a 32-token prompt, the prompt pass
-one window of 256 tokens, both at batch 1, on ``--threads`` threads. Targets (issue 21): Q8_0 within 1% of fp32
+one window of 256 tokens, both at batch 1, on the physical cores' threads (or ``$HFCOMPRESS_NUM_THREADS``). Targets (issue 21): Q8_0 within 1% of fp32
 test perplexity, the 4-bit type within 10%; nothing is chosen, every variant is reported.
 """
 
@@ -53,10 +53,9 @@ def main() -> None:
     parser.add_argument("--name", default="smollm2-135m-instruct")
     parser.add_argument("--eval_tokens", type=int, default=4096)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="default: physical cores")
     parser.add_argument("--out", default=str(ROOT / "scripts/results/llm_llama_cpp"))
     opts = parser.parse_args()
-    configure_cpu_threads(opts.threads)
+    configure_cpu_threads()  # physical cores, or $HFCOMPRESS_NUM_THREADS
     threads = torch.get_num_threads()
     out = Path(opts.out)
     source = Path(resolve_model(opts.model))

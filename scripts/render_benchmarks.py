@@ -643,6 +643,7 @@ BLOCKS = {
     "llm-formats": lambda: llm_formats("llm_formats/smollm2-135m-instruct.json"),
     "llm-formats-student": lambda: llm_formats("llm_formats/student.json"),
     "llm-onnx": lambda: llm_onnx("llm_onnx/student.json"),
+    "llm-compressed-student": lambda: llm_compressed("llm_compressed/student.json"),
 }
 
 

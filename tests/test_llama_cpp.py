@@ -67,6 +67,7 @@ def test_a_gguf_written_here_runs_in_llama_cpp(tmp_path):
         with torch.no_grad():
             reference = load_quantized(out)(torch.tensor([ids])).logits[0].double().numpy()
         ours = window_logits(llm, ids)
-        # transformers dequantizes the same file to fp32; llama.cpp computes with the quantized blocks
+        # transformers dequantizes the same file to fp32; llama.cpp computes with the quantized blocks (and 8-bit
+        # activations against them): measured 2e-4 (F16), 4e-3 (Q8_0), 5e-3 (Q4_0) of the largest logit
         error = float(np.abs(ours - reference).max() / np.abs(reference).max())
-        assert error < {"gguf-f16": 1e-2, "gguf-q8_0": 3e-2, "gguf-q4_0": 0.1}[method], (method, error)
+        assert error < {"gguf-f16": 2e-3, "gguf-q8_0": 2e-2, "gguf-q4_0": 2e-2}[method], (method, error)
