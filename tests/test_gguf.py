@@ -92,6 +92,36 @@ def test_what_gguf_cannot_hold_is_refused_before_any_work(tmp_path, llama_dir):
     quantize(tmp_path / "odd", tmp_path / "f16", method="gguf-f16")
 
 
+def test_the_pre_tokenizer_llama_cpp_is_told_matches_the_tokenizer(tmp_path, llama_dir):
+    """llama.cpp splits text before BPE by the pattern ``tokenizer.ggml.pre`` names: GPT-2's for a plain byte-level
+    BPE, GPT-2's after single digits for SmolLM2's; a tokenizer split any other way is refused before any work."""
+    from hfcompress.quantization.gguf_export import pre_tokenizer_type
+
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    assert pre_tokenizer_type(byte_level) == "gpt-2"
+    smollm = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
+    assert pre_tokenizer_type(smollm) == "smollm"
+    llama3 = {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(?i:'s|'t)"}},
+                                                     {**byte_level, "use_regex": False}]}  # fmt: skip
+    with pytest.raises(HfCompressError, match="split text as GPT-2 does .* this one's pre-tokenizer is"):
+        pre_tokenizer_type(llama3)
+
+    out = quantize(llama_dir, tmp_path / "f16", method="gguf-f16")
+    fields = gguf.GGUFReader(str(out / "model-F16.gguf")).fields
+    assert str(bytes(fields["tokenizer.ggml.pre"].parts[-1]), "utf-8") == "gpt-2"  # the fixture: plain byte-level
+
+    backend = json.loads((llama_dir / "tokenizer.json").read_text())
+    backend["pre_tokenizer"] = llama3
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for name in llama_dir.iterdir():
+        (odd / name.name).write_bytes(name.read_bytes())
+    (odd / "tokenizer.json").write_text(json.dumps(backend))
+    with pytest.raises(HfCompressError, match="GGUF export supports byte-level BPE tokenizers that split"):
+        quantize(odd, tmp_path / "out", method="gguf-q8_0")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
 def test_classifier_recipes_refuse_gguf():
     from hfcompress.pipeline.config import QuantizeStageArguments
 

@@ -11,9 +11,12 @@ from conftest import make_llama, shared_bpe_tokenizer
 from hfcompress.evaluation.llama_cpp import strided_perplexity_llama_cpp
 from hfcompress.evaluation.lm import strided_perplexity
 
-TEXT = " ".join(
+TEXT = "\n\n".join(  # paragraphs: GPT-2's pattern splits "\n\n" before a word as "\n", "\n" (llama.cpp's default
+    # pattern would not); digits too
     ["It is a truth universally acknowledged, that a single man in possession of a good fortune must be in want "
-     "of a wife. Emma Woodhouse, handsome, clever, and rich, seemed to unite some of the best blessings."] * 3
+     "of a wife. Emma Woodhouse, handsome, clever, and rich, seemed to unite some of the best blessings.",
+     '"My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield Park is let at last?"',
+     "Chapter 12, in the year 1811: 4,000 a year."]
 )  # fmt: skip
 
 
@@ -58,12 +61,13 @@ def test_a_gguf_written_here_runs_in_llama_cpp(tmp_path):
     model.save_pretrained(tmp_path / "llama")
     tokenizer = shared_bpe_tokenizer()
     tokenizer.save_pretrained(tmp_path / "llama")
-    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"][:48]
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    assert len(ids) <= 256  # one window
     for method in ("gguf-f16", "gguf-q8_0", "gguf-q4_0"):
         out = quantize(tmp_path / "llama", tmp_path / method, method=method)
         (file,) = out.glob("*.gguf")
-        llm = load_llama_cpp(file, context=64, threads=1)
-        assert llm.tokenize(TEXT.encode(), add_bos=False, special=False)[:48] == ids  # the embedded tokenizer
+        llm = load_llama_cpp(file, context=256, threads=1)
+        assert llm.tokenize(TEXT.encode(), add_bos=False, special=False) == ids  # the embedded tokenizer
         with torch.no_grad():
             reference = load_quantized(out)(torch.tensor([ids])).logits[0].double().numpy()
         ours = window_logits(llm, ids)

@@ -101,9 +101,10 @@ def quantize(
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     _check_source(model_dir)
     if config.backend == "gguf":  # an architecture or a shape GGUF can't hold: refused before any work
-        from .gguf_export import check_gguf_source, gguf_type
+        from .gguf_export import check_gguf_source, check_gguf_tokenizer, gguf_type
 
         check_gguf_source(json.loads((model_dir / "config.json").read_text()), gguf_type(config.method))
+        check_gguf_tokenizer(model_dir)
     if config.backend == "llmcompressor":  # not a causal LM, or a group size that doesn't divide: refused now
         from .compressed import check_compressed_source
 

@@ -60,6 +60,18 @@ def check_gguf_source(config: dict, qtype: str) -> None:
             )
 
 
+def check_gguf_tokenizer(model_dir: str | os.PathLike) -> str:
+    """A one-line error for a tokenizer llama.cpp would not reproduce (not byte-level BPE, or split otherwise
+    than GPT-2/SmolLM2), before any work; else llama.cpp's pre-tokenizer name."""
+    file = Path(model_dir) / "tokenizer.json"
+    if not file.is_file():
+        raise HfCompressError(f"GGUF export needs the model's tokenizer.json (a fast tokenizer) in {model_dir}")
+    backend = json.loads(file.read_text())
+    if backend["model"].get("type") != "BPE":
+        raise HfCompressError(f"GGUF export supports byte-level BPE tokenizers, got a {backend['model'].get('type')} one")
+    return pre_tokenizer_type(backend.get("pre_tokenizer"))
+
+
 def gguf_type(method: str) -> str:
     """'gguf-q8_0' -> 'Q8_0'."""
     return method.split("-", 1)[1].upper()
@@ -93,6 +105,7 @@ def export_gguf(
     model_dir, out_file = Path(model_dir), Path(out_file)
     config = json.loads((model_dir / "config.json").read_text())
     check_gguf_source(config, qtype)
+    check_gguf_tokenizer(model_dir)
     heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // heads
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -106,6 +119,7 @@ def export_gguf(
     out_file.parent.mkdir(parents=True, exist_ok=True)
     partial = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
     writer = gguf.GGUFWriter(str(partial), arch)
+    written = False
     try:
         writer.add_name(model_dir.name)
         writer.add_context_length(config.get("max_position_embeddings", 2048))
@@ -143,14 +157,36 @@ def export_gguf(
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+        written = True
     finally:
         writer.close()
+        if not written:
+            partial.unlink(missing_ok=True)  # no half-written file left behind
     partial.replace(out_file)
     return out_file
 
 
 def _file_type(gguf, qtype: str):
     return getattr(gguf.LlamaFileType, "ALL_F32" if qtype == "F32" else f"MOSTLY_{qtype}")
+
+
+def pre_tokenizer_type(pre: dict | None) -> str:
+    """llama.cpp's name for the way this tokenizer splits text before BPE (``tokenizer.ggml.pre``): GPT-2's
+    pattern ("gpt-2"), or GPT-2's after single digits are split off ("smollm", as SmolLM2 on the Hub). llama.cpp
+    splits any other way with a different pattern, so a GGUF would tokenize differently: refused."""
+    def byte_level(p: dict) -> bool:
+        return p.get("type") == "ByteLevel" and p.get("use_regex", True)
+
+    parts = (pre or {}).get("pretokenizers") if (pre or {}).get("type") == "Sequence" else [pre or {}]
+    if len(parts) == 1 and byte_level(parts[0]):
+        return "gpt-2"
+    if (len(parts) == 2 and parts[0].get("type") == "Digits" and parts[0].get("individual_digits")
+            and byte_level(parts[1])):  # fmt: skip
+        return "smollm"
+    raise HfCompressError(
+        "GGUF export supports byte-level BPE tokenizers that split text as GPT-2 does (optionally digits first, "
+        f"as SmolLM2); this one's pre-tokenizer is {json.dumps(pre)[:200]}, which llama.cpp would split otherwise"
+    )
 
 
 def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
@@ -169,7 +205,7 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
         types.append(3 if i in special else 1 if i in by_id else 5)  # control, normal, unused
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(pre_tokenizer_type(backend.get("pre_tokenizer")))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
