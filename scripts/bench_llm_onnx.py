@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--name", default="student")
     parser.add_argument("--eval_tokens", type=int, default=4096)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="names of VARIANTS separated by ';'")
     parser.add_argument("--out", default=str(ROOT / "scripts/results/llm_onnx"))
     opts = parser.parse_args()
     threads = configure_cpu_threads() or torch.get_num_threads()
@@ -69,7 +69,7 @@ def main() -> None:
     export_onnx_causal_lm(source, exported)
     models["fp32 (ONNX)"] = load_onnx_causal_lm(exported, quantized=False, threads=threads)
     sizes["fp32 (ONNX)"] = sum(p.stat().st_size for p in exported.glob("model.onnx*")) / 1e6
-    names = opts.variants.split(",")
+    names = opts.variants.split(";")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
