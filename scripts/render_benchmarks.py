@@ -643,6 +643,7 @@ BLOCKS = {
     "llm-formats": lambda: llm_formats("llm_formats/smollm2-135m-instruct.json"),
     "llm-formats-student": lambda: llm_formats("llm_formats/student.json"),
     "llm-onnx": lambda: llm_onnx("llm_onnx/student.json"),
+    "llm-onnx-layers": lambda: llm_onnx("llm_onnx/student-layers.json"),
     "llm-compressed-student": lambda: llm_compressed("llm_compressed/student.json"),
     "llm-llama-cpp-student": lambda: llm_llama_cpp("llm_llama_cpp/student.json"),
     "llm-llama-cpp": lambda: llm_llama_cpp("llm_llama_cpp/smollm2-135m-instruct.json"),
