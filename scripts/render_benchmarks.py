@@ -645,6 +645,7 @@ BLOCKS = {
     "llm-onnx": lambda: llm_onnx("llm_onnx/student.json"),
     "llm-onnx-layers": lambda: llm_onnx("llm_onnx/student-layers.json"),
     "llm-compressed-student": lambda: llm_compressed("llm_compressed/student.json"),
+    "llm-compressed": lambda: llm_compressed("llm_compressed/smollm2-135m-instruct.json"),
     "llm-llama-cpp-student": lambda: llm_llama_cpp("llm_llama_cpp/student.json"),
     "llm-llama-cpp": lambda: llm_llama_cpp("llm_llama_cpp/smollm2-135m-instruct.json"),
 }
