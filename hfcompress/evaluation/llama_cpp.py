@@ -44,9 +44,10 @@ def strided_perplexity_llama_cpp(llm, ids: list[int], window: int, stride: int) 
     most context its window gives: the same windows and tokens as ``hfcompress.evaluation.lm.strided_perplexity``."""
     if window > llm.n_ctx():
         raise HfCompressError(f"window {window} is longer than the llama.cpp context {llm.n_ctx()}")
-    nll, count, previous_end = 0.0, 0, 0
-    for begin in range(0, len(ids), stride):
-        end = min(begin + window, len(ids))
+    from .lm import strided_windows
+
+    nll, count = 0.0, 0
+    for begin, end, previous_end in strided_windows(len(ids), window, stride):
         logits = window_logits(llm, ids[begin:end])
         first = max(previous_end, begin + 1)  # tokens scored by an earlier window are context only
         targets = np.asarray(ids[first:end])
@@ -55,9 +56,6 @@ def strided_perplexity_llama_cpp(llm, ids: list[int], window: int, stride: int) 
         log_z = np.log(np.exp(rows - peak).sum(axis=1)) + peak[:, 0]
         nll += float((log_z - rows[np.arange(len(targets)), targets]).sum())
         count += len(targets)
-        previous_end = end
-        if end == len(ids):
-            break
     return {"perplexity": float(np.exp(nll / count)), "tokens": count}
 
 

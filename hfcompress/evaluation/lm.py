@@ -51,6 +51,19 @@ def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> tuple[to
     return torch.tensor([ids]), token_bytes
 
 
+def strided_windows(length: int, max_length: int, stride: int):
+    """The windows strided perplexity scores, as ``(begin, end, previous_end)``: ``max_length`` tokens starting
+    every ``stride``, up to the one that reaches ``length``; tokens before ``previous_end`` were scored by an
+    earlier window and are context only."""
+    previous_end = 0
+    for begin in range(0, length, stride):
+        end = min(begin + max_length, length)
+        yield begin, end, previous_end
+        previous_end = end
+        if end == length:
+            return
+
+
 @torch.inference_mode()
 def strided_perplexity(
     model, tokenizer, text: str, max_length: int = 512, stride: int = 256, max_tokens: int | None = None
@@ -65,9 +78,8 @@ def strided_perplexity(
     device = _device(model)
     ids, token_bytes = encode_text(tokenizer, text, max_tokens)
     length = ids.shape[1]
-    nll_sum, n_tokens, n_bytes, previous_end = 0.0, 0, 0, 0
-    for begin in range(0, length, stride):
-        end = min(begin + max_length, length)
+    nll_sum, n_tokens, n_bytes = 0.0, 0, 0
+    for begin, end, previous_end in strided_windows(length, max_length, stride):
         target_length = end - previous_end  # tokens not scored before (the first window: all of them)
         window = ids[:, begin:end].to(device)
         targets = window.clone()
@@ -78,9 +90,6 @@ def strided_perplexity(
         nll_sum += nll
         n_tokens += count
         n_bytes += sum(token_bytes[begin + 1 + j] for j in scored)
-        previous_end = end
-        if end == length:
-            break
     mean_nll = nll_sum / n_tokens
     return {
         "perplexity": math.exp(mean_nll),
