@@ -136,8 +136,14 @@ def load_qlora_base(name_or_path: str, label_names: list[str], task_type: str):
 
     require_backend("bnb-nf4")
     path = resolve_model(name_or_path)
-    quantization = bnb_config(QuantizationConfig(method="bnb-nf4"), kept_modules(path))
-    model, _ = load_classifier(name_or_path, label_names, task_type, quantization_config=quantization)
+    if task_type == "causal_lm":  # the LM head stays in full precision
+        from transformers import AutoModelForCausalLM
+
+        quantization = bnb_config(QuantizationConfig(method="bnb-nf4"), kept_modules(path, AutoModelForCausalLM))
+        model = AutoModelForCausalLM.from_pretrained(path, quantization_config=quantization)
+    else:
+        quantization = bnb_config(QuantizationConfig(method="bnb-nf4"), kept_modules(path))
+        model, _ = load_classifier(name_or_path, label_names, task_type, quantization_config=quantization)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     disable_avx512bf16(model)  # the CPU eval-then-train failure (docs/quantization.md)
     return model

@@ -117,6 +117,8 @@ class CompressionInfo:
     command: str = ""
     license: str | None = None
     notes: str = ""  # a paragraph the card must carry (e.g. where the base weights came from)
+    tasks: dict = field(default_factory=dict)  # harness scores: {task: {metric: value, metric_stderr: ...}}
+    reference_tasks: dict = field(default_factory=dict)  # the uncompressed model's, same shape
 
     def __post_init__(self):
         check_choice("kind", self.kind, RELATIONS)
@@ -140,7 +142,8 @@ def build_model_card(info: CompressionInfo, repo_name: str):
         raise HfCompressError(
             f"model card figures missing: {', '.join(absent)} (take them from the run's report)"
         )
-    metrics = {k.removeprefix("test_"): v for k, v in info.metrics.items() if k.startswith("test_")}
+    metrics = {k.removeprefix("test_"): v for k, v in info.metrics.items()
+               if k.startswith("test_") and isinstance(v, (int, float)) and not k.endswith("_tokens")}  # fmt: skip
     eval_results = [
         EvalResult(
             task_type=info.task_type,
@@ -186,12 +189,13 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
     teacher = f"Teacher: `{info.teacher}`.\n\n" if info.teacher else ""
     if info.kind == "onnx":
         onnx_file = "model.onnx" if info.method == "onnx-fp32" else "model_quantized.onnx"
+        ort = "ORTModelForCausalLM" if info.task_type == "text-generation" else "ORTModelForSequenceClassification"
         how = (
             "import onnxruntime\n"
-            "from optimum.onnxruntime import ORTModelForSequenceClassification\n\n"
+            f"from optimum.onnxruntime import {ort}\n\n"
             "options = onnxruntime.SessionOptions()\n"
             'options.add_session_config_entry("session.set_denormal_as_zero", "1")  # fast softmax on x86 CPUs\n'
-            "model = ORTModelForSequenceClassification.from_pretrained(\n"
+            f"model = {ort}.from_pretrained(\n"
             f'    "{repo_name}", file_name="{onnx_file}", session_options=options\n)'
         )
     else:
@@ -229,12 +233,32 @@ several runs):
 |---|---|---|
 {rows}
 
-Reproduce:
+{_task_section(info)}Reproduce:
 
 ```bash
 {info.command}
 ```
 """
+
+
+def _task_section(info: CompressionInfo) -> str:
+    """The downstream-task table (lm-evaluation-harness scores with their standard errors), when there is one."""
+    if not (info.tasks or info.reference_tasks):
+        return ""
+
+    def score(tasks: dict, task: str, metric: str) -> str:
+        value = (tasks.get(task) or {}).get(metric)
+        stderr = (tasks.get(task) or {}).get(f"{metric}_stderr")
+        return "-" if value is None else f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else "")
+
+    rows = [f"| {task} | {metric} | {score(info.tasks, task, metric)} | {score(info.reference_tasks, task, metric)} |"
+            for task, metrics in (info.tasks or info.reference_tasks).items() for metric in metrics
+            if not metric.endswith("_stderr") and metric != "sample_len"]  # fmt: skip
+    missing = "" if info.tasks else "This model was not scored (the harness runs PyTorch models; this one is not).\n\n"
+    return (
+        "Downstream tasks (lm-evaluation-harness, zero-shot; value ± standard error as the harness reports it):\n\n"
+        "| task | metric | this model | uncompressed |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n" + missing
+    )
 
 
 EXPORT_OWNER = ".hfcompress-export.json"  # who wrote an export, so that the same run may replace it

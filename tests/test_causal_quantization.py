@@ -116,3 +116,47 @@ def test_onnx_int8_keeps_the_named_matmuls_in_fp32(saved, tmp_path):
         quantize_exported_causal_lm(
             tmp_path / "onnx", tmp_path / "q2", QuantizationConfig(method="onnx-int8-dynamic", keep_fp32="nope")
         )
+
+
+@pytest.mark.onnx
+@pytest.mark.skipif(not is_optimum_onnx_available(), reason="needs the [onnx] extra")
+def test_quantize_entry_point_takes_causal_lms(saved, tmp_path):
+    """``quantize`` sees a causal LM in the folder: ONNX int8 keeps the KV cache (and its export does not stay
+    behind), ``load_quantized`` gives a causal LM back, and a classifier-only method is refused first."""
+    import json
+
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from hfcompress.quantization import load_quantized, quantize
+
+    folder, tokenizer, model = saved
+    out = quantize(folder, tmp_path / "onnx", method="onnx-int8-dynamic")
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["model_quantized.onnx"] and not (out / "fp32").exists()
+    assert json.loads((out / "hfcompress_quantization.json").read_text())["causal_lm"] is True
+    reloaded = load_quantized(out)
+    assert isinstance(reloaded, ORTModelForCausalLM)
+    prompt = torch.tensor([tokenizer(TEXT, add_special_tokens=False)["input_ids"][:6]])
+    assert generation_call(reloaded, prompt, 3, tokenizer.pad_token_id).shape == (1, 9)
+    ours = strided_perplexity(reloaded, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
+    reference = strided_perplexity(model, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
+    assert ours != reference and abs(ours / reference - 1) < 0.2
+    with pytest.raises(HfCompressError, match="onnx-int8-static is for classifiers; a causal LM takes bnb-int8"):
+        quantize(folder, tmp_path / "static", method="onnx-int8-static")
+    assert not (tmp_path / "static").exists()
+
+
+@pytest.mark.bnb
+@pytest.mark.skipif(not is_bitsandbytes_available(), reason="needs the [bnb] extra")
+def test_quantize_entry_point_bnb_causal_lm(tmp_path):
+    from hfcompress.quantization import load_quantized, quantize
+
+    tokenizer = make_bpe_tokenizer(tmp_path / "bpe")
+    model = make_llama(num_layers=2, hidden=64, heads=2, kv_heads=2, intermediate=128, vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path / "fp32")
+    tokenizer.save_pretrained(tmp_path / "fp32")
+    reloaded = load_quantized(quantize(tmp_path / "fp32", tmp_path / "int8", method="bnb-int8"))
+    assert type(reloaded).__name__ == "LlamaForCausalLM" and type(reloaded.lm_head) is torch.nn.Linear
+    assert type(reloaded.model.layers[0].mlp.down_proj).__name__ == "Linear8bitLt"
+    ppl = strided_perplexity(reloaded, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
+    reference = strided_perplexity(model, tokenizer, TEXT, max_length=32, stride=16)["perplexity"]
+    assert abs(ppl / reference - 1) < 0.2

@@ -20,6 +20,7 @@ Scores come back as the harness reports them, each with its standard error: ``{t
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -132,6 +133,15 @@ def offline_task_names(folder) -> list[str]:
     return sorted(p.stem for p in Path(folder).glob("*.yaml"))
 
 
+@functools.lru_cache(maxsize=4)
+def task_manager(include_path: str | None, local: tuple = ()):
+    """The harness's task index (with the task files ``local`` under ``include_path``): built once per path and
+    files, since indexing every task the harness ships takes seconds."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path)
+
+
 def harness_scores(model, tokenizer, tasks: list[str], include_path=None, limit: int | None = None,
                    batch_size: int = 8, bootstrap_iters: int = 1000) -> dict[str, dict[str, float]]:  # fmt: skip
     """Run harness ``tasks`` (names; local ones under ``include_path``) on ``model``, zero-shot; each task's
@@ -140,10 +150,10 @@ def harness_scores(model, tokenizer, tasks: list[str], include_path=None, limit:
         raise HfCompressError("downstream tasks need lm-evaluation-harness: pip install 'hfcompress[lm-eval]'")
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
-    manager = TaskManager(include_path=str(include_path) if include_path else None)
+    local = tuple(sorted(str(p) for p in Path(include_path).glob("*.yaml"))) if include_path else ()
+    manager = task_manager(str(include_path) if include_path else None, local)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise HfCompressError(f"unknown harness tasks {', '.join(unknown)}; offline, build local ones with "

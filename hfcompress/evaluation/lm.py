@@ -101,23 +101,40 @@ def strided_perplexity(
 
 
 @torch.inference_mode()
-def rows_perplexity(model, rows, tokenizer, batch_size: int = 8) -> dict[str, float]:
-    """Perplexity over the label tokens of tokenized rows (``lm_examples``): for chat and prompt/completion
-    data, the completion perplexity (only assistant/completion tokens are labels)."""
+def rows_nll(model, rows, tokenizer, batch_size: int = 8) -> tuple[list[float], list[int]]:
+    """Per row of tokenized ``rows`` (``lm_examples``): the summed next-token NLL (nats) of its label tokens and
+    how many there are; what a paired bootstrap over rows resamples."""
     from ..data import DistillationDataCollator
 
     device = _device(model)
     collate = DistillationDataCollator(tokenizer)
-    nll_sum, n_tokens = 0.0, 0
+    nll, tokens = [], []
     for start in range(0, len(rows), batch_size):
         batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        nll, count = next_token_nll(model(input_ids=ids, attention_mask=mask).logits, batch["labels"])
-        nll_sum += nll
-        n_tokens += count
-    if n_tokens == 0:
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        for k in range(ids.shape[0]):
+            row_nll, count = next_token_nll(logits[k : k + 1], batch["labels"][k : k + 1])
+            nll.append(row_nll)
+            tokens.append(count)
+    return nll, tokens
+
+
+def rows_perplexity(model, rows, tokenizer, batch_size: int = 8) -> dict[str, float]:
+    """Perplexity over the label tokens of tokenized rows (``lm_examples``): for chat and prompt/completion
+    data, the completion perplexity (only assistant/completion tokens are labels)."""
+    nll, tokens = rows_nll(model, rows, tokenizer, batch_size)
+    return perplexity_of((nll, tokens)) | {"nll_per_token": sum(nll) / max(sum(tokens), 1), "tokens": sum(tokens)}
+
+
+def perplexity_of(prediction) -> dict[str, float]:
+    """``{"perplexity": ...}`` of ``(per-row NLL sums, per-row token counts)``: exp of the total NLL over the total
+    tokens (a ``compute_metrics`` for ``paired_bootstrap`` over rows)."""
+    nll, tokens = prediction
+    total = float(sum(tokens))
+    if total == 0:
         raise ValueError("no label tokens to score: every label is -100")
-    return {"perplexity": math.exp(nll_sum / n_tokens), "nll_per_token": nll_sum / n_tokens, "tokens": n_tokens}
+    return {"perplexity": math.exp(float(sum(nll)) / total)}
 
 
 def speed_prompts(tokenizer, text, batch_size: int = 8, length: int = 256) -> torch.Tensor:

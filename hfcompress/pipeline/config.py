@@ -28,12 +28,15 @@ from typing import Optional
 
 from transformers import TrainingArguments
 
-from ..configs import DataArguments, ReportingArguments, parse_int_list
+from ..configs import DataArguments, LMDataArguments, ReportingArguments, parse_int_list
 from ..errors import HfCompressError, check_choice
 from ..parser import check_keys, known_fields, parse_config, read_yaml
-from ..quantization.config import check_classifier_methods
+from ..quantization.config import METHODS
 
 OBJECTIVES = ("latency", "size")
+CAUSAL_LM = "causal_lm"
+LOWER_IS_BETTER = ("perplexity", "bits_per_byte")  # the causal LM's selection metrics
+SPEEDS = ("generate", "prompt")  # a causal LM's speed budget: greedy tokens/s at batch 1, or prompt tokens/s
 # Set by the pipeline itself: a stage's checkpoints go under <output_dir>/<stage>/, one seed for the run.
 RESERVED = ("output_dir", "seed")
 
@@ -61,15 +64,19 @@ class PipelineArguments:
     )
     task_type: str = field(
         default="single_label_classification",
-        metadata={"help": "single_label_classification, multi_label_classification or token_classification."},
+        metadata={
+            "help": "single_label_classification, multi_label_classification, token_classification or causal_lm "
+            "(data: then LMDataArguments fields)."
+        },
     )
     seed: int = field(default=42, metadata={"help": "Seed of every stage."})
-    selection_metric: str = field(
-        default="accuracy",
+    selection_metric: Optional[str] = field(
+        default=None,
         metadata={
-            "help": "The validation metric (higher is better) that chooses the search's student, the shipped "
-            "variant and the model card's headline: one the task reports (single-label: a name in "
-            "data.metrics; multi-label and token classification: accuracy or f1)."
+            "help": "The validation metric that chooses the search's student, the shipped variant and the model "
+            "card's headline: one the task reports (single-label: a name in data.metrics; multi-label and token "
+            "classification: accuracy or f1, higher is better; causal_lm: perplexity or bits_per_byte, lower is "
+            "better). None: accuracy, or perplexity for causal_lm."
         },
     )
     overwrite_output: bool = field(
@@ -80,7 +87,17 @@ class PipelineArguments:
     def __post_init__(self):
         from ..data import TASK_TYPES
 
-        check_choice("task_type", self.task_type, TASK_TYPES)
+        check_choice("task_type", self.task_type, (*TASK_TYPES, CAUSAL_LM))
+        if self.selection_metric is None:
+            self.selection_metric = "perplexity" if self.task_type == CAUSAL_LM else "accuracy"
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.task_type == CAUSAL_LM
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.selection_metric not in LOWER_IS_BETTER
 
 
 @dataclass
@@ -101,10 +118,30 @@ class SearchConfig:
     max_size_mb: Optional[float] = field(
         default=None, metadata={"help": "Budget: the candidate's fp32 weights in MB (None: no limit)."}
     )
-    budget_batch_size: int = field(
-        default=32, metadata={"help": "Batch size the latency budget is for; >= 1."}
+    max_parameters: Optional[int] = field(
+        default=None, metadata={"help": "Budget: the candidate's parameter count (None: no limit)."}
     )
-    depths: str = field(default="2,3", metadata={"help": "Layer counts to try (layers kept evenly spread)."})
+    budget_batch_size: int = field(
+        default=32,
+        metadata={"help": "Batch size the latency budget is for (causal_lm with speed 'prompt': the prompt batch); "
+                  ">= 1."},
+    )
+    speed: str = field(
+        default="generate",
+        metadata={
+            "help": "causal_lm: what latency and speed-up measure: 'generate' (ms per greedy token at batch 1, KV "
+            "cache) or 'prompt' (ms per prompt token at budget_batch_size x the data's block_size)."
+        },
+    )
+    generate_tokens: int = field(
+        default=16, metadata={"help": "causal_lm, speed 'generate': tokens generated per timed run; >= 1."}
+    )
+    depths: str = field(default="2,3", metadata={"help": "Layer counts to try."})
+    layer_selection: str = field(
+        default="spread",
+        metadata={"help": "Which layers a depth keeps: 'spread' (evenly) or 'block_influence' (drop the layers "
+                  "that change their input least on the calibration batches, ShortGPT)."},
+    )
     ffn_fractions: str = field(
         default="1.0,0.5", metadata={"help": "Fractions of FFN neurons to keep (lowest importance go)."}
     )
@@ -124,7 +161,8 @@ class SearchConfig:
         metadata={"help": "Distillation steps each in-budget candidate gets before scoring; >= 1."},
     )
     importance: str = field(
-        default="gradient", metadata={"help": "How heads and neurons are scored: 'gradient' or 'magnitude'."}
+        default="gradient",
+        metadata={"help": "How heads (KV groups) and neurons are scored: 'gradient', 'activation' or 'magnitude'."},
     )
     calibration_batches: int = field(
         default=8, metadata={"help": "Training batches used to score heads and neurons; >= 1."}
@@ -158,14 +196,17 @@ class SearchConfig:
             raise HfCompressError(f"confidence must be in (0.5, 1), got {self.confidence}")
         if self.bootstrap_samples < 10:
             raise HfCompressError(f"bootstrap_samples must be >= 10, got {self.bootstrap_samples}")
-        for name in ("max_latency_ms", "min_speedup", "max_size_mb"):
+        for name in ("max_latency_ms", "min_speedup", "max_size_mb", "max_parameters"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise HfCompressError(f"{name} must be > 0 or null, got {value}")
-        for name in ("budget_batch_size", "proxy_steps", "calibration_batches", "latency_runs", "latency_rounds"):
+        for name in ("budget_batch_size", "proxy_steps", "calibration_batches", "latency_runs", "latency_rounds",
+                     "generate_tokens"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_choice("importance", self.importance, ("gradient", "magnitude"))
+        check_choice("importance", self.importance, ("gradient", "activation", "magnitude"))
+        check_choice("speed", self.speed, SPEEDS)
+        check_choice("layer_selection", self.layer_selection, ("spread", "block_influence"))
         parse_int_list(self.depths, "depths")
         _float_list(self.ffn_fractions, "ffn_fractions")
         _float_list(self.head_fractions, "head_fractions")
@@ -213,8 +254,9 @@ class QuantizeStageArguments:
         default="onnx-int8-dynamic", metadata={"help": "Comma-separated QuantizationConfig methods."}
     )
 
-    def __post_init__(self):
-        check_classifier_methods(self.method_list)
+    def __post_init__(self):  # which methods fit the model is the quantize stage's check (it knows the task)
+        for method in self.method_list:
+            check_choice("each of methods", method, METHODS)
         if not self.method_list:
             raise HfCompressError("methods must name at least one quantization method")
 
@@ -227,7 +269,9 @@ class QuantizeStageArguments:
 class EvaluateConfig:
     """How every artifact is measured, and the rule that chooses the variant to ship (on validation)."""
 
-    latency_batch_sizes: str = field(default="1,32", metadata={"help": "Batch sizes of the latency columns."})
+    latency_batch_sizes: str = field(
+        default="1,32", metadata={"help": "Batch sizes of the latency columns (classifiers)."}
+    )
     latency_runs: int = field(default=10, metadata={"help": "Timed runs per latency figure; >= 1."})
     latency_rounds: int = field(
         default=3,
@@ -235,13 +279,39 @@ class EvaluateConfig:
     )
     min_kept: float = field(
         default=0.99,
-        metadata={"help": "Rule: keep variants whose validation score is >= this fraction of the teacher's."},
+        metadata={
+            "help": "Rule: keep variants that keep this fraction of the teacher's validation score: score / "
+            "teacher's >= min_kept (higher-is-better metrics), teacher's / score >= min_kept (perplexity: 0.8 "
+            "allows 1.25x the teacher's)."
+        },
     )
     objective: str = field(
         default="latency",
         metadata={
-            "help": "Rule: among those, choose the fastest (largest batch size) or the smallest on disk."
+            "help": "Rule: among those, choose the fastest (classifiers: at the largest batch size; causal LMs: "
+            "greedy tokens/s at batch 1) or the smallest on disk."
         },
+    )
+    tasks: str = field(
+        default="",
+        metadata={
+            "help": "causal_lm: lm-evaluation-harness tasks every PyTorch artifact is scored on, comma-separated: "
+            "harness names (hellaswag, arc_easy, ...; they download their data) and/or 'offline' (the project's "
+            "own final-word and cloze tasks, built from the test text and the out-of-domain text). Empty: none."
+        },
+    )
+    task_examples: int = field(
+        default=200, metadata={"help": "'offline' tasks: examples per task (fewer when the text has fewer)."}
+    )
+    task_limit: Optional[int] = field(
+        default=None, metadata={"help": "Harness tasks by name: score only the first N examples (None: all)."}
+    )
+    task_batch_size: int = field(default=8, metadata={"help": "Batch size of the harness; >= 1."})
+    generate_tokens: int = field(
+        default=32, metadata={"help": "causal_lm: tokens generated per greedy speed run (batch 1)."}
+    )
+    prompt_batch_size: int = field(
+        default=8, metadata={"help": "causal_lm: batch of the prompt tokens/s figure (rows of block_size)."}
     )
     memory: bool = field(
         default=True, metadata={"help": "Measure peak memory of a fresh process per artifact."}
@@ -252,12 +322,19 @@ class EvaluateConfig:
 
     def __post_init__(self):
         parse_int_list(self.latency_batch_sizes, "latency_batch_sizes")
-        for name in ("latency_runs", "latency_rounds"):
+        for name in ("latency_runs", "latency_rounds", "task_examples", "task_batch_size", "generate_tokens",
+                     "prompt_batch_size"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.min_kept <= 1:
             raise HfCompressError(f"min_kept must be in (0, 1], got {self.min_kept}")
         check_choice("objective", self.objective, OBJECTIVES)
+        if self.task_limit is not None and self.task_limit < 1:
+            raise HfCompressError(f"task_limit must be >= 1 or null, got {self.task_limit}")
+
+    @property
+    def task_list(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
 
 @dataclass
@@ -292,7 +369,7 @@ class Stage:
 @dataclass
 class PipelineConfig:
     pipeline: PipelineArguments
-    data: DataArguments
+    data: DataArguments | LMDataArguments  # LMDataArguments for task_type causal_lm
     data_values: dict
     training_values: dict
     stages: list[Stage]
@@ -358,7 +435,10 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     raw = read_yaml(path)
     top = known_fields((PipelineArguments,))
     raw = _check_keys(raw, top | {"data", "training", "stages"}, "the top level")
-    data_values = _check_keys(raw.get("data"), known_fields((DataArguments,)), "data")
+    top_values = {k: v for k, v in raw.items() if k in top}
+    (pipeline,) = parse_config((PipelineArguments,), list(overrides or []), defaults=top_values)
+    data_class = LMDataArguments if pipeline.is_causal_lm else DataArguments
+    data_values = _check_keys(raw.get("data"), known_fields((data_class,)), "data")
     training_values = _check_keys(raw.get("training"), known_fields((TrainingArguments,)), "training")
     entries = raw.get("stages")
     if not isinstance(entries, list) or not entries:
@@ -378,9 +458,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
         at = names.index("share") if "share" in names else len(names)
         names.insert(at, "evaluate")
         stage_values.insert(at, {})
-    top_values = {k: v for k, v in raw.items() if k in top}
-    (pipeline,) = parse_config((PipelineArguments,), list(overrides or []), defaults=top_values)
-    data = build(DataArguments, data_values)
+    data = build(data_class, data_values)
     stages = []
     for name, values in zip(names, stage_values):
         configs = {}
@@ -402,6 +480,8 @@ def task_metric_names(config: PipelineConfig) -> list[str]:
     """The metrics the task's evaluation reports (what ``selection_metric`` may name)."""
     if config.pipeline.task_type == "single_label_classification":
         return config.data.metric_names
+    if config.pipeline.is_causal_lm:
+        return list(LOWER_IS_BETTER)
     return ["accuracy", "f1"]
 
 

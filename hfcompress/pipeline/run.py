@@ -34,7 +34,8 @@ def _tokenize(raw, tokenizer, task: str, max_length: int):
 
 def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
     """Every check that can fail on bad input, before anything is written: the output folder's records, the
-    backends, sharing, the data, the tokenizer and (without a finetune stage) the model's head."""
+    backends, sharing, the data, the tokenizer and (without a finetune stage) the model's head; for a causal LM
+    (``lm.prepare_lm``) the model's kind, the block size and the harness tasks."""
     from ..evaluation import task_metrics
 
     state = RunState(config)
@@ -43,6 +44,13 @@ def prepare(config: PipelineConfig) -> tuple[RunState, list[str], RunContext]:
         if stages.REGISTRY[stage.name].preflight is not None:
             stages.REGISTRY[stage.name].preflight(config, stage)
     pipeline, data_args = config.pipeline, config.data
+    if pipeline.is_causal_lm:
+        from .lm import prepare_lm
+
+        lm = prepare_lm(config)
+        ctx = RunContext(config=config, out=Path(pipeline.output_dir), raw=lm["raw"], labels=[],
+                         tokenizer=lm["tokenizer"], data=lm["rows"], metrics=None, texts=[], lm=lm)  # fmt: skip
+        return state, skipped, ctx
     raw, labels = load_task_data(pipeline.task_type, data_args.dataset_name, data_args.text_column,
                                  data_args.label_column)  # fmt: skip
     raw = limit_samples(raw, data_args.max_train_samples, data_args.max_eval_samples, pipeline.seed)

@@ -33,14 +33,18 @@ def weights_mb(model) -> float:
 
 
 def cut_candidate(
-    teacher, layers: int | str, ffn_fraction: float, head_fraction: float, importance: str, batches
-):
-    """A student with ``layers`` of the teacher's layers (a count: evenly spread; or a student_layers spec such
-    as 'every_other' or '0,2,5'), ``ffn_fraction`` of the FFN neurons and ``head_fraction`` of the heads (KV
-    groups for Llama-style) kept by importance; returns (model, teacher layers kept, name)."""
+    teacher, layers: int | str, ffn_fraction: float, head_fraction: float, importance: str, batches,
+    layer_selection: str = "spread",
+):  # fmt: skip
+    """A student with ``layers`` of the teacher's layers (a count: evenly spread, or with ``layer_selection=
+    'block_influence'`` those that change their input most; or a student_layers spec such as 'every_other' or
+    '0,2,5'), ``ffn_fraction`` of the FFN neurons and ``head_fraction`` of the heads (KV groups for Llama-style)
+    kept by importance; returns (model, teacher layers kept, name)."""
     now = structure(teacher)
     units, width = min(now["attention_units"]), now["intermediate_size"]
     kept = select_layers(layers, now["num_layers"])
+    if layer_selection == "block_influence" and isinstance(layers, int):
+        kept = sorted(set(range(now["num_layers"])) - set(lowest_influence(teacher, now["num_layers"] - layers, batches)))
     target = {
         "num_layers": len(kept),
         "attention_units": max(1, round(head_fraction * units)),
@@ -51,6 +55,16 @@ def cut_candidate(
     shape = f"ffn{target['intermediate_size']}-h{target['attention_units']}"
     name = f"L{len(kept)}-{shape}" if isinstance(layers, int) else f"layers{'-'.join(map(str, kept))}-{shape}"
     return model, kept, name
+
+
+def lowest_influence(teacher, count: int, batches) -> list[int]:
+    """The ``count`` teacher layers of lowest block influence on the calibration batches (ShortGPT)."""
+    from ..pruning.iterative import _lowest, _same_on_all_ranks
+    from ..pruning.importance import block_influence
+
+    if count <= 0:
+        return []
+    return _same_on_all_ranks(_lowest(block_influence(teacher, list(batches)), count))
 
 
 def check_grid(teacher, config: SearchConfig) -> None:
@@ -69,31 +83,56 @@ def within_budget(row: dict, config: SearchConfig) -> bool:
         (config.max_latency_ms is None or row["latency_ms"] <= config.max_latency_ms)
         and (config.min_speedup is None or row["speedup"] >= config.min_speedup)
         and (config.max_size_mb is None or row["size_mb"] <= config.max_size_mb)
+        and (config.max_parameters is None or row["parameters"] <= config.max_parameters)
     )
 
 
-def budget_text(config: SearchConfig) -> str:
-    parts = []
+def speed_text(config: SearchConfig, lm: bool = False) -> str:
+    """What the latency and speed-up of the budget measure."""
+    if not lm:
+        return f"at batch {config.budget_batch_size}"
+    if config.speed == "generate":
+        return "per greedy token at batch 1"
+    return f"per prompt token at batch {config.budget_batch_size}"
+
+
+def budget_text(config: SearchConfig, lm: bool = False) -> str:
+    parts, where = [], speed_text(config, lm)
     if config.max_latency_ms is not None:
-        parts.append(f"latency <= {config.max_latency_ms} ms at batch {config.budget_batch_size}")
+        parts.append(f"latency <= {config.max_latency_ms} ms {where}")
     if config.min_speedup is not None:
-        parts.append(f"speed-up >= {config.min_speedup}x at batch {config.budget_batch_size}")
+        parts.append(f"speed-up >= {config.min_speedup}x {where}")
     if config.max_size_mb is not None:
         parts.append(f"fp32 weights <= {config.max_size_mb} MB")
+    if config.max_parameters is not None:
+        parts.append(f"parameters <= {config.max_parameters:,}")
     return " and ".join(parts) or "no budget"
 
 
+def lm_latency(models: dict, tokenizer, lm: dict, config: SearchConfig) -> dict[str, float]:
+    """A causal LM's latency: ms per greedy token at batch 1, or per prompt token at budget_batch_size."""
+    from .lm import lm_speeds
+
+    speeds = lm_speeds(models, tokenizer, lm["source"], lm["window"], config.generate_tokens, config.budget_batch_size,
+                       config.latency_rounds)  # fmt: skip
+    return {name: speed[f"{config.speed}_ms_per_token"] for name, speed in speeds.items()}
+
+
 def measure_candidates(
-    teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig, group=None
+    teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig, group=None, lm=None
 ) -> list[dict]:
-    """The candidate table: parameters, fp32 size, latency at the budget's batch size (candidates and teacher
-    taking turns), speed-up against the teacher, and whether each is within the budget. Several processes:
-    the main one measures while the others wait (so the cores are its own), and all get its figures."""
+    """The candidate table: parameters, fp32 size, latency at the budget's batch size (causal LMs: ms per token,
+    ``config.speed``), with the candidates and the teacher taking turns, speed-up against the teacher, and
+    whether each is within the budget. Several processes: the main one measures while the others wait (so the
+    cores are its own), and all get its figures."""
     from .stages.base import on_main
 
     models = {"teacher": teacher, **{name: c["model"] for name, c in candidates.items()}}
-    latency = on_main(group, interleaved_latency, models, tokenizer, texts, config.budget_batch_size, max_length,
-                      config.latency_rounds, config.latency_runs)  # fmt: skip
+    if lm is not None:
+        latency = on_main(group, lm_latency, models, tokenizer, lm, config)
+    else:
+        latency = on_main(group, interleaved_latency, models, tokenizer, texts, config.budget_batch_size, max_length,
+                          config.latency_rounds, config.latency_runs)  # fmt: skip
     rows = []
     for name, c in candidates.items():
         row = {
@@ -107,7 +146,7 @@ def measure_candidates(
             "latency_ms": latency[name],
             "teacher_latency_ms": latency["teacher"],
             "speedup": latency["teacher"] / latency[name],
-            "batch_size": config.budget_batch_size,
+            "batch_size": 1 if lm is not None and config.speed == "generate" else config.budget_batch_size,
             "torch_threads": torch.get_num_threads(),
         }
         row["within_budget"] = within_budget(row, config)
@@ -116,8 +155,9 @@ def measure_candidates(
 
 
 def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConfig, data, tokenizer, metrics,
-                folder: Path) -> tuple:  # fmt: skip
-    """The same short distillation for every candidate; returns its (logits, labels) on validation."""
+                folder: Path, lm=None) -> tuple:  # fmt: skip
+    """The same short distillation for every candidate; returns its (logits, labels) on validation (causal LMs:
+    its per-row NLL sums and token counts)."""
     stage = stage_args(
         args,
         cls=DistillationConfig,
@@ -136,44 +176,59 @@ def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConf
     )
     trainer.train()
     trainer.save_model(str(folder))
+    if lm is not None:
+        import numpy as np
+
+        from ..evaluation.lm import rows_nll
+
+        return tuple(np.array(v) for v in rows_nll(candidate["model"], data["validation"], tokenizer))
     from ..data import DistillationDataCollator
 
     return predict(candidate["model"], data["validation"], DistillationDataCollator(tokenizer))
 
 
 def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics, texts, max_length, folder,
-                   calibration, metric: str = "accuracy", group=None) -> dict:  # fmt: skip
+                   calibration, metric: str = "accuracy", group=None, lm=None) -> dict:  # fmt: skip
     """Run the search, scoring candidates on the validation ``metric``; returns {"candidates": rows, "chosen":
     name, "rule": text, "chosen_model": the chosen candidate's cut before training, "teacher_layers": its kept
-    teacher layers}. ``group``: accelerate's state when launched as several processes."""
+    teacher layers}. ``group``: accelerate's state when launched as several processes. ``lm``: a causal LM's
+    speed source and window ({"source", "window"}): candidates are timed in tokens/s and scored on validation
+    perplexity (``metrics`` and ``metric`` are then ignored)."""
+    from ..evaluation.lm import perplexity_of
+
+    if lm is not None:
+        metrics, metric = perplexity_of, "perplexity"
     folder = Path(folder)
     candidates = {}
     for layers, ffn, heads in config.grid:
-        model, kept, name = cut_candidate(teacher, layers, ffn, heads, config.importance, calibration)
+        model, kept, name = cut_candidate(teacher, layers, ffn, heads, config.importance, calibration,
+                                          config.layer_selection)  # fmt: skip
         candidates.setdefault(name, {"model": model, "kept": kept})
-    rows = measure_candidates(teacher, candidates, tokenizer, texts, max_length, config, group)
+    rows = measure_candidates(teacher, candidates, tokenizer, texts, max_length, config, group, lm)
     within = [r for r in rows if r["within_budget"]]
+    where = speed_text(config, lm is not None)
     if not within:
         fastest = min(rows, key=lambda r: r["latency_ms"])
         raise HfCompressError(
-            f"no candidate meets the budget ({budget_text(config)}); the fastest, {fastest['candidate']}, takes "
-            f"{fastest['latency_ms']:.1f} ms at batch {config.budget_batch_size} ({fastest['speedup']:.2f}x, "
-            f"{fastest['size_mb']:.1f} MB): relax the budget or add smaller depths/fractions"
+            f"no candidate meets the budget ({budget_text(config, lm is not None)}); the fastest, "
+            f"{fastest['candidate']}, takes {fastest['latency_ms']:.1f} ms {where} ({fastest['speedup']:.2f}x, "
+            f"{fastest['size_mb']:.1f} MB, {fastest['parameters']:,} parameters): relax the budget or add smaller "
+            "depths/fractions"
         )
     logger.info(
-        "Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget_text(config)
+        "Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget_text(config, lm is not None)
     )
     initial = {r["candidate"]: copy.deepcopy(candidates[r["candidate"]]["model"]) for r in within}
     predictions = {}
     for row in within:
         name = row["candidate"]
         predictions[name] = proxy_train(
-            candidates[name], teacher, args, config, data, tokenizer, metrics, folder / "candidates" / name
+            candidates[name], teacher, args, config, data, tokenizer, metrics, folder / "candidates" / name, lm
         )
         row.update({f"validation_{k}": v for k, v in metrics(predictions[name]).items()})
         row["folder"] = str(folder / "candidates" / name)
         logger.info("Search: %s scored %.4f validation %s", name, row[f"validation_{metric}"], metric)
-    chosen, rule = choose_candidate(within, predictions, metrics, metric, config)
+    chosen, rule = choose_candidate(within, predictions, metrics, metric, config, lm is not None)
     return {
         "candidates": rows,
         "chosen": chosen["candidate"],
@@ -184,25 +239,29 @@ def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics
     }
 
 
-def choose_candidate(within: list[dict], predictions: dict, metrics, metric: str, config: SearchConfig):
+def choose_candidate(within: list[dict], predictions: dict, metrics, metric: str, config: SearchConfig,
+                     lm: bool = False):  # fmt: skip
     """The rule of ``config.selection`` over the scored rows (each gains its bootstrap standard error, the share
-    of draws in which it scores below the best, and whether that is within noise); returns (row, rule)."""
-    score = f"validation_{metric}"
-    best = max(within, key=lambda r: (r[score], -r["latency_ms"]))
+    of draws in which it scores worse than the best, and whether that is within noise); returns (row, rule).
+    Perplexity (``lm``) is better when lower."""
+    from .config import LOWER_IS_BETTER
+
+    score, sign = f"validation_{metric}", -1 if metric in LOWER_IS_BETTER else 1
+    best = max(within, key=lambda r: (sign * r[score], -r["latency_ms"]))
     draws = paired_bootstrap(predictions, metrics, metric, config.bootstrap_samples)
-    below = share_below(best["candidate"], draws)
+    below = share_below(best["candidate"], {name: sign * values for name, values in draws.items()})
     for row in within:
         row[f"{score}_se"] = float(draws[row["candidate"]].std())
         row["share_below_best"] = below[row["candidate"]]
         row["within_noise_of_best"] = below[row["candidate"]] < config.confidence
     steps = f"after {config.proxy_steps} distillation steps"
     if config.selection == "best":
-        return best, f"within the budget ({budget_text(config)}), the best validation {metric} {steps} (ties: the faster)"
+        return best, f"within the budget ({budget_text(config, lm)}), the best validation {metric} {steps} (ties: the faster)"
     tied = [r for r in within if r["within_noise_of_best"]]
-    chosen = min(tied, key=lambda r: (r["latency_ms"], -r[score]))
+    chosen = min(tied, key=lambda r: (r["latency_ms"], -sign * r[score]))
     rule = (
-        f"within the budget ({budget_text(config)}), the fastest candidate whose validation {metric} {steps} is "
-        f"within noise of the best ({best['candidate']}, {best[score]:.4f}): it scores below the best in fewer than "
+        f"within the budget ({budget_text(config, lm)}), the fastest candidate whose validation {metric} {steps} is "
+        f"within noise of the best ({best['candidate']}, {best[score]:.4f}): it scores worse than the best in fewer than "
         f"{config.confidence:.0%} of {config.bootstrap_samples} paired bootstrap draws over the validation examples"
     )
     return chosen, rule

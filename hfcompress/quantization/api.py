@@ -17,9 +17,18 @@ from pathlib import Path
 
 from ..errors import HfCompressError
 from .backends import require_backend
-from .config import METHODS, QuantizationConfig
+from .config import LM_ONLY_BACKENDS, METHODS, QuantizationConfig
 
 RECORD = "hfcompress_quantization.json"
+CAUSAL_LM_METHODS = ("bnb-int8", "bnb-nf4", "bnb-fp4", "onnx-int8-dynamic")  # and the LM-only formats
+
+
+def is_causal_lm_folder(model_dir: str | os.PathLike) -> bool:
+    """A saved ``*ForCausalLM`` (by its config's ``architectures``)."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return False
+    return any(a.endswith("ForCausalLM") for a in json.loads(config.read_text()).get("architectures") or [])
 
 
 def _check_source(model_dir: Path) -> None:
@@ -109,6 +118,12 @@ def quantize(
         from .compressed import check_compressed_source
 
         check_compressed_source(json.loads((model_dir / "config.json").read_text()), config.method, config.group_size)
+    causal = is_causal_lm_folder(model_dir)
+    if causal and config.backend not in LM_ONLY_BACKENDS and config.method not in CAUSAL_LM_METHODS:
+        raise HfCompressError(
+            f"{config.method} is for classifiers; a causal LM takes {', '.join(CAUSAL_LM_METHODS)} or the LM "
+            f"formats ({', '.join(m for m, (b, _) in METHODS.items() if b in LM_ONLY_BACKENDS)})"
+        )
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise HfCompressError(
             f"{output_dir} already exists and is not empty; pass overwrite=True to replace it"
@@ -130,11 +145,16 @@ def quantize(
         elif config.backend == "bitsandbytes":
             from .bnb import quantize_bnb
 
-            quantize_bnb(model_dir, work, config)
+            quantize_bnb(model_dir, work, config, causal_lm=causal)
         elif config.backend == "torchao":
             from .torchao_int8 import quantize_torchao
 
             quantize_torchao(model_dir, work, config)
+        elif causal:  # onnx-int8-dynamic with the KV cache
+            from .causal_lm import quantize_onnx_causal_lm
+
+            quantize_onnx_causal_lm(model_dir, work, config)
+            shutil.rmtree(work / "fp32")
         elif config.method == "onnx-fp32":
             from .onnx import export_onnx
 
@@ -163,7 +183,8 @@ def quantize(
             quantize_onnx(exported, work, config, calibration)
             shutil.rmtree(exported)
         copy_tokenizer(model_dir, work, tokenizer)
-        record = {"method": config.method, "settings": config.to_dict(), "source": str(model_dir)}
+        record = {"method": config.method, "settings": config.to_dict(), "source": str(model_dir),
+                  "causal_lm": causal}  # fmt: skip
         (work / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -175,7 +196,7 @@ def quantize(
 
 
 def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threads: int | None = None):
-    """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier; a GGUF causal LM,
+    """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier or causal LM; a GGUF causal LM,
     dequantized by transformers; a compressed-tensors causal LM, which transformers runs compressed).
 
     ONNX artifacts run with ``threads`` intra-op threads (default: PyTorch's count, so the two runtimes are
@@ -190,7 +211,19 @@ def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threa
     That changes results only where values below 1e-38 matter; call ``torch.set_flush_denormal(False)`` to
     undo it, or pass ``denormal_as_zero=False``."""
     path = Path(path)
-    method = json.loads((path / RECORD).read_text())["method"] if (path / RECORD).exists() else None
+    record = json.loads((path / RECORD).read_text()) if (path / RECORD).exists() else {}
+    method = record.get("method")
+    causal = record.get("causal_lm", False) or is_causal_lm_folder(path)
+    if method and method.startswith("onnx") and causal:
+        require_backend(method)
+        import torch
+
+        from .causal_lm import load_onnx_causal_lm
+
+        model = load_onnx_causal_lm(path, threads=threads or torch.get_num_threads())
+        if denormal_as_zero:
+            torch.set_flush_denormal(True)  # process-wide, on purpose: see the docstring
+        return model
     if method and method.startswith("onnx"):
         require_backend(method)
         from optimum.onnxruntime import ORTModelForSequenceClassification
@@ -227,14 +260,16 @@ def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threa
         return AutoModelForCausalLM.from_pretrained(path)
     if method and method.startswith("bnb"):
         require_backend(method)
+        from transformers import AutoModelForCausalLM
+
         from .bnb import load_bnb
 
-        return load_bnb(path)
+        return load_bnb(path, model_class=AutoModelForCausalLM if causal else None)
     if method and method.startswith("torchao"):
         require_backend(method)
         from .torchao_int8 import quiet_torchao
 
         quiet_torchao()
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(path)
+    return (AutoModelForCausalLM if causal else AutoModelForSequenceClassification).from_pretrained(path)

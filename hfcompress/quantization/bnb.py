@@ -69,7 +69,10 @@ def load_bnb(model_dir: str | Path, config: QuantizationConfig | None = None, mo
     return model
 
 
-def quantize_bnb(model_dir: str | Path, out: str | Path, config: QuantizationConfig) -> None:
-    """Quantize while loading, then save at once (safetensors), before any forward pass."""
-    model = load_bnb(model_dir, config)
+def quantize_bnb(model_dir: str | Path, out: str | Path, config: QuantizationConfig, causal_lm: bool = False) -> None:
+    """Quantize while loading, then save at once (safetensors), before any forward pass; ``causal_lm``: the
+    folder holds a causal LM (its LM head stays in full precision)."""
+    from transformers import AutoModelForCausalLM
+
+    model = load_bnb(model_dir, config, model_class=AutoModelForCausalLM if causal_lm else None)
     model.save_pretrained(out, safe_serialization=True)

@@ -13,7 +13,8 @@ from ..errors import HfCompressError
 _PEAK_SCRIPT = """
 import json, sys
 import torch
-from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                          AutoTokenizer)
 from hfcompress.quantization import load_quantized
 from hfcompress.quantization.api import RECORD
 from pathlib import Path
@@ -26,6 +27,8 @@ def status(key):
 path, max_length = sys.argv[1], int(sys.argv[2])
 texts = json.loads(sys.stdin.read())
 tokenizer = AutoTokenizer.from_pretrained(path)
+if tokenizer.pad_token is None:  # causal LMs without one pad with EOS, as the pipeline does
+    tokenizer.pad_token = tokenizer.eos_token
 with open("/proc/self/clear_refs", "w") as f:  # reset the high-water mark left by the imports
     f.write("5")
 base = status("VmRSS:")
@@ -33,8 +36,11 @@ if (Path(path) / RECORD).exists():
     model = load_quantized(path)
 else:
     config = json.loads((Path(path) / "config.json").read_text())
-    token = any("TokenClassification" in a for a in config.get("architectures") or [])
+    architectures = config.get("architectures") or []
+    token = any("TokenClassification" in a for a in architectures)
+    causal = any(a.endswith("ForCausalLM") for a in architectures)
     auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+    auto = AutoModelForCausalLM if causal else auto
     model = auto.from_pretrained(path)
 inputs = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 with torch.inference_mode():

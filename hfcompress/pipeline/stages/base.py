@@ -15,7 +15,7 @@ from typing import Optional
 
 from ...distillation import DistillationConfig
 from ...errors import HfCompressError
-from ...modeling import load_classifier
+from ...modeling import load_causal_lm, load_classifier
 from ...training_args import stage_args
 
 TEACHER_CACHE = "teacher_cache"  # a folder: one logit file per teacher, data and setting
@@ -101,10 +101,15 @@ class RunContext:
     records: dict = field(default_factory=dict)  # stage name -> record (fingerprint, figures)
     callbacks: list = field(default_factory=list)  # extra TrainerCallbacks for the training stages
     group: object = None  # accelerate's PartialState of this launch (None: one process)
+    lm: Optional[dict] = None  # causal_lm: ``lm.prepare_lm``'s data (format, token rows, texts)
 
     @property
     def task(self) -> str:
         return self.config.pipeline.task_type
+
+    @property
+    def is_lm(self) -> bool:
+        return self.lm is not None
 
     def output(self, kind: type):
         """The latest output of type ``kind`` (None when no earlier stage produced one)."""
@@ -123,6 +128,8 @@ class RunContext:
 
     def teacher(self):
         """The teacher model, freshly loaded (a stage may change or move the model it gets)."""
+        if self.is_lm:
+            return load_causal_lm(str(self.teacher_dir or self.config.pipeline.model_name_or_path))
         model, head_ready = load_classifier(
             str(self.teacher_dir or self.config.pipeline.model_name_or_path), self.labels, self.task
         )
@@ -132,6 +139,12 @@ class RunContext:
                 "before the others"
             )
         return model
+
+    def load_model(self, folder):
+        """A model an earlier stage saved (a student, a pruned model, a search candidate), freshly loaded."""
+        if self.is_lm:
+            return load_causal_lm(str(folder))
+        return load_classifier(str(folder), self.labels, self.task)[0]
 
     def teacher_folder(self, folder: Path) -> Path:
         """The teacher's saved folder; the model as given (no finetune stage) is saved in ``folder`` first, so

@@ -10,7 +10,7 @@ from transformers import set_seed
 
 from ...distillation import DistillationConfig, DistillationTrainer, create_student_from_teacher
 from ...distillation.trainer import kept_layer_maps
-from ...modeling import load_classifier, select_layers
+from ...modeling import select_layers
 from ...pruning import structure
 from ..config import DistillStageArguments
 from ..records import last_checkpoint
@@ -24,7 +24,7 @@ def run(ctx, stage, folder: Path):
     search = ctx.output(SearchOutput)
     set_seed(ctx.config.pipeline.seed)
     if search is not None:
-        student, _ = load_classifier(str(search.folder), ctx.labels, ctx.task)
+        student = ctx.load_model(search.folder)
         kept = search.teacher_layers
     else:
         kept = select_layers(
@@ -43,7 +43,7 @@ def run(ctx, stage, folder: Path):
         train_dataset=ctx.data["train"],
         eval_dataset=ctx.data["validation"],
         processing_class=ctx.tokenizer,
-        compute_metrics=ctx.metrics,
+        compute_metrics=ctx.metrics,  # None for a causal LM: its evaluation loss is the LM loss
         callbacks=list(ctx.callbacks),
     )
     trainer.train(resume_from_checkpoint=resume)

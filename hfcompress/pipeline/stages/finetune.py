@@ -1,5 +1,6 @@
 """``finetune``: fine-tune model_name_or_path on the task (full, frozen layers, LoRA/QLoRA); the result is the
-teacher of every later stage. An interrupted run resumes from its last checkpoint."""
+teacher of every later stage. A causal LM is adapted (or instruction-tuned, on chat data) with the LM loss on
+the training rows. An interrupted run resumes from its last checkpoint."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from transformers import TrainingArguments, set_seed
 
 from ...finetune import FinetuneConfig, check_early_stopping, finetune, save_finetuned
-from ...modeling import load_classifier
+from ...modeling import load_causal_lm, load_classifier
 from ...training_args import stage_args
 from ..records import last_checkpoint
 from .base import StageSpec, TeacherOutput, train_figures
@@ -34,6 +35,8 @@ def run(ctx, stage, folder: Path):
         from ...finetune import load_qlora_base
 
         model = load_qlora_base(name, ctx.labels, ctx.task)
+    elif ctx.is_lm:
+        model = load_causal_lm(name)
     else:
         model, _ = load_classifier(name, ctx.labels, ctx.task, dataset=ctx.raw)
     checkpoints = folder / "checkpoints"
@@ -43,9 +46,10 @@ def run(ctx, stage, folder: Path):
     trainer = finetune(model, ctx.tokenizer, ctx.data["train"], ctx.data["validation"],
                        stage_args(args, output_dir=checkpoints, **cpu_group()), config, ctx.metrics, ctx.callbacks,
                        task_type=ctx.task, resume_from_checkpoint=resume)  # fmt: skip
-    saved = save_finetuned(
-        trainer, ctx.tokenizer, config, folder, lambda: load_classifier(name, ctx.labels, ctx.task)[0]
-    )
+    def full_precision_base():  # QLoRA's adapter is merged onto this
+        return load_causal_lm(name) if ctx.is_lm else load_classifier(name, ctx.labels, ctx.task)[0]
+
+    saved = save_finetuned(trainer, ctx.tokenizer, config, folder, full_precision_base)
     return {"resumed_from": resume, **train_figures(trainer)}, str(saved)
 
 

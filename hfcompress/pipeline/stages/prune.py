@@ -11,7 +11,6 @@ from pathlib import Path
 from transformers import set_seed
 
 from ...distillation import DistillationConfig
-from ...modeling import load_classifier
 from ...pruning import PruningConfig, StructuredPruningConfig, prune_and_recover
 from ..config import PruneStageArguments
 from .base import ModelOutput, StageSpec, on_main, refuse_soft_targets_for_multi_label
@@ -23,7 +22,7 @@ def run(ctx, stage, folder: Path):
     on_main(ctx.group, shutil.rmtree, folder / "recovery", True)  # ignore_errors
     teacher = ctx.teacher()
     latest = ctx.latest
-    model = load_classifier(str(latest.folder), ctx.labels, ctx.task)[0] if latest else copy.deepcopy(teacher)
+    model = ctx.load_model(latest.folder) if latest else copy.deepcopy(teacher)
     layers = latest.teacher_layers if latest else None
     set_seed(ctx.config.pipeline.seed)
     args = ctx.distill_args(stage, folder / "recovery")

@@ -1,5 +1,6 @@
 """``quantize``: quantize the last PyTorch model of the run (the teacher when no stage trained one) with each
-method; each artifact in <folder>/<method>."""
+method; each artifact in <folder>/<method>. A causal LM takes bitsandbytes, ONNX Runtime int8 with the KV cache,
+GGUF and compressed-tensors (GPTQ/AWQ), calibrated on the training rows where a method calibrates."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from ...errors import HfCompressError
 from ...quantization import QuantizationConfig, quantize
 from ...quantization.backends import require_backend
-from ...quantization.config import QuantizationOptions
+from ...quantization.api import CAUSAL_LM_METHODS
+from ...quantization.config import LM_ONLY_BACKENDS, METHODS, QuantizationOptions, check_classifier_methods
 from ..config import QuantizeStageArguments
 from .base import QuantizedOutput, StageSpec
 
@@ -19,13 +21,34 @@ def run(ctx, stage, folder: Path):
     latest = ctx.latest
     source = latest.folder if latest else ctx.teacher_folder(folder / "source")
     artifacts = {}
-    for method in methods:
-        config = QuantizationConfig(method=method, **options.to_dict())
-        artifacts[method] = str(quantize(source, folder / method, config, calibration_dataset=ctx.raw["train"],
-                                         max_length=ctx.config.data.max_seq_length, overwrite=True))  # fmt: skip
+    if ctx.is_lm:  # the training rows as tokenized for training: text blocks, chat or prompt/completion rows
+        calibration, max_length = ctx.data["train"], ctx.config.data.block_size
+    else:
+        calibration, max_length = ctx.raw["train"], ctx.config.data.max_seq_length
+    configs = {method: QuantizationConfig(method=method, **options.to_dict()) for method in methods}
+    check_sources(source, configs.values())  # a shape a format can't hold: refused before any method runs
+    for method, config in configs.items():
+        artifacts[method] = str(quantize(source, folder / method, config, calibration_dataset=calibration,
+                                         max_length=max_length, overwrite=True))  # fmt: skip
     figures = {"source": str(source), "base": latest.label if latest else "teacher", "artifacts": artifacts,
                "settings": options.to_dict()}  # fmt: skip
     return figures, None
+
+
+def check_sources(source: Path, configs) -> None:
+    """The shape checks ``quantize`` makes for GGUF and compressed-tensors, for every method at once."""
+    import json
+
+    model_config = json.loads((Path(source) / "config.json").read_text())
+    for config in configs:
+        if config.backend == "gguf":
+            from ...quantization.gguf_export import check_gguf_source, gguf_type
+
+            check_gguf_source(model_config, gguf_type(config.method))
+        elif config.backend == "llmcompressor":
+            from ...quantization.compressed import check_compressed_source
+
+            check_compressed_source(model_config, config.method, config.group_size)
 
 
 def output(record: dict) -> QuantizedOutput:
@@ -34,11 +57,20 @@ def output(record: dict) -> QuantizedOutput:
 
 
 def validate(config, stage) -> None:
+    methods = stage.get(QuantizeStageArguments).method_list
     if config.pipeline.task_type == "token_classification":
         raise HfCompressError(
-            "the quantize stage supports sequence classification only (single- or multi-label); remove it for "
-            "token_classification"
+            "the quantize stage supports sequence classification and causal LMs; remove it for token_classification"
         )
+    if not config.pipeline.is_causal_lm:
+        check_classifier_methods(methods)
+        return
+    allowed = [*CAUSAL_LM_METHODS, *(m for m, (backend, _) in METHODS.items() if backend in LM_ONLY_BACKENDS)]
+    for method in methods:
+        if method not in allowed:
+            raise HfCompressError(
+                f"quantize method {method!r} is for classifiers; a causal LM takes {', '.join(allowed)}"
+            )
 
 
 def preflight(config, stage) -> None:

@@ -1,5 +1,6 @@
 """``search``: cut candidate students from the teacher, measure them, drop those over the budget, train the
-rest briefly and choose one on validation (``hfcompress.pipeline.search`` holds the algorithm)."""
+rest briefly and choose one on validation (``hfcompress.pipeline.search`` holds the algorithm; a causal LM's
+candidates are timed in tokens/s and scored on validation perplexity)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,15 @@ def run(ctx, stage, folder: Path):
     calibration = calibration_batches(ctx.data["train"], ctx.tokenizer,
                                       stage.get(DistillationConfig).per_device_train_batch_size,
                                       config.calibration_batches, ctx.config.pipeline.seed)  # fmt: skip
+    lm = None
+    if ctx.is_lm:  # candidates timed in tokens/s on the validation text, scored on validation perplexity
+        from ..lm import speed_source
+
+        lm = {"source": speed_source(ctx, "validation"), "window": ctx.config.data.block_size}
+    max_length = None if ctx.is_lm else ctx.config.data.max_seq_length
     result = search_student(teacher, config, ctx.distill_args(stage, folder), ctx.data, ctx.tokenizer, ctx.metrics,
-                            ctx.texts, ctx.config.data.max_seq_length, folder, calibration,
-                            ctx.config.pipeline.selection_metric, group=ctx.group)  # fmt: skip
+                            ctx.texts, max_length, folder, calibration, ctx.config.pipeline.selection_metric,
+                            group=ctx.group, lm=lm)  # fmt: skip
     on_main(ctx.group, save_model, result.pop("chosen_model"), ctx.tokenizer, folder / "chosen")
     return result, str(folder / "chosen")
 

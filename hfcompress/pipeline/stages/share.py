@@ -28,22 +28,33 @@ def run(ctx, stage, folder: Path):
     method = report["chosen"].split(" ", 1)[-1]
     kind = KINDS.get(row["stage"]) or ("onnx" if method.startswith("onnx") else "quantized")
     route = " -> ".join(s["stage"] for s in report["stages"] if s["stage"] not in ("evaluate", "share"))
+    lm = report.get("task_type") == "causal_lm"
+    task = {"task_name": "Text Generation", "task_type": "text-generation"} if lm else {}
     info = CompressionInfo(
         kind=kind,
         base_model=ctx.config.pipeline.model_name_or_path,
         dataset=ctx.config.data.dataset_name,
         method=f"hfcompress pipeline ({route}); chosen: {report['chosen']} by the rule: {report['rule']}",
         settings={s.name: s.values for s in ctx.config.stages},
-        teacher=f"{ctx.config.pipeline.model_name_or_path} (fine-tuned on {ctx.config.data.dataset_name})",
-        metrics={k: v for k, v in row.items() if "delta" not in k},
-        reference={k: v for k, v in teacher.items() if "delta" not in k},
+        teacher=f"{ctx.config.pipeline.model_name_or_path} ({'adapted to' if lm else 'fine-tuned on'} "
+        f"{ctx.config.data.dataset_name})",
+        metrics=figures(row),
+        reference=figures(teacher),
         command=f"hfcompress compress --config {ctx.config.path}",
+        tasks=row.get("tasks") or {},
+        reference_tasks=teacher.get("tasks") or {},
+        **task,
     )
     suffix = report["chosen"].replace("candidate ", "").split(" ")
     shared = share_variant(config, row["folder"], info, *suffix, owner=str(ctx.out.resolve()))
     if not shared:
         raise HfCompressError("share stage: nothing was shared")
     return {"shared": shared, "variant": report["chosen"]}, shared.get("export")
+
+
+def figures(row: dict) -> dict:
+    """A report row's figures for the card: numbers, without the differences."""
+    return {k: v for k, v in row.items() if "delta" not in k and isinstance(v, (int, float, str, type(None)))}
 
 
 def preflight(config, stage) -> None:

@@ -1,0 +1,218 @@
+"""The causal LM side of the pipeline (``task_type: causal_lm``): its data, its models and its measurements.
+
+The stages are the classifiers' stages; where a causal LM differs they call this module:
+
+- data: plain text cut into ``block_size`` token blocks, chat messages or prompt/completion pairs
+  (``LMDataArguments``); perplexity is measured on the validation and test texts (strided windows) and on an
+  out-of-domain text when ``ood_dataset_name`` is set; chat data on its rows (completion perplexity);
+- speed: greedy tokens/s at batch 1 with the KV cache (``generate``) and prompt tokens/s (``prompt``), the models
+  taking turns; a latency is ms per token (1000 / tokens per s), so a budget reads as it does for classifiers;
+- the search's proxy score: validation perplexity over the validation rows, whose per-row NLL sums the paired
+  bootstrap resamples;
+- evaluate: perplexity and bits per byte per text, speeds, size, peak memory of a fresh process, and
+  lm-evaluation-harness task scores with their standard errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import HfCompressError
+
+logger = logging.getLogger(__name__)
+OFFLINE_TASKS = "offline"  # EvaluateConfig.tasks: the project's own tasks, built from the run's held-out text
+TASKS_FOLDER = "harness_tasks"  # under the evaluate stage's folder
+NOT_SCORES = ("sample_len",)  # what the harness reports besides its metrics (kept in report.json)
+
+
+def prepare_lm(config) -> dict:
+    """Load and tokenize a causal LM's data before any work: ``raw`` splits, ``fmt``, ``tokenizer`` (a pad token
+    given when it has none), ``rows`` (train/validation/test token rows) and ``texts`` (validation, test and
+    ood texts measured with strided windows; plain text only, plus the ood text)."""
+    from transformers import AutoConfig
+
+    from ..assets import resolve_model
+    from ..data.causal_lm import check_block_size, ensure_pad_token, load_lm_texts, split_text
+    from ..data.lm_examples import lm_columns, lm_split_rows, load_lm_data
+    from ..modeling import load_tokenizer
+
+    data_args, name = config.data, config.pipeline.model_name_or_path
+    raw, fmt = load_lm_data(data_args.dataset_name, data_args.data_format, *lm_columns(data_args).values())
+    tokenizer = ensure_pad_token(load_tokenizer(name))
+    model_config = AutoConfig.from_pretrained(resolve_model(name))
+    if not any(a.endswith("ForCausalLM") for a in model_config.architectures or []):
+        raise HfCompressError(
+            f"task_type causal_lm needs a causal LM; {name} is a {', '.join(model_config.architectures or ['?'])}"
+        )
+    check_block_size(data_args.block_size, getattr(model_config, "max_position_embeddings", None))
+    rows = lm_split_rows(raw, fmt, tokenizer, data_args, ("train", "validation", "test"))
+    texts = {split: split_text(raw, split) for split in ("validation", "test")} if fmt == "text" else {}
+    if data_args.ood_dataset_name:
+        texts["ood"] = split_text(load_lm_texts(data_args.ood_dataset_name), "test")
+    if config.pipeline.selection_metric == "bits_per_byte" and fmt != "text":
+        raise HfCompressError(f"selection_metric bits_per_byte needs plain text; this data is {fmt}: use perplexity")
+    evaluate = config.stage("evaluate")
+    if evaluate is not None:
+        from .config import EvaluateConfig
+
+        check_tasks(evaluate.get(EvaluateConfig).task_list, fmt)
+    return {"raw": raw, "fmt": fmt, "tokenizer": tokenizer, "rows": rows, "texts": texts}
+
+
+def check_tasks(tasks: list[str], fmt: str) -> None:
+    """Harness tasks need lm-eval; the offline ones are built from plain text."""
+    if not tasks:
+        return
+    from ..evaluation.harness import is_lm_eval_available
+
+    if not is_lm_eval_available():
+        raise HfCompressError(
+            f"evaluate tasks {', '.join(tasks)} need lm-evaluation-harness: pip install 'hfcompress[lm-eval]' "
+            "(or set tasks: '' to report perplexity only)"
+        )
+    if OFFLINE_TASKS in tasks and fmt != "text":
+        raise HfCompressError(
+            f"tasks: '{OFFLINE_TASKS}' builds its tasks from plain text, and this data is {fmt}; name harness tasks "
+            "instead (hellaswag, arc_easy, ...)"
+        )
+
+
+def load_lm(folder: str | Path):
+    """A model the run saved: a PyTorch causal LM in fp32, or a ``quantize`` artifact through ``load_quantized``."""
+    from ..modeling import load_causal_lm
+    from ..quantization.api import RECORD, load_quantized
+
+    if (Path(folder) / RECORD).exists():
+        return load_quantized(folder, threads=torch.get_num_threads())
+    return load_causal_lm(str(folder))
+
+
+def speed_source(ctx, split: str):
+    """What speed prompts are cut from: the split's text, else the tokens of its rows (chat data)."""
+    if split in ctx.lm["texts"]:
+        return ctx.lm["texts"][split]
+    return [t for ids in ctx.lm["rows"][split]["input_ids"] for t in ids]
+
+
+def lm_speeds(models: dict, tokenizer, source, window: int, generate_tokens: int, prompt_batch_size: int,
+              rounds: int) -> dict[str, dict]:  # fmt: skip
+    """name -> greedy tokens/s at batch 1, prompt tokens/s at ``prompt_batch_size`` x ``window``, and both as ms
+    per token, the models taking turns for ``rounds`` rounds (medians)."""
+    from ..evaluation.lm import interleaved_speeds
+
+    speeds = interleaved_speeds(list(models.values()), tokenizer, source, window, generate_tokens,
+                                prompt_batch_size, rounds)  # fmt: skip
+    out = {}
+    for name, speed in zip(models, speeds):
+        speed["generate_ms_per_token"] = 1000 / speed["generate_tokens_per_s_b1"]
+        speed["prompt_ms_per_token"] = 1000 / speed["prompt_tokens_per_s"]
+        out[name] = speed
+    return out
+
+
+def validation_nll(model, ctx) -> tuple[list[float], list[int]]:
+    """The model's per-row NLL sums and label-token counts on the validation rows (the search's proxy score)."""
+    from ..evaluation.lm import rows_nll
+
+    return rows_nll(model, ctx.lm["rows"]["validation"], ctx.tokenizer, batch_size=8)
+
+
+def build_tasks(ctx, config, folder: Path) -> tuple[list[str], str | None]:
+    """The harness tasks of ``config.tasks`` (names; 'offline' becomes the project's own tasks, written into
+    ``folder`` from the test and ood texts) and the include path of the local ones."""
+    from ..evaluation.harness import build_offline_tasks, offline_task_names
+
+    tasks = [t for t in config.task_list if t != OFFLINE_TASKS]
+    if OFFLINE_TASKS not in config.task_list:
+        return tasks, None
+    texts = {f"hfc_{split}": ctx.lm["texts"][split] for split in ("test", "ood") if split in ctx.lm["texts"]}
+    build_offline_tasks(folder, texts, config.task_examples, ctx.config.pipeline.seed)
+    return tasks + offline_task_names(folder), str(folder)
+
+
+def measure_lm_artifacts(ctx, artifacts: dict[str, str], config, folder: Path, proxies=()) -> list[dict]:
+    """One row per artifact (name -> folder; the teacher first): parameters, size on disk, peak memory of a
+    fresh process, ``<split>_perplexity`` and ``<split>_bits_per_byte`` per text (completion perplexity per
+    split of chat rows), speeds with the models taking turns and speed-ups against the teacher, and harness task
+    scores (``tasks``: {task: {metric: value, metric_stderr: ...}}) for the models the harness can run, except
+    the search's ``proxies`` (briefly trained candidates: perplexity is enough to read them)."""
+    from ..evaluation import gzip_size_on_disk, size_on_disk
+    from ..evaluation.harness import harness_scores
+    from ..evaluation.lm import rows_perplexity, strided_perplexity
+    from ..modeling import count_parameters
+    from ..quantization.measure import peak_memory_mb
+
+    data_args, tokenizer = ctx.config.data, ctx.tokenizer
+    tasks, include = build_tasks(ctx, config, folder / TASKS_FOLDER)
+    models = {name: load_lm(path) for name, path in artifacts.items()}
+    rows = []
+    for name, model in models.items():
+        pytorch = isinstance(model, torch.nn.Module)
+        row = {"model": name, "parameters": count_parameters(model) if pytorch else None,
+               "size_mb": size_on_disk(artifacts[name]) / 2**20, "gzip_size_mb": gzip_size_on_disk(artifacts[name]) / 2**20}  # fmt: skip
+        for split, text in ctx.lm["texts"].items():
+            result = strided_perplexity(model, tokenizer, text, data_args.block_size, data_args.eval_stride,
+                                        data_args.max_eval_tokens)  # fmt: skip
+            row |= {f"{split}_{k}": result[k] for k in ("perplexity", "bits_per_byte", "tokens")}
+        if ctx.lm["fmt"] != "text":
+            for split in ("validation", "test"):
+                result = rows_perplexity(model, ctx.lm["rows"][split], tokenizer)
+                row |= {f"{split}_{k}": result[k] for k in ("perplexity", "tokens")}
+        if config.memory:
+            row |= peak_memory_mb(artifacts[name], [speed_prompt_text(ctx)], data_args.block_size)
+        if tasks and name in proxies:
+            row["tasks"] = None
+            row["tasks_note"] = "not scored: a search proxy"
+        elif tasks and pytorch:
+            row["tasks"] = harness_scores(model, tokenizer, tasks, include, config.task_limit, config.task_batch_size)
+        elif tasks:
+            row["tasks"] = None
+            row["tasks_note"] = "not scored: the harness runs PyTorch models, and this is an ONNX Runtime model"
+        rows.append(row)
+    speeds = lm_speeds(models, tokenizer, speed_source(ctx, "test"), data_args.block_size, config.generate_tokens,
+                       config.prompt_batch_size, config.latency_rounds)  # fmt: skip
+    teacher = speeds[next(iter(models))]
+    for row in rows:
+        speed = speeds[row["model"]]
+        row |= speed
+        row["speedup_generate"] = speed["generate_tokens_per_s_b1"] / teacher["generate_tokens_per_s_b1"]
+        row["speedup_prompt"] = speed["prompt_tokens_per_s"] / teacher["prompt_tokens_per_s"]
+        row["size_ratio"] = rows[0]["size_mb"] / row["size_mb"]
+    return rows
+
+
+def speed_prompt_text(ctx) -> str:
+    """A short prompt for the peak-memory process: the start of the test text, or of the first test row."""
+    if "test" in ctx.lm["texts"]:
+        return ctx.lm["texts"]["test"][:2000]
+    return ctx.tokenizer.decode(ctx.lm["rows"]["test"][0]["input_ids"])
+
+
+def task_columns(rows: list[dict]) -> list[tuple[str, str]]:
+    """(task, metric) pairs scored for any row, in the harness's order (no standard-error keys)."""
+    pairs = []
+    for row in rows:
+        for task, metrics in (row.get("tasks") or {}).items():
+            for metric in metrics:
+                if not metric.endswith("_stderr") and metric not in NOT_SCORES and (task, metric) not in pairs:
+                    pairs.append((task, metric))
+    return pairs
+
+
+def task_table(rows: list[dict]) -> str:
+    """Markdown: one row per model, one column per task metric, as 'value ± standard error'."""
+    pairs = task_columns(rows)
+    if not pairs:
+        return ""
+    lines = ["| model | " + " | ".join(f"{t} {m}" for t, m in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    for row in rows:
+        cells = []
+        for task, metric in pairs:
+            metrics = (row.get("tasks") or {}).get(task) or {}
+            value, stderr = metrics.get(metric), metrics.get(f"{metric}_stderr")
+            cells.append("-" if value is None else f"{value:.4g}" + (f" ± {stderr:.2g}" if stderr is not None else ""))
+        lines.append(f"| {row['model']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
