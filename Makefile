@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup setup-v5 setup-llmc test-llmc bench-llm-compressed setup-llama-cpp bench-llm-llama-cpp assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
+.PHONY: compress-llm bench-compress-llm setup setup-v5 setup-llmc test-llmc bench-llm-compressed setup-llama-cpp bench-llm-llama-cpp assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -65,6 +65,11 @@ llm-demo: assets-llm
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--mixed_precision no --dynamo_backend no recipes/distill_llm.py --overwrite_output true
 
+# the compress pipeline on a causal LM: SmolLM2-135M-Instruct on Austen, with the offline harness tasks
+compress-llm: assets-llm
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/hfcompress compress \
+		--config recipes/configs/smollm2/austen/compress_default.yaml
+
 demo: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--mixed_precision no --dynamo_backend no recipes/distill_bert.py --overwrite_output true
@@ -98,6 +103,9 @@ bench: assets
 # P1a/P1b through the compress pipeline (about an hour on 2 cores; fine-tunes its own teacher first)
 bench-compress: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_compress.py
+
+bench-compress-llm: assets-llm
+	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(PY) scripts/bench_compress_llm.py
 
 # the chat benchmark: sequence-level + token-level KD vs the LM loss on austen_chat, 3 seeds (~45 min)
 bench-llm-chat: assets-llm

@@ -4,11 +4,12 @@ resumable pipeline described by one YAML.
     accelerate launch recipes/compress.py
     accelerate launch recipes/compress.py --config recipes/configs/minilm/rotten_tomatoes/compress_full.yaml
     hfcompress compress --config recipes/configs/minilm/rotten_tomatoes/compress_default.yaml
+    hfcompress compress --config recipes/configs/smollm2/austen/compress_default.yaml   # a causal LM
     python recipes/compress.py --output_dir outputs/compress_seed43 --seed 43
     accelerate launch --multi_gpu --num_processes 2 recipes/compress.py   # two processes (DDP; CPU or GPUs)
 
 The YAML lists the stages in order (finetune, search, distill, prune, quantize, evaluate, share), each with
-the fields of the config it wraps (docs/pipeline.md). Every stage writes its artifact and a record under
+the fields of the config it wraps (docs/pipeline.md); task_type causal_lm takes a causal LM and text or chat data. Every stage writes its artifact and a record under
 <output_dir>/<stage>/; the same command run again skips finished stages whose config and inputs are
 unchanged, reruns a changed stage and everything after it, and resumes an interrupted finetune or distill
 stage from its last checkpoint. The run ends with <output_dir>/report.json and report.md (every artifact

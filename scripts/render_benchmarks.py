@@ -616,6 +616,14 @@ def llm_llama_cpp(relative: str) -> str:
     return text + f"\n`{data['command']}`\n"
 
 
+def compress_llm(relative: str) -> str:
+    """The compress pipeline on a causal LM: the bench script's own markdown, without its title."""
+    from bench_compress_llm import render as render_compress_llm
+
+    text = render_compress_llm(load(relative))
+    return text.split("\n", 2)[2].lstrip("\n") + "\n`python scripts/bench_compress_llm.py`\n"
+
+
 BLOCKS = {
     "demo-threads": lambda: demo_threads("demo_threads/demo_timing.json"),
     "distill-logits": lambda: distill("distill_benchmark.json"),
@@ -634,6 +642,7 @@ BLOCKS = {
     "qat": lambda: qat("qat/qat_benchmark.json"),
     "compress": lambda: compress("compress/compress_benchmark.json"),
     "compress-previous-rule": lambda: compress("compress/previous_rule/compress_benchmark.json"),
+    "compress-llm": lambda: compress_llm("compress_llm/compress_llm_benchmark.json"),
     "distill-pair": lambda: distill_pair("distill_pair/distill_pair_benchmark.json"),
     "llm-memory": lambda: llm_memory("llm/memory.json"),
     "llm-recover": lambda: llm_recover("llm/recover.json"),

@@ -76,3 +76,26 @@ def test_chat_target_needs_every_seed():
     data = {"runs": {**arms(42, 100.0, 90.0), **arms(43, 100.0, 95.0)}}
     assert bench_llm_chat.summarise(data, [42, 43])["target_met"] is True
     assert bench_llm_chat.summarise({"runs": arms(42, 100.0, 90.0)}, [42, 43])["target_met"] is False  # a seed missing
+
+
+def lm_row(model, stage, val, test, speed, smaller, acc=0.5, se=0.05):
+    return {"variant": model, "stage": stage, "validation_perplexity": val, "test_perplexity": test,
+            "speedup_generate": speed, "size_ratio": smaller,
+            "tasks": {"hfc_test_cloze": {"acc": acc, "acc_stderr": se}}}  # fmt: skip
+
+
+def test_lm_compress_target_is_judged_on_the_validation_choice():
+    bench = pytest.importorskip("bench_compress_llm")
+    teacher = lm_row("teacher", "teacher", 20.0, 20.0, 1.0, 1.0, acc=0.6)
+    fast = lm_row("student onnx", "quantized", 24.0, 24.5, 2.5, 3.5, acc=0.55)  # acc within sqrt(2) x 0.05
+    faster_but_worse = lm_row("student gguf", "quantized", 26.0, 21.0, 3.0, 4.0)  # out on validation (> 25.0)
+    result = bench.summary([teacher, fast, faster_but_worse])
+    assert result["chosen"] == "student onnx" and result["met"]
+    assert result["tasks"][0]["within"] and result["test_perplexity_ratio"] == pytest.approx(1.225)
+    worse_task = lm_row("student onnx", "quantized", 24.0, 24.5, 2.5, 3.5, acc=0.45)  # 0.15 below > 0.0707
+    assert not bench.summary([teacher, worse_task])["met"]
+    worse_test = lm_row("student onnx", "quantized", 24.0, 25.5, 2.5, 3.5, acc=0.6)  # test 1.275x
+    assert not bench.summary([teacher, worse_test])["met"]
+    slow = lm_row("student", "student", 21.0, 21.0, 1.8, 3.5)
+    result = bench.summary([teacher, slow])
+    assert result["chosen"] is None and not result["met"] and "1.80x faster" in result["why"]

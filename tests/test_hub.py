@@ -108,6 +108,22 @@ def test_an_lm_card_names_the_engines_that_serve_its_format():
     assert "Runs in: transformers with bitsandbytes." in nf4 and "compressed-tensors" not in nf4
 
 
+def test_an_lm_card_carries_the_task_table_and_the_test_figures_only():
+    lm = dict(kind="distilled", task_type="text-generation", task_name="Text Generation", base_model="HuggingFaceTB/x",
+              metrics={"test_perplexity": 12.5, "test_tokens": 2048, "size_mb": 90.0})  # fmt: skip
+    teacher = {"hfc_test_cloze": {"acc": 0.6, "acc_stderr": 0.049, "sample_len": 100.0}}
+    card = str(build_model_card(info(**lm, tasks={"hfc_test_cloze": {"acc": 0.55, "acc_stderr": 0.05,
+                                                                      "sample_len": 100.0}},
+                                     reference_tasks=teacher), "me/x-student"))  # fmt: skip
+    assert "| hfc_test_cloze | acc | 0.55 ± 0.05 | 0.6 ± 0.049 |" in card and "sample_len" not in card
+    results = yaml.safe_load(card.split("---")[1])["model-index"][0]["results"][0]["metrics"]
+    assert [m["type"] for m in results] == ["perplexity"]  # token counts are not metrics
+    onnx = str(build_model_card(info(**{**lm, "kind": "onnx"}, method="onnx-int8-dynamic", reference_tasks=teacher),
+                                "me/x-onnx"))  # fmt: skip
+    assert "| hfc_test_cloze | acc | - | 0.6 ± 0.049 |" in onnx and "This model was not scored" in onnx
+    assert "ORTModelForCausalLM" in onnx
+
+
 def test_card_with_missing_figures_is_refused():
     with pytest.raises(HfCompressError, match="model card figures missing: size_mb"):
         build_model_card(info(metrics={"test_accuracy": 0.8}), "me/x")

@@ -111,6 +111,9 @@ def test_lm_pipeline_end_to_end(assets, tmp_path):
         tokenizer, 32, data_format="text", max_tokens=256,
     )  # fmt: skip
     for row in scored[:2]:
+        # fp32 size: the tied embedding and LM head count once, as in the saved file
+        saved = (Path(row["folder"]) / "model.safetensors").stat().st_size / 2**20
+        assert row["size_mb"] == pytest.approx(saved, rel=0.02)
         model = AutoModelForCausalLM.from_pretrained(row["folder"])
         assert rows_perplexity(model, validation, tokenizer)["perplexity"] == pytest.approx(
             row["validation_perplexity"], rel=1e-5

@@ -199,3 +199,63 @@ def test_nothing_is_shared_when_no_variant_met_the_rule(tmp_path, caplog):
     assert figures == {"shared": None, "reason": "no variant met the rule"} and artifact is None
     assert not (tmp_path / "shipped").exists()
     assert "no variant met the rule" in caplog.text
+
+
+LM_ROWS = [
+    {"model": "teacher", "stage": "teacher", "validation_perplexity": 20.0, "generate_ms_per_token": 30.0, "size_mb": 500.0},
+    {"model": "candidate L2", "stage": "candidate", "validation_perplexity": 20.5, "generate_ms_per_token": 5.0,
+     "size_mb": 100.0},
+    {"model": "student", "stage": "student", "validation_perplexity": 24.0, "generate_ms_per_token": 15.0, "size_mb": 300.0},
+    {"model": "student onnx-int8-dynamic", "stage": "quantized", "validation_perplexity": 25.5,
+     "generate_ms_per_token": 10.0, "size_mb": 150.0},
+    {"model": "student bnb-nf4", "stage": "quantized", "validation_perplexity": 24.9, "generate_ms_per_token": 60.0,
+     "size_mb": 90.0},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "min_kept,objective,expected",
+    [
+        (0.8, "latency", "student"),  # bound 25.0: onnx (25.5) is out; the proxy is never shipped
+        (0.78, "latency", "student onnx-int8-dynamic"),  # bound 25.64: onnx is in and the fastest
+        (0.8, "size", "student bnb-nf4"),  # 24.9 <= 25.0, and the smallest
+        (0.9, "latency", None),  # bound 22.2: no compressed variant
+    ],
+)
+def test_the_shipped_variant_rule_for_perplexity(min_kept, objective, expected):
+    """Lower is better: a variant keeps min_kept when the teacher's perplexity / its own >= min_kept."""
+    from hfcompress.pipeline.config import EvaluateConfig
+    from hfcompress.pipeline.stages.evaluate import choose
+
+    cost = ("generate_ms_per_token", "the fastest in greedy tokens/s at batch 1")
+    chosen, rule = choose(LM_ROWS, EvaluateConfig(min_kept=min_kept, objective=objective), None, "perplexity", cost)
+    assert chosen == expected
+    assert f"validation perplexity is <= the teacher's / {min_kept:g} ({20.0 / min_kept:.4f})" in rule
+
+
+def test_search_rule_for_perplexity_prefers_lower_and_reads_noise_on_rows():
+    """The search's rule with perplexity: the best is the lowest; a candidate whose per-row losses are the best's
+    plus noise is within noise; one that is worse on every row is not."""
+    import numpy as np
+
+    from hfcompress.evaluation.lm import perplexity_of
+    from hfcompress.pipeline.config import SearchConfig
+    from hfcompress.pipeline.search import choose_candidate
+
+    rng = np.random.default_rng(0)
+    tokens = np.full(200, 31)
+    best = rng.uniform(60, 80, 200)
+    predictions = {
+        "deep": (best, tokens),
+        "noisy": (best + rng.normal(0, 3, 200), tokens),  # same on average
+        "worse": (best + 5.0, tokens),  # worse on every row
+    }
+    rows = [{"candidate": name, "latency_ms": ms, "validation_perplexity": perplexity_of(predictions[name])["perplexity"]}
+            for name, ms in (("deep", 30.0), ("noisy", 20.0), ("worse", 10.0))]  # fmt: skip
+    chosen, rule = choose_candidate(rows, predictions, perplexity_of, "perplexity", SearchConfig(), lm=True)
+    by_name = {r["candidate"]: r for r in rows}
+    assert by_name["worse"]["share_below_best"] > 0.95 and not by_name["worse"]["within_noise_of_best"]
+    assert by_name["noisy"]["within_noise_of_best"]
+    assert min(rows, key=lambda r: r["validation_perplexity"])["candidate"] in ("deep", "noisy")
+    assert chosen["candidate"] == "noisy"  # the fastest within noise of the best; "worse" is faster but worse
+    assert rule.startswith("within the budget (no budget), the fastest candidate whose validation perplexity")

@@ -28,8 +28,15 @@ logger = logging.getLogger(__name__)
 
 
 def weights_mb(model) -> float:
-    """MB of the model's weights as stored (fp32 here)."""
-    return sum(p.numel() * p.element_size() for p in model.state_dict().values()) / 2**20
+    """MB of the model's weights as stored (fp32 here); a tensor shared by two names (tied embeddings and LM
+    head) counts once, as safetensors stores it."""
+    seen, total = set(), 0
+    for tensor in model.state_dict().values():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.shape)
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total / 2**20
 
 
 def cut_candidate(
@@ -59,8 +66,8 @@ def cut_candidate(
 
 def lowest_influence(teacher, count: int, batches) -> list[int]:
     """The ``count`` teacher layers of lowest block influence on the calibration batches (ShortGPT)."""
-    from ..pruning.iterative import _lowest, _same_on_all_ranks
     from ..pruning.importance import block_influence
+    from ..pruning.iterative import _lowest, _same_on_all_ranks
 
     if count <= 0:
         return []
@@ -113,7 +120,8 @@ def lm_latency(models: dict, tokenizer, lm: dict, config: SearchConfig) -> dict[
     """A causal LM's latency: ms per greedy token at batch 1, or per prompt token at budget_batch_size."""
     from .lm import lm_speeds
 
-    speeds = lm_speeds(models, tokenizer, lm["source"], lm["window"], config.generate_tokens, config.budget_batch_size,
+    prompt_batch = config.budget_batch_size if config.speed == "prompt" else 1  # only the budget's figure matters
+    speeds = lm_speeds(models, tokenizer, lm["source"], lm["window"], config.generate_tokens, prompt_batch,
                        config.latency_rounds)  # fmt: skip
     return {name: speed[f"{config.speed}_ms_per_token"] for name, speed in speeds.items()}
 

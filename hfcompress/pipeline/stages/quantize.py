@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ...errors import HfCompressError
 from ...quantization import QuantizationConfig, quantize
-from ...quantization.backends import require_backend
 from ...quantization.api import CAUSAL_LM_METHODS
+from ...quantization.backends import require_backend
 from ...quantization.config import LM_ONLY_BACKENDS, METHODS, QuantizationOptions, check_classifier_methods
 from ..config import QuantizeStageArguments
 from .base import QuantizedOutput, StageSpec
