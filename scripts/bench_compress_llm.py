@@ -135,8 +135,8 @@ def render(data: dict) -> str:
         f"{len(data['seeds'])} seeds ({', '.join(map(str, data['seeds']))}) of `{data['config']}`; medians. "
         f"{data['machine']['torch_threads']} CPU threads.",
         "",
-        f"Target {verdict}. Rule (validation): {s['rule']}. Chosen: {s['chosen'] or 'none'}."
-        + (f" {s['why']}." if s.get("why") else "")
+        f"Target {verdict}. Rule (validation): {s['rule']}. Chosen: {s['chosen'] or 'none'}"
+        + (f"; {s['why']}." if s.get("why") else ".")
         + (f" Its test perplexity is {s['test_perplexity_ratio']:.3f}x the teacher's." if "test_perplexity_ratio" in s else ""),
         "",
         markdown_table(data["variants"], [

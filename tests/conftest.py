@@ -273,3 +273,47 @@ def shared_bpe_tokenizer():
 
         _SHARED_BPE["tokenizer"] = make_bpe_tokenizer(tempfile.mkdtemp(prefix="hfc-bpe-"))
     return _SHARED_BPE["tokenizer"]
+
+
+# -- held-out paragraphs for the harness tasks: sentences of Austen's openings, in seeded orders --------------
+SENTENCES = [
+    "It is a truth universally acknowledged that a single man must be in want of a wife.",
+    "Emma Woodhouse was handsome, clever, and rich.",
+    "The family of Dashwood had long been settled in Sussex.",
+    "Sir Walter Elliot never took up any book but the Baronetage.",
+    "She said nothing at all.",
+    "What did she say?",
+    "Their estate was large, and their residence was at Norland Park.",
+    "He was the proprietor of Kellynch Hall in Somersetshire.",
+]
+
+
+def held_out_text(paragraphs=12, seed=0) -> str:
+    """Paragraphs of 4-6 of ``SENTENCES``, in a seeded order, separated by blank lines."""
+    import random
+
+    rng = random.Random(seed)
+    return "\n\n".join(" ".join(rng.sample(SENTENCES, rng.randint(4, 6))) for _ in range(paragraphs))
+
+
+KILL_AT_STEP = """
+import os, signal, sys
+from transformers import TrainerCallback
+from hfcompress.pipeline import run_pipeline
+
+class KillAtStep(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == int(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+run_pipeline(sys.argv[1], callbacks=[KillAtStep()])
+"""
+
+
+def run_pipeline_killed_at_step(config, step: int = 5):
+    """Run the pipeline of ``config`` in a new process that SIGKILLs itself at training step ``step``; returns
+    the finished process (its return code is -9 when it was killed)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", KILL_AT_STEP, str(config), str(step)], capture_output=True, text=True)

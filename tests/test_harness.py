@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_llama, shared_bpe_tokenizer
+from conftest import SENTENCES, held_out_text, make_llama, shared_bpe_tokenizer
 
 from hfcompress import HfCompressError
 from hfcompress.evaluation.harness import (
@@ -19,25 +19,6 @@ from hfcompress.evaluation.harness import (
     is_lm_eval_available,
     offline_task_names,
 )
-
-SENTENCES = [
-    "It is a truth universally acknowledged that a single man must be in want of a wife.",
-    "Emma Woodhouse was handsome, clever, and rich.",
-    "The family of Dashwood had long been settled in Sussex.",
-    "Sir Walter Elliot never took up any book but the Baronetage.",
-    "She said nothing at all.",
-    "What did she say?",
-    "Their estate was large, and their residence was at Norland Park.",
-    "He was the proprietor of Kellynch Hall in Somersetshire.",
-]
-
-
-def held_out_text(paragraphs=12, seed=0) -> str:
-    """Paragraphs of 4-6 of the sentences above, in a seeded order, separated by blank lines."""
-    import random
-
-    rng = random.Random(seed)
-    return "\n\n".join(" ".join(rng.sample(SENTENCES, rng.randint(4, 6))) for _ in range(paragraphs))
 
 
 def test_final_word_and_cloze_examples_from_paragraphs():

@@ -4,13 +4,12 @@ run to the same weights, the student search under a budget, other task types, an
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import make_bert, make_text_dataset, make_tokenizer
+from conftest import make_bert, make_text_dataset, make_tokenizer, run_pipeline_killed_at_step
 from transformers import (
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -147,21 +146,7 @@ def test_killed_training_stage_resumes_to_the_same_weights(assets, tmp_path, sta
     (tmp_path / "b").mkdir()
     run_pipeline(write_config(tmp_path / "a", assets, stages, model=model))
     killed = write_config(tmp_path / "b", assets, stages, model=model)
-    script = textwrap.dedent(
-        """
-        import os, signal, sys
-        from transformers import TrainerCallback
-        from hfcompress.pipeline import run_pipeline
-
-        class KillAtStep5(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 5:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        run_pipeline(sys.argv[1], callbacks=[KillAtStep5()])
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script, str(killed)], capture_output=True, text=True)
+    result = run_pipeline_killed_at_step(killed, 5)
     assert result.returncode == -9, result.stderr[-2000:]
     out = tmp_path / "b" / "out"
     assert json.loads((out / "pipeline.json").read_text())["status"] == "running"

@@ -83,3 +83,41 @@ def test_two_processes_train_together_write_once_and_resume_after_a_sigkill(tmp_
     assert load_file(str(distill / "model" / "model.safetensors")).keys() == saved.keys()
     resumed_weights = load_file(str(distill / "model" / "model.safetensors"))
     assert all((resumed_weights[k] == saved[k]).all() for k in saved)
+
+
+def test_two_processes_run_the_causal_lm_pipeline(tmp_path):
+    """task_type causal_lm as two processes: the search's speeds measured by the main process, its choice the
+    same on both, the distill stage trained together (same weights, the blocks split between the ranks), the
+    records and the report written once."""
+    from conftest import held_out_text, make_bpe_tokenizer, make_llama
+
+    tokenizer = make_bpe_tokenizer(tmp_path / "teacher")
+    make_llama(num_layers=4, vocab_size=len(tokenizer)).save_pretrained(tmp_path / "teacher")
+    (tmp_path / "text").mkdir()
+    for split, count, seed in (("train", 40, 0), ("validation", 12, 1), ("test", 12, 2)):
+        (tmp_path / "text" / f"{split}.txt").write_text(held_out_text(count, seed))
+    config = {
+        "output_dir": str(tmp_path / "lm"), "model_name_or_path": str(tmp_path / "teacher"), "task_type": "causal_lm",
+        "data": {"dataset_name": str(tmp_path / "text"), "block_size": 32, "eval_stride": 32,
+                 "ood_dataset_name": None, "max_train_tokens": 1024, "max_eval_tokens": 256},
+        "training": {"per_device_train_batch_size": 4, "report_to": "none", "disable_tqdm": True,
+                     "save_strategy": "steps", "save_steps": 2, "logging_steps": 50},
+        "stages": [
+            {"search": {"depths": "2,3", "proxy_steps": 2, "latency_rounds": 1, "generate_tokens": 4,
+                        "calibration_batches": 2}},
+            {"distill": {"num_train_epochs": 1, "learning_rate": 1e-3}},
+            {"evaluate": {"latency_rounds": 1, "generate_tokens": 4, "prompt_batch_size": 2, "memory": False,
+                          "plots": False}},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "lm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = launch_two_processes([WORKER, path, tmp_path / "seen"])
+    assert result.returncode == 0, failure(result)
+    rank0, rank1 = ranks(tmp_path / "seen")
+    assert rank0["world_size"] == 2 and rank0["weights"]["distill"] == rank1["weights"]["distill"]
+    assert rank1["writes"] == [] and rank0["writes"].count("stage.json") == 3
+    report = json.loads((tmp_path / "lm" / "report.json").read_text())
+    assert report["task_type"] == "causal_lm" and rank0["chosen"] == rank1["chosen"] == report["chosen"]
+    record = json.loads((tmp_path / "lm" / "distill" / "stage.json").read_text())
+    assert record["figures"]["global_step"] == 1024 // 32 // (4 * 2)  # 32 blocks, 4 per rank per step

@@ -4,16 +4,12 @@ shipped variant reloading with plain transformers, a killed training stage resum
 bad input refused before any work."""
 
 import json
-import random
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import make_bpe_tokenizer, make_llama
+from conftest import SENTENCES, held_out_text, make_bpe_tokenizer, make_llama, run_pipeline_killed_at_step
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress import HfCompressError
@@ -22,22 +18,7 @@ from hfcompress.evaluation.lm import rows_perplexity, strided_perplexity
 from hfcompress.pipeline import load_pipeline_config, run_pipeline
 from hfcompress.quantization.backends import is_optimum_onnx_available
 
-SENTENCES = [
-    "It is a truth universally acknowledged that a single man must be in want of a wife.",
-    "Emma Woodhouse was handsome, clever, and rich.",
-    "The family of Dashwood had long been settled in Sussex.",
-    "Sir Walter Elliot never took up any book but the Baronetage.",
-    "She said nothing at all.",
-    "What did she say?",
-    "Their estate was large, and their residence was at Norland Park.",
-    "He was the proprietor of Kellynch Hall in Somersetshire.",
-]
 FAST_EVAL = {"latency_rounds": 1, "generate_tokens": 4, "prompt_batch_size": 2, "memory": False, "plots": False}
-
-
-def paragraphs(count: int, seed: int) -> str:
-    rng = random.Random(seed)
-    return "\n\n".join(" ".join(rng.sample(SENTENCES, rng.randint(4, 6))) for _ in range(count))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +30,7 @@ def assets(tmp_path_factory):
     tokenizer.save_pretrained(root / "teacher")
     (root / "text").mkdir()
     for split, count, seed in (("train", 40, 0), ("validation", 12, 1), ("test", 12, 2)):
-        (root / "text" / f"{split}.txt").write_text(paragraphs(count, seed))
+        (root / "text" / f"{split}.txt").write_text(held_out_text(count, seed))
     (root / "chat").mkdir()
     for split in ("train", "validation", "test"):
         rows = [{"messages": [{"role": "user", "content": "What did she say?"},
@@ -167,21 +148,7 @@ def test_killed_lm_training_stage_resumes_to_the_same_weights(assets, tmp_path, 
               else {"finetune": {"num_train_epochs": 2}}, {"evaluate": FAST_EVAL}]  # fmt: skip
     run_pipeline(write_config(tmp_path / "a", assets, stages))
     killed = write_config(tmp_path / "b", assets, stages)
-    script = textwrap.dedent(
-        """
-        import os, signal, sys
-        from transformers import TrainerCallback
-        from hfcompress.pipeline import run_pipeline
-
-        class KillAtStep5(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 5:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-        run_pipeline(sys.argv[1], callbacks=[KillAtStep5()])
-        """
-    )
-    result = subprocess.run([sys.executable, "-c", script, str(killed)], capture_output=True, text=True)
+    result = run_pipeline_killed_at_step(killed, 5)
     assert result.returncode == -9, result.stderr[-2000:]
     out = tmp_path / "b" / "out"
     assert (out / stage / "checkpoints" / "checkpoint-4" / "trainer_state.json").exists()
