@@ -94,7 +94,7 @@ def test_lm_pipeline_end_to_end(assets, tmp_path):
     for row in scored[:2]:
         # fp32 size: the tied embedding and LM head count once, as in the saved file
         saved = (Path(row["folder"]) / "model.safetensors").stat().st_size / 2**20
-        assert row["size_mb"] == pytest.approx(saved, rel=0.02)
+        assert row["size_mb"] == pytest.approx(saved, rel=0.05)  # the header aside; the head twice would be +45%
         model = AutoModelForCausalLM.from_pretrained(row["folder"])
         assert rows_perplexity(model, validation, tokenizer)["perplexity"] == pytest.approx(
             row["validation_perplexity"], rel=1e-5
