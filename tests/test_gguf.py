@@ -122,11 +122,19 @@ def test_the_pre_tokenizer_llama_cpp_is_told_matches_the_tokenizer(tmp_path, lla
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
 
-def test_classifier_recipes_refuse_gguf():
-    from hfcompress.pipeline.config import QuantizeStageArguments
+def test_classifier_recipes_refuse_gguf(tmp_path):
+    """A classifier pipeline refuses GGUF when its YAML is parsed (a causal_lm one takes it: test_pipeline_lm)."""
+    import yaml
 
+    from hfcompress.configs import QuantizeRecipeArguments
+    from hfcompress.pipeline import load_pipeline_config
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"stages": [{"quantize": {"methods": "onnx-int8-dynamic,gguf-q4_0"}}]}))
     with pytest.raises(HfCompressError, match="gguf-q4_0 writes GGUF, a format for causal LMs"):
-        QuantizeStageArguments(methods="onnx-int8-dynamic,gguf-q4_0")
+        load_pipeline_config(path)
+    with pytest.raises(HfCompressError, match="gguf-q4_0 writes GGUF, a format for causal LMs"):
+        QuantizeRecipeArguments(methods="gguf-q4_0")
 
 
 def test_gguf_embedding_type_is_a_setting(llama_dir, tmp_path):
