@@ -15,14 +15,12 @@ The stages are the classifiers' stages; where a causal LM differs they call this
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
 
 from ..errors import HfCompressError
 
-logger = logging.getLogger(__name__)
 OFFLINE_TASKS = "offline"  # EvaluateConfig.tasks: the project's own tasks, built from the run's held-out text
 TASKS_FOLDER = "harness_tasks"  # under the evaluate stage's folder
 NOT_SCORES = ("sample_len",)  # what the harness reports besides its metrics (kept in report.json)
@@ -111,13 +109,6 @@ def lm_speeds(models: dict, tokenizer, source, window: int, generate_tokens: int
         speed["prompt_ms_per_token"] = 1000 / speed["prompt_tokens_per_s"]
         out[name] = speed
     return out
-
-
-def validation_nll(model, ctx) -> tuple[list[float], list[int]]:
-    """The model's per-row NLL sums and label-token counts on the validation rows (the search's proxy score)."""
-    from ..evaluation.lm import rows_nll
-
-    return rows_nll(model, ctx.lm["rows"]["validation"], ctx.tokenizer, batch_size=8)
 
 
 def build_tasks(ctx, config, folder: Path) -> tuple[list[str], str | None]:

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from ..errors import HfCompressError
 from .backends import require_backend
-from .config import LM_ONLY_BACKENDS, METHODS, QuantizationConfig
+from .config import METHODS, QuantizationConfig, causal_lm_refusal
 
 RECORD = "hfcompress_quantization.json"
-CAUSAL_LM_METHODS = ("bnb-int8", "bnb-nf4", "bnb-fp4", "onnx-int8-dynamic")  # and the LM-only formats
 
 
 def is_causal_lm_folder(model_dir: str | os.PathLike) -> bool:
@@ -29,6 +28,25 @@ def is_causal_lm_folder(model_dir: str | os.PathLike) -> bool:
     if not config.is_file():
         return False
     return any(a.endswith("ForCausalLM") for a in json.loads(config.read_text()).get("architectures") or [])
+
+
+def check_method_fits(model_dir: str | os.PathLike, config: QuantizationConfig) -> None:
+    """Refuse, before any work, a method the saved model can't go through: a classifier-only method for a causal
+    LM; an architecture, a shape or a tokenizer GGUF can't hold; a model or a group size compressed-tensors
+    can't take."""
+    model_dir = Path(model_dir)
+    model_config = json.loads((model_dir / "config.json").read_text())
+    if is_causal_lm_folder(model_dir) and causal_lm_refusal(config.method):
+        raise HfCompressError(f"{config.method} {causal_lm_refusal(config.method)}")
+    if config.backend == "gguf":
+        from .gguf_export import check_gguf_source, check_gguf_tokenizer, gguf_type
+
+        check_gguf_source(model_config, gguf_type(config.method))
+        check_gguf_tokenizer(model_dir)
+    if config.backend == "llmcompressor":
+        from .compressed import check_compressed_source
+
+        check_compressed_source(model_config, config.method, config.group_size)
 
 
 def _check_source(model_dir: Path) -> None:
@@ -109,21 +127,8 @@ def quantize(
     require_backend(config.method)
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     _check_source(model_dir)
-    if config.backend == "gguf":  # an architecture or a shape GGUF can't hold: refused before any work
-        from .gguf_export import check_gguf_source, check_gguf_tokenizer, gguf_type
-
-        check_gguf_source(json.loads((model_dir / "config.json").read_text()), gguf_type(config.method))
-        check_gguf_tokenizer(model_dir)
-    if config.backend == "llmcompressor":  # not a causal LM, or a group size that doesn't divide: refused now
-        from .compressed import check_compressed_source
-
-        check_compressed_source(json.loads((model_dir / "config.json").read_text()), config.method, config.group_size)
+    check_method_fits(model_dir, config)
     causal = is_causal_lm_folder(model_dir)
-    if causal and config.backend not in LM_ONLY_BACKENDS and config.method not in CAUSAL_LM_METHODS:
-        raise HfCompressError(
-            f"{config.method} is for classifiers; a causal LM takes {', '.join(CAUSAL_LM_METHODS)} or the LM "
-            f"formats ({', '.join(m for m, (b, _) in METHODS.items() if b in LM_ONLY_BACKENDS)})"
-        )
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise HfCompressError(
             f"{output_dir} already exists and is not empty; pass overwrite=True to replace it"
@@ -135,7 +140,7 @@ def quantize(
     work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         if config.backend == "gguf":
-            from .gguf_export import export_gguf, gguf_file_name
+            from .gguf_export import export_gguf, gguf_file_name, gguf_type
 
             export_gguf(model_dir, work / gguf_file_name(config.method), gguf_type(config.method))
         elif config.backend == "llmcompressor":

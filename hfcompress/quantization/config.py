@@ -35,6 +35,16 @@ ENGINES = {
 }
 LM_ONLY_BACKENDS = {"gguf": "GGUF", "llmcompressor": "compressed-tensors"}  # formats that hold causal LMs only
 CLASSIFIER_METHODS = tuple(m for m, (backend, _) in METHODS.items() if backend not in LM_ONLY_BACKENDS)
+# what a causal LM can go through: bitsandbytes, ONNX int8 with the KV cache, and the LM-only formats
+CAUSAL_LM_METHODS = ("bnb-int8", "bnb-nf4", "bnb-fp4", "onnx-int8-dynamic",
+                     *(m for m, (backend, _) in METHODS.items() if backend in LM_ONLY_BACKENDS))  # fmt: skip
+
+
+def causal_lm_refusal(method: str) -> str | None:
+    """Why a causal LM can't take ``method`` (the end of a sentence that names it), or None when it can."""
+    if method in CAUSAL_LM_METHODS:
+        return None
+    return f"is for classifiers; a causal LM takes {', '.join(CAUSAL_LM_METHODS)}"
 
 
 def check_classifier_methods(methods: list[str]) -> None:

@@ -57,6 +57,18 @@ def choose(rows: list[dict], config: EvaluateConfig, batch_size: int | None, met
     return min(eligible, key=lambda r: (r[cost], -r[score] if not lower else r[score]))["model"], rule
 
 
+def add_kept(row: dict, teacher: dict, metric: str) -> None:
+    """``kept_test`` and ``kept_validation``: the share of the teacher's ``metric`` the row keeps (its score / the
+    teacher's; for perplexity, lower is better: the teacher's / its own). None where a figure is missing or 0."""
+    from ..config import LOWER_IS_BETTER
+
+    for split in ("test", "validation"):
+        mine, base = row.get(f"{split}_{metric}"), teacher.get(f"{split}_{metric}")
+        if metric in LOWER_IS_BETTER:
+            mine, base = base, mine
+        row[f"kept_{split}"] = mine / base if mine is not None and base else None
+
+
 def budget_check(rows: list[dict], chosen: str | None, search, lm: bool = False) -> dict | None:
     """The search's budget re-checked on the shipped variant as the evaluate stage measured it (its latency and
     speed-up at the budget's batch size, or per token for a causal LM; its size on disk). None without a search
@@ -110,9 +122,7 @@ def run(ctx, stage, folder: Path):
     for row in rows:
         row["stage"] = artifacts[row["model"]][1]
         row["folder"] = artifacts[row["model"]][0]
-        for split in ("test", "validation"):  # the share of the teacher's selection metric each variant keeps
-            base = teacher[f"{split}_{metric}"]
-            row[f"kept_{split}"] = row[f"{split}_{metric}"] / base if base else None
+        add_kept(row, teacher, metric)
     chosen, rule = choose(rows, config, max(batch_sizes), metric)
     plots = []
     if config.plots:
@@ -154,9 +164,7 @@ def run_lm(ctx, stage, folder: Path):
     teacher = rows[0]
     for row in rows:
         row["stage"], row["folder"] = artifacts[row["model"]][1], artifacts[row["model"]][0]
-        for split in ("test", "validation"):  # the share of the teacher's perplexity kept: teacher's / the variant's
-            value = row.get(f"{split}_{metric}")
-            row[f"kept_{split}"] = teacher[f"{split}_{metric}"] / value if value else None
+        add_kept(row, teacher, metric)
     chosen, rule = choose(rows, config, None, metric, ("generate_ms_per_token", "the fastest in greedy tokens/s at batch 1"))
     plots = []
     if config.plots:

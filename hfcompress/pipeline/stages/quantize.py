@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ...errors import HfCompressError
 from ...quantization import QuantizationConfig, quantize
-from ...quantization.api import CAUSAL_LM_METHODS
+from ...quantization.api import check_method_fits
 from ...quantization.backends import require_backend
-from ...quantization.config import LM_ONLY_BACKENDS, METHODS, QuantizationOptions, check_classifier_methods
+from ...quantization.config import QuantizationOptions, causal_lm_refusal, check_classifier_methods
 from ..config import QuantizeStageArguments
 from .base import QuantizedOutput, StageSpec
 
@@ -26,29 +26,14 @@ def run(ctx, stage, folder: Path):
     else:
         calibration, max_length = ctx.raw["train"], ctx.config.data.max_seq_length
     configs = {method: QuantizationConfig(method=method, **options.to_dict()) for method in methods}
-    check_sources(source, configs.values())  # a shape a format can't hold: refused before any method runs
+    for config in configs.values():  # a shape a format can't hold: refused before any method runs
+        check_method_fits(source, config)
     for method, config in configs.items():
         artifacts[method] = str(quantize(source, folder / method, config, calibration_dataset=calibration,
                                          max_length=max_length, overwrite=True))  # fmt: skip
     figures = {"source": str(source), "base": latest.label if latest else "teacher", "artifacts": artifacts,
                "settings": options.to_dict()}  # fmt: skip
     return figures, None
-
-
-def check_sources(source: Path, configs) -> None:
-    """The shape checks ``quantize`` makes for GGUF and compressed-tensors, for every method at once."""
-    import json
-
-    model_config = json.loads((Path(source) / "config.json").read_text())
-    for config in configs:
-        if config.backend == "gguf":
-            from ...quantization.gguf_export import check_gguf_source, gguf_type
-
-            check_gguf_source(model_config, gguf_type(config.method))
-        elif config.backend == "llmcompressor":
-            from ...quantization.compressed import check_compressed_source
-
-            check_compressed_source(model_config, config.method, config.group_size)
 
 
 def output(record: dict) -> QuantizedOutput:
@@ -65,12 +50,9 @@ def validate(config, stage) -> None:
     if not config.pipeline.is_causal_lm:
         check_classifier_methods(methods)
         return
-    allowed = [*CAUSAL_LM_METHODS, *(m for m, (backend, _) in METHODS.items() if backend in LM_ONLY_BACKENDS)]
     for method in methods:
-        if method not in allowed:
-            raise HfCompressError(
-                f"quantize method {method!r} is for classifiers; a causal LM takes {', '.join(allowed)}"
-            )
+        if causal_lm_refusal(method):
+            raise HfCompressError(f"quantize method {method!r} {causal_lm_refusal(method)}")
 
 
 def preflight(config, stage) -> None:
