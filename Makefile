@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: compress-llm bench-compress-llm setup setup-v5 setup-llmc test-llmc bench-llm-compressed setup-llama-cpp bench-llm-llama-cpp assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
+.PHONY: test-assets compress-llm bench-compress-llm setup setup-v5 setup-llmc test-llmc bench-llm-compressed setup-llama-cpp bench-llm-llama-cpp assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -74,10 +74,15 @@ demo: assets
 	$(OFFLINE) HF_HOME=$${HF_HOME:-$(CURDIR)/.cache/hf} $(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 \
 		--mixed_precision no --dynamo_backend no recipes/distill_bert.py --overwrite_output true
 
-test: setup
+# real tokenizers and chat templates for the LM data tests (llama.cpp's, from the llama-cpp-python source
+# archive; about 2.5 minutes the first time, reused after)
+test-assets: setup
+	$(PY) scripts/fetch_assets.py llama_cpp_vocab
+
+test: setup test-assets
 	$(OFFLINE) HF_HOME=$$(mktemp -d) $(PY) -m pytest -q
 
-test-v5: setup-v5
+test-v5: setup-v5 test-assets
 	$(OFFLINE) HF_HOME=$$(mktemp -d) $(VENV5)/bin/python -m pytest -q
 
 test-llmc: setup-llmc

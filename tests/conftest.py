@@ -12,6 +12,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# The developer's asset cache, read before the autouse fixture below points HFCOMPRESS_CACHE at an empty folder.
+USER_ASSET_CACHE = (
+    os.environ.get("HFCOMPRESS_TEST_CACHE")
+    or os.environ.get("HFCOMPRESS_CACHE")
+    or os.path.join(os.path.expanduser("~"), ".cache", "hfcompress")
+)
 
 WORDS = (
     "the a an film movie story plot actor acting great good bad awful boring fun funny dull brilliant "
@@ -317,3 +323,30 @@ def run_pipeline_killed_at_step(config, step: int = 5):
     import sys
 
     return subprocess.run([sys.executable, "-c", KILL_AT_STEP, str(config), str(step)], capture_output=True, text=True)
+
+
+def real_chat_tokenizer(vocab: str, template: str | None = None, extra_special: tuple[str, ...] = ()):
+    """A real tokenizer converted from llama.cpp's vocabulary (the ``llama_cpp_vocab`` asset, which ``make test``
+    fetches into the developer's cache), with a real model's chat template from llama.cpp's
+    ``models/templates``; skips, naming the command, when the asset was not fetched."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    cache = Path(USER_ASSET_CACHE)
+    root = cache / "llama_cpp_vocab"
+    if not (root / ".hfcompress-complete").exists():
+        pytest.skip(f"real tokenizers not fetched into {cache}: run `make test-assets` (or make test)")
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizers" / vocab)
+    if extra_special:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(extra_special)})
+    if template is not None:
+        tokenizer.chat_template = (root / "models" / "templates" / f"{template}.jinja").read_text()
+        tokenizer.name_or_path = template
+    return tokenizer
+
+
+def llama_cpp_models_dir():
+    from pathlib import Path
+
+    return Path(USER_ASSET_CACHE) / "llama_cpp_vocab" / "models"

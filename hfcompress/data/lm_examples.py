@@ -60,10 +60,69 @@ def detect_format(
     return data_format
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
+def _render(tokenizer, messages: list[dict], where: str, generation_prompt: bool = False) -> str:
+    """The chat template's text for ``messages``; a template that refuses them (Gemma's "System role not
+    supported", Mistral's alternation check) is a one-line error naming the template and the roles."""
     if not messages:
         return ""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except TemplateError as err:
+        roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+        raise HfCompressError(
+            f"{where}: the chat template of {tokenizer.name_or_path or 'the tokenizer'!r} refuses a conversation "
+            f"with roles {roles}: {err}"
+        ) from None
+
+
+# Two stand-ins for an assistant turn's content that differ in their first and in their last character, so
+# that for any real content at least one of them differs from it at each end (see ``assistant_spans``).
+_SENTINELS = ("\u2402hfcA\u2403", "\u2404hfcB\u2405")
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _common_suffix(a: str, b: str) -> int:
+    return _common_prefix(a[::-1], b[::-1])
+
+
+def _with_content(messages: list[dict], i: int, content: str) -> list[dict]:
+    return [*messages[:i], {**messages[i], "content": content}, *messages[i + 1 :]]
+
+
+def assistant_spans(tokenizer, messages: list[dict], full: str, turns: list[int], where: str):
+    """For each assistant turn ``i`` in ``turns``: (start, end, closing end) character offsets in ``full``, the
+    rendered conversation. [start, end) is what the template made of the turn's content, wherever it put it
+    and whatever it did to it (Qwen3 keeps only the answer of earlier turns, Gemma trims, Mistral moves the
+    system message into the last user turn): the conversation is rendered again with the content replaced by
+    each of two sentinels, and the characters that change are the content's. [end, closing end) is the turn's
+    end-of-turn marker: what the template writes after the content when the turn is the conversation's last,
+    as far as ``full`` agrees with it (``<|end|>`` of Phi-3's ``<|end|>\\n<|endoftext|>`` mid-conversation).
+    The generation prompt (``<|im_start|>assistant\\n``) is context, not a label, as in TRL."""
+    spans = []
+    for i in turns:
+        renders = [_render(tokenizer, _with_content(messages, i, s), where) for s in _SENTINELS]
+        start = min(_common_prefix(full, r) for r in renders)
+        end = len(full) - min(_common_suffix(full, r) for r in renders)
+        last = _render(tokenizer, _with_content(messages[: i + 1], i, _SENTINELS[0]), where)
+        at = last.rfind(_SENTINELS[0])
+        if end < start or at < 0:
+            raise HfCompressError(
+                f"{where}: the chat template of {tokenizer.name_or_path or 'the tokenizer'!r} does not render "
+                f"assistant turn {i} where its content goes, so its tokens can't be found; set "
+                "completion_only_loss false to count every token"
+            )
+        closing = last[at + len(_SENTINELS[0]) :]
+        spans.append((start, end, end + _common_prefix(closing, full[end:])))
+    return spans
 
 
 def text_example(tokenizer, text: str) -> dict:
@@ -74,33 +133,25 @@ def text_example(tokenizer, text: str) -> dict:
     return {"input_ids": ids, "labels": list(ids)}
 
 
-def chat_example(tokenizer, messages: list[dict], completion_only: bool, where: str) -> dict:
-    """``input_ids`` and ``labels`` of one conversation; labels are -100 outside assistant turns."""
+def chat_example(tokenizer, messages: list[dict], completion_only: bool, where: str, first_label: int = 0) -> dict:
+    """``input_ids`` and ``labels`` of one conversation; labels are -100 outside the assistant turns at index
+    ``first_label`` or later (a prompt's own assistant turns are context). A content token counts when it
+    starts in the turn's content, an end-of-turn token when it lies wholly in the marker."""
     roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
-    if "assistant" not in roles:
+    turns = [i for i, role in enumerate(roles) if role == "assistant" and i >= first_label]
+    if not turns:
         raise HfCompressError(
-            f"{where}: the conversation has no assistant turn (roles {roles}); every row needs one to learn from"
+            f"{where}: the conversation has no assistant turn to learn from (roles {roles}); every row needs one"
         )
-    full = _render(tokenizer, messages)
-    spans = []
-    for i, role in enumerate(roles):
-        if role != "assistant":
-            continue
-        prefix = _render(tokenizer, messages[:i], generation_prompt=True)
-        upto = _render(tokenizer, messages[: i + 1])
-        if not (full.startswith(upto) and upto.startswith(prefix)):
-            raise HfCompressError(
-                f"{where}: the chat template does not render a conversation as its turns one after another, so "
-                "the assistant tokens can't be found; set completion_only_loss false to count every token"
-            )
-        spans.append((len(prefix), len(upto)))
+    full = _render(tokenizer, messages, where)
     encoded = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids = encoded["input_ids"]
     if not completion_only:
         return {"input_ids": ids, "labels": list(ids)}
+    spans = assistant_spans(tokenizer, messages, full, turns, where)
     labels = [
-        token if any(a <= start < b for a, b in spans) else IGNORE
-        for token, (start, _) in zip(ids, encoded["offset_mapping"])
+        token if any(a <= start < b or (b <= start and stop <= c) for a, b, c in spans) else IGNORE
+        for token, (start, stop) in zip(ids, encoded["offset_mapping"])
     ]
     return {"input_ids": ids, "labels": labels}
 
@@ -108,7 +159,7 @@ def chat_example(tokenizer, messages: list[dict], completion_only: bool, where: 
 def prompt_completion_example(tokenizer, prompt, completion, completion_only: bool, where: str) -> dict:
     """``input_ids`` and ``labels`` of one prompt/completion pair (strings, or message lists: a chat)."""
     if isinstance(prompt, list) and isinstance(completion, list):
-        return chat_example(tokenizer, prompt + completion, completion_only, where)
+        return chat_example(tokenizer, prompt + completion, completion_only, where, first_label=len(prompt))
     if not isinstance(prompt, str) or not isinstance(completion, str):
         raise HfCompressError(
             f"{where}: prompt and completion must both be strings or both lists of messages, got "
