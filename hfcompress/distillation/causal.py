@@ -145,8 +145,10 @@ def lm_distillation_losses(
     equal the one-shot computation up to float rounding.
     """
     count = max(int(targets.numel()), 1)
-    kd_total = student_hidden.new_zeros((), dtype=torch.float32)
-    ce_total = student_hidden.new_zeros((), dtype=torch.float32)
+    # zeros that hang off the student's graph: a micro-batch with no position that counts (a chat row cut before
+    # its answer) still backpropagates, with zero gradients for every parameter, so DDP's other ranks don't wait
+    kd_total = student_head(student_hidden[:0]).float().sum() * 0.0
+    ce_total = kd_total.clone()
     size = chunk_size if chunk_size > 0 else max(int(targets.numel()), 1)
 
     def chunk_losses(hidden, chunk_targets, teacher_states, indices, log_probs):
@@ -209,14 +211,26 @@ def topk_bytes_per_token(cache: dict[str, torch.Tensor]) -> float:
     return total / max(positions, 1)
 
 
-def left_padded_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, length: int, pad_id: int):
-    """The first ``length`` real tokens of each right-padded row, padded on the left instead, as generation
-    needs them: ``(ids, mask)`` of shape ``(B, min(length, L))``."""
-    ids = input_ids[:, :length]
-    mask = torch.ones_like(ids) if attention_mask is None else attention_mask[:, :length]
-    counts = mask.sum(1)
-    width = ids.shape[1]
+def prompt_lengths(labels: torch.Tensor, attention_mask: torch.Tensor | None, prompt_tokens: int) -> torch.Tensor:
+    """Where each row's on-policy continuation starts ``(B,)``: the end of its prompt, i.e. its first labelled
+    token, for chat and prompt/completion rows; the first ``prompt_tokens`` real tokens for a row whose every
+    token is a label (plain text). At least one token each."""
+    real = labels.new_full((labels.shape[0],), labels.shape[1]) if attention_mask is None else attention_mask.sum(1)
+    labelled = labels != losses.IGNORE_INDEX
+    first = torch.where(labelled.any(1), labelled.float().argmax(1), real)
+    return torch.where(first > 0, first, real.clamp(max=prompt_tokens)).clamp(min=1)
+
+
+def left_padded_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, length, pad_id: int):
+    """The first ``length`` real tokens of each right-padded row (an int, or one per row), padded on the left
+    instead, as generation needs them: ``(ids, mask)`` of shape ``(B, longest)``."""
+    lengths = torch.as_tensor(length, device=input_ids.device).expand(input_ids.shape[0])
+    width = min(int(lengths.max()), input_ids.shape[1])
+    ids = input_ids[:, :width]
     order = torch.arange(width, device=ids.device)
+    mask = torch.ones_like(ids) if attention_mask is None else attention_mask[:, :width]
+    mask = mask * (order[None, :] < lengths[:, None]).to(mask.dtype)
+    counts = mask.sum(1)
     # row i's token j moves to column j + (width - counts[i]); columns left of that are padding
     shift = (width - counts)[:, None]
     source = (order[None, :] - shift).clamp(min=0)
@@ -227,19 +241,22 @@ def left_padded_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor | 
 
 @torch.no_grad()
 def on_policy_inputs(
-    model, inputs: dict, prompt_tokens: int, max_new_tokens: int, temperature: float, pad_token_id: int | None
-) -> dict:
-    """GKD's on-policy batch: the student continues the first ``prompt_tokens`` real tokens of each sequence
-    by sampling ``max_new_tokens`` tokens; only the sampled tokens are labels (the prompt is -100).
+    model, inputs: dict, prompt_tokens: int, max_new_tokens: int, temperature: float, pad_token_id: int | None,
+    stop_ids: list[int] | None = None,
+) -> dict:  # fmt: skip
+    """GKD's on-policy batch: the student continues each row from the end of its prompt (``prompt_lengths``) by
+    sampling up to ``max_new_tokens`` tokens, stopping on ``stop_ids`` (its end-of-turn ids); only the sampled
+    tokens up to and including a row's stop are labels, and what follows it is padding.
 
-    Training batches are right-padded; a row shorter than the prompt length is moved to the left for
-    generation, and the returned ``position_ids`` count real tokens only, as generation did.
+    Training batches are right-padded; prompts are moved to the left for generation, and the returned
+    ``position_ids`` count real tokens only, as generation did.
     """
     student = unwrap(model)
     was_training = student.training
     student.eval()
     pad = 0 if pad_token_id is None else pad_token_id
-    prompt, attention = left_padded_prompts(inputs["input_ids"], inputs.get("attention_mask"), prompt_tokens, pad)
+    lengths = prompt_lengths(inputs["labels"], inputs.get("attention_mask"), prompt_tokens)
+    prompt, attention = left_padded_prompts(inputs["input_ids"], inputs.get("attention_mask"), lengths, pad)
     generated = student.generate(
         input_ids=prompt,
         attention_mask=attention,
@@ -247,13 +264,18 @@ def on_policy_inputs(
         temperature=temperature,
         top_k=0,
         max_new_tokens=max_new_tokens,
-        min_new_tokens=max_new_tokens,
         pad_token_id=pad,
+        eos_token_id=stop_ids or None,
     )
     student.train(was_training)
-    mask = torch.cat([attention, torch.ones_like(generated[:, prompt.shape[1] :])], dim=1)
+    new = generated[:, prompt.shape[1] :]
+    stopped = torch.isin(new, torch.as_tensor(stop_ids or [], dtype=new.dtype, device=new.device))
+    # a token is real up to and including the row's first stop
+    after_stop = (stopped.cumsum(1) - stopped.long()) > 0
+    mask = torch.cat([attention, (~after_stop).to(attention.dtype)], dim=1)
     labels = generated.clone()
     labels[:, : prompt.shape[1]] = losses.IGNORE_INDEX
+    labels[mask == 0] = losses.IGNORE_INDEX
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     return {"input_ids": generated, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
 

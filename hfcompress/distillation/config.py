@@ -134,13 +134,15 @@ class DistillationConfig(TrainingArguments):
     lmbda: float = field(
         default=0.0,
         metadata={
-            "help": "Causal LMs, in [0, 1]: share of batches the student generates itself from the first "
-            "on_policy_prompt_tokens tokens, scored by the teacher (GKD's on-policy lambda)."
+            "help": "Causal LMs, in [0, 1]: share of batches the student generates itself, scored by the teacher "
+            "(GKD's on-policy lambda): chat and prompt/completion rows are continued from the end of their prompt, "
+            "plain-text rows from their first on_policy_prompt_tokens tokens; generation stops on the model's "
+            "end-of-turn ids."
         },
     )
-    on_policy_prompt_tokens: int = field(default=64, metadata={"help": "Prompt length of on-policy batches."})
+    on_policy_prompt_tokens: int = field(default=64, metadata={"help": "Prompt length of on-policy batches over plain text (rows whose every token is a label)."})
     on_policy_max_new_tokens: int = field(
-        default=64, metadata={"help": "Tokens the student samples for an on-policy batch."}
+        default=64, metadata={"help": "Most tokens the student samples for an on-policy batch (it stops earlier at an end-of-turn id)."}
     )
     shard_teacher: bool = field(
         default=False,

@@ -18,6 +18,7 @@ import datasets
 import torch
 
 from ..errors import HfCompressError
+from ..modeling import stop_token_ids
 from .cache import dataset_fingerprint, teacher_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -46,12 +47,22 @@ def _with_answer(row: dict, answer: str, fmt: str, columns: dict) -> dict:
     return {columns["completion"]: answer}
 
 
+def answer_ids(new_tokens: list[int], stop_ids: list[int]) -> list[int]:
+    """A generated row's answer: its tokens before the first stop id (what follows is padding, or, with a
+    model that was not told its end-of-turn ids, invented turns)."""
+    stops = set(stop_ids)
+    return next((new_tokens[:i] for i, t in enumerate(new_tokens) if t in stops), new_tokens)
+
+
 @torch.no_grad()
 def generate_answers(teacher, tokenizer, prompts: list[str], chat: bool, max_new_tokens: int, batch_size: int):
-    """Greedy answers to ``prompts`` (left-padded batches, on the teacher's device), special tokens dropped."""
+    """Greedy answers to ``prompts`` (left-padded batches, on the teacher's device). Generation stops on every
+    end-of-turn id of the teacher (``stop_token_ids``); each answer is its tokens before the first one, decoded
+    without other special tokens and not stripped (a leading space is part of the first token)."""
     device = next(teacher.parameters()).device
     was_training = teacher.training
     teacher.eval()
+    stops = stop_token_ids(teacher, tokenizer)
     answers = []
     for start in range(0, len(prompts), batch_size):
         batch = tokenizer(
@@ -61,10 +72,10 @@ def generate_answers(teacher, tokenizer, prompts: list[str], chat: bool, max_new
         batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
         out = teacher.generate(
             **batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=stops or None,
         )  # fmt: skip
-        new = out[:, batch["input_ids"].shape[1] :]
-        answers += [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        rows = out[:, batch["input_ids"].shape[1] :].tolist()
+        answers += tokenizer.batch_decode([answer_ids(row, stops) for row in rows], skip_special_tokens=True)
     teacher.train(was_training)
     return answers
 

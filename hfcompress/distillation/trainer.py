@@ -26,7 +26,7 @@ from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same
 from ..data.causal_lm import ensure_pad_token
 from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
-from ..modeling import logit_transform
+from ..modeling import logit_transform, stop_token_ids
 from . import causal, losses
 from .cache import (
     compute_teacher_logits,
@@ -410,7 +410,8 @@ class DistillationTrainer(Trainer):
             pad = getattr(self.processing_class, "pad_token_id", None)
             inputs, indices = (
                 causal.on_policy_inputs(
-                    model, inputs, args.on_policy_prompt_tokens, args.on_policy_max_new_tokens, 1.0, pad
+                    model, inputs, args.on_policy_prompt_tokens, args.on_policy_max_new_tokens, 1.0, pad,
+                    stop_token_ids(causal.unwrap(model), self.processing_class),
                 ),
                 None,
             )

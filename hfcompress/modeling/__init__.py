@@ -84,6 +84,8 @@ def keep_layers(model, keep: list[int]):
             new: list(config.pruned_heads[old]) for new, old in enumerate(keep) if old in config.pruned_heads
         }
     smaller = type(model)(config).to(model.dtype)
+    if getattr(model, "generation_config", None) is not None:  # end-of-turn ids, sampling defaults: the teacher's
+        smaller.generation_config = copy.deepcopy(model.generation_config)
     renumber = {old: new for new, old in enumerate(keep)}
     pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
     state = {}
@@ -99,6 +101,15 @@ def keep_layers(model, keep: list[int]):
             f"weights of the kept layers don't line up: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     return smaller
+
+
+def stop_token_ids(model, tokenizer=None) -> list[int]:
+    """Every id generation must stop on: the model's ``generation_config.eos_token_id`` (Llama 3's
+    ``<|eot_id|>``, Gemma's ``<end_of_turn>``, Phi-3's ``<|end|>`` beside the EOS) and the tokenizer's EOS."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return ids + ([eos] if eos is not None and eos not in ids else [])
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,84 @@
+"""What a shipped student keeps of its teacher's generation settings, and where generation during training
+starts and stops: each test failed before its fix (issue: right on the real models users bring)."""
+
+import torch
+from conftest import make_bpe_tokenizer, make_decoder
+
+from hfcompress.distillation import causal
+from hfcompress.distillation.sequence import answer_ids, generate_answers
+from hfcompress.modeling import keep_layers, stop_token_ids
+
+
+def greedy(model, ids, n):
+    return model.generate(input_ids=ids, do_sample=False, max_new_tokens=n, min_new_tokens=n, pad_token_id=4,
+                          eos_token_id=None)[0, ids.shape[1] :].tolist()  # fmt: skip
+
+
+def test_a_student_keeps_the_teachers_generation_config_and_stops_where_it_does(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    teacher = make_decoder("llama", num_layers=4)
+    prompt = torch.tensor([[5, 17, 40, 9]])
+    free = greedy(keep_layers(teacher, [0, 2]), prompt, 8)
+    end_of_turn = free[next(i for i in range(1, 8) if free[i] not in free[:i])]  # a token the student will produce: the teacher's end-of-turn id
+    teacher.generation_config.eos_token_id = [2, end_of_turn]
+    teacher.generation_config.update(do_sample=True, temperature=0.6, top_p=0.9)
+    keep_layers(teacher, [0, 2]).save_pretrained(tmp_path / "student")
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    saved = student.generation_config
+    assert (saved.eos_token_id, saved.do_sample, saved.temperature, saved.top_p) == ([2, end_of_turn], True, 0.6, 0.9)
+    out = student.generate(input_ids=prompt, do_sample=False, max_new_tokens=8, pad_token_id=4)
+    assert out[0, 4:].tolist() == free[: free.index(end_of_turn) + 1]
+    assert stop_token_ids(student) == [2, end_of_turn]
+
+
+def test_sequence_kd_answers_end_at_the_teachers_end_of_turn_unstripped(tmp_path):
+    tokenizer = make_bpe_tokenizer(tmp_path / "tok")
+    teacher = make_decoder("llama", num_layers=2, seed=3)
+    prompt = "Emma Woodhouse, handsome, clever"
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    free = greedy(teacher, ids, 6)
+    k = next(i for i in range(1, 6) if free[i] not in free[:i])  # the first token not generated before
+    teacher.generation_config.eos_token_id = [tokenizer.eos_token_id, free[k]]
+    [answer] = generate_answers(teacher, tokenizer, [prompt], False, 6, 1)
+    assert answer == tokenizer.decode(free[:k], skip_special_tokens=True) and k > 0
+    assert answer_ids([5, 6, 7, 2, 9], [2, 7]) == [5, 6] and answer_ids([5, 6], [2]) == [5, 6]
+
+
+def test_on_policy_batches_continue_from_the_end_of_each_prompt_and_stop_at_end_of_turn():
+    model = make_decoder("llama", num_layers=2)
+    ids = torch.arange(10, 34).reshape(2, 12)
+    labels = ids.clone()
+    labels[0, :5] = -100  # a chat row: 5 prompt tokens, then the answer
+    labels[1, :9] = -100
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    assert causal.prompt_lengths(labels, inputs["attention_mask"], 3).tolist() == [5, 9]
+    text_row = causal.prompt_lengths(ids, inputs["attention_mask"], 3)  # every token a label: plain text
+    assert text_row.tolist() == [3, 3]
+    torch.manual_seed(0)
+    out = causal.on_policy_inputs(model, inputs, 3, 4, 1.0, 4, stop_ids=list(range(320)))  # stops at once
+    assert out["input_ids"][0, 4:9].tolist() == ids[0, :5].tolist()  # left-padded to the longer prompt (9)
+    assert out["input_ids"][1, :9].tolist() == ids[1, :9].tolist()
+    # every id is a stop: one sampled token per row, labelled; the rest is padding
+    assert out["input_ids"].shape[1] == 10 and out["attention_mask"][:, 9].tolist() == [1, 1]
+    assert (out["labels"][:, :9] == -100).all() and (out["labels"][:, 9] >= 0).all()
+
+
+def test_a_micro_batch_with_no_completion_token_backpropagates_zeros():
+    """A chat row cut before its answer leaves a micro-batch with no position that counts: the loss is zero and
+    still reaches every parameter (a constant raised in backward, and would leave DDP ranks waiting)."""
+    student, teacher = make_decoder("llama", num_layers=2), make_decoder("llama", num_layers=2, seed=1)
+    inputs = {"input_ids": torch.arange(10, 22).reshape(2, 6)}
+    labels = torch.full((2, 6), -100)
+    mask, targets = causal.next_token_positions(labels)
+    hidden = causal.final_hidden_states(student, inputs)[:, :-1][mask]
+    with torch.no_grad():
+        teacher_hidden = causal.final_hidden_states(teacher, inputs, teacher=True)[:, :-1][mask]
+    kd, ce = causal.lm_distillation_losses(
+        hidden, causal.OutputHead(student), targets, teacher_hidden=teacher_hidden,
+        teacher_head=causal.OutputHead(teacher), vocab_size=320,
+    )  # fmt: skip
+    (kd + ce).backward()
+    assert float(kd) == float(ce) == 0.0
+    head = student.get_output_embeddings().weight
+    assert head.grad is not None and float(head.grad.abs().sum()) == 0.0
