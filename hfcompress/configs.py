@@ -321,8 +321,9 @@ class LMDataArguments:
         default=None,
         metadata={"help": "Evaluate perplexity on the first N tokens of each evaluated text (None: all)."},
     )
-    eval_stride: int = field(
-        default=256, metadata={"help": "Stride of the sliding perplexity window (window = block_size)."}
+    eval_stride: Optional[int] = field(
+        default=None,
+        metadata={"help": "Stride of the sliding perplexity window (window = block_size); None: block_size."},
     )
 
     def __post_init__(self):
@@ -334,6 +335,8 @@ class LMDataArguments:
         for name in ("num_proc", "max_train_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise HfCompressError(f"{name} must be >= 1 or null, got {getattr(self, name)}")
+        if self.eval_stride is None:  # one window after another: a block_size alone is a valid config
+            self.eval_stride = self.block_size
         if not 0 < self.eval_stride <= self.block_size:
             raise HfCompressError(
                 f"eval_stride must be in (0, block_size={self.block_size}], got {self.eval_stride}"

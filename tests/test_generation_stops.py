@@ -82,3 +82,64 @@ def test_a_micro_batch_with_no_completion_token_backpropagates_zeros():
     assert float(kd) == float(ce) == 0.0
     head = student.get_output_embeddings().weight
     assert head.grad is not None and float(head.grad.abs().sum()) == 0.0
+
+
+def test_eval_stride_defaults_to_block_size():
+    """``block_size: 128`` alone used to fail on the default stride of 256."""
+    from hfcompress.configs import LMDataArguments
+
+    assert LMDataArguments(dataset_name="austen_novels", block_size=128).eval_stride == 128
+    assert LMDataArguments(dataset_name="austen_novels", block_size=128, eval_stride=64).eval_stride == 64
+
+
+def test_pruning_a_longrope_phi3_that_could_not_reload_is_refused_before_any_change():
+    """Phi-3.5-mini's longrope check reads hidden_size / num_attention_heads: fewer heads or a narrower hidden
+    size gave a checkpoint that transformers refused to load. Now refused up front; FFN pruning still works."""
+    import pytest
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from hfcompress import HfCompressError
+    from hfcompress.pruning.structured import prune_attention_heads, prune_ffn_neurons, prune_hidden_channels
+
+    config = AutoConfig.for_model(
+        "phi3", vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, original_max_position_embeddings=64,
+        rope_scaling={"type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4},
+        pad_token_id=4, bos_token_id=3, eos_token_id=2,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(HfCompressError, match="can't prune attention heads of this phi3 model.*short_factor"):
+        prune_attention_heads(model, {0: [1], 1: [0]})
+    with pytest.raises(HfCompressError, match="can't prune hidden channels of this phi3 model"):
+        prune_hidden_channels(model, torch.arange(24))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and model.config.num_attention_heads == 4
+    prune_ffn_neurons(model, {i: torch.arange(48) for i in range(2)})
+    AutoModelForCausalLM.from_pretrained(_saved(model))  # what stays allowed reloads
+
+
+def _saved(model):
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_a_gemma3_vision_language_checkpoint_is_refused_in_one_line_before_loading(tmp_path):
+    """Gemma 3 >= 4B is saved as Gemma3ForConditionalGeneration and crashed in the recipe."""
+    import pytest
+    from transformers import Gemma3Config
+
+    from hfcompress import HfCompressError
+    from hfcompress.modeling import load_causal_lm
+
+    text = dict(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8)  # fmt: skip
+    Gemma3Config(text_config=text).save_pretrained(tmp_path / "gemma3")  # a config alone: no weights are read
+    with pytest.raises(HfCompressError, match="vision-language checkpoint \\(model_type 'gemma3'\\).*Gemma3ForCausalLM") as err:
+        load_causal_lm(str(tmp_path / "gemma3"))
+    assert "\n" not in str(err.value)
+    make_decoder("gemma3_text").save_pretrained(tmp_path / "text")
+    assert type(load_causal_lm(str(tmp_path / "text"))).__name__ == "Gemma3ForCausalLM"

@@ -143,3 +143,41 @@ def test_gguf_embedding_type_is_a_setting(llama_dir, tmp_path):
     file = export_gguf(llama_dir, tmp_path / "all4.gguf", "Q4_0", embedding_type="Q4_0")
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(file)).tensors}
     assert types["token_embd.weight"] == types["blk.0.ffn_up.weight"] == "Q4_0"
+
+
+def test_rope_base_and_scaling_are_read_as_transformers_4_and_5_write_them(tmp_path):
+    """transformers 5 keeps rope in ``rope_parameters``: every export got base 10000 and scaling was never
+    refused. A non-default base, saved by whichever transformers runs this, lands in the GGUF."""
+    from hfcompress.modeling import rope_settings
+
+    v4 = {"rope_theta": 100000.0, "rope_scaling": None}
+    v5 = {"rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}}
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 64}  # fmt: skip
+    assert rope_settings(v4) == rope_settings(v5) == (100000.0, None)
+    assert rope_settings({"rope_theta": 5e5, "rope_scaling": llama3}) == (5e5, llama3)
+    assert rope_settings({"rope_parameters": {**llama3, "rope_theta": 5e5}}) == (5e5, llama3)
+    assert rope_settings({}) == (10000.0, None)
+    gemma3 = {"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1e6},
+                                  "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}  # fmt: skip
+    assert rope_settings(gemma3) == (1e6, None)
+
+    model = make_llama(hidden=64, intermediate=128, heads=4, kv_heads=2)
+    model.config.rope_theta = 100000.0  # SmolLM2's base
+    if hasattr(model.config, "rope_parameters") and model.config.rope_parameters:
+        model.config.rope_parameters["rope_theta"] = 100000.0
+    model.save_pretrained(tmp_path / "base")
+    shared_bpe_tokenizer().save_pretrained(tmp_path / "base")
+    assert rope_settings(json.loads((tmp_path / "base" / "config.json").read_text()))[0] == 100000.0
+    quantize(tmp_path / "base", tmp_path / "out", method="gguf-f16")
+    reader = gguf.GGUFReader(next((tmp_path / "out").glob("*.gguf")))
+    assert float(reader.fields["llama.rope.freq_base"].contents()) == 100000.0
+
+    scaled = make_llama(hidden=64, intermediate=128, heads=4, kv_heads=2)
+    scaled.config.rope_scaling = dict(llama3)  # an alias of rope_parameters under transformers 5
+    scaled.config.rope_theta = 5e5
+    scaled.save_pretrained(tmp_path / "scaled")
+    shared_bpe_tokenizer().save_pretrained(tmp_path / "scaled")
+    with pytest.raises(HfCompressError, match="GGUF export with rope scaling .*llama3.* is not supported"):
+        quantize(tmp_path / "scaled", tmp_path / "out2", method="gguf-f16")
+    assert not (tmp_path / "out2").exists()

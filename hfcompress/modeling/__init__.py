@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from ..errors import HfCompressError
-from .families import FAMILIES, DecoderFamily, decoder_family, logit_transform, model_type  # noqa: F401 (re-exported)
+from .families import (  # noqa: F401 (re-exported)
+    FAMILIES,
+    DecoderFamily,
+    decoder_family,
+    logit_transform,
+    model_type,
+    rope_settings,
+)
 
 # -- the layer list -----------------------------------------------------------------------------------------
 
@@ -257,10 +264,29 @@ def load_causal_lm(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     path = resolve_model(name_or_path)
+    check_text_only(path, name_or_path, trust_remote_code)
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
         raise _not_found(name_or_path, err) from None
+
+
+def check_text_only(path: str, name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Refuse, before any weight is read, a checkpoint whose causal-LM class is a vision-language model:
+    Gemma 3 from 4B up (``model_type`` gemma3) loads as ``Gemma3ForConditionalGeneration``, which has no layer
+    list, family entry or LM head where the methods look for them."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _not_found(name_or_path, err) from None
+    if getattr(config, "vision_config", None) is not None:
+        raise HfCompressError(
+            f"model {name_or_path!r} is a vision-language checkpoint (model_type {config.model_type!r}); hfcompress "
+            "compresses text decoders: save its language model alone (Gemma 3: Gemma3ForCausalLM, model_type "
+            "gemma3_text) and pass that folder"
+        )
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")

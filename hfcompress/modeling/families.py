@@ -104,3 +104,20 @@ def logit_transform(config):
     if divisor and divisor != 1:
         return lambda logits: logits / divisor
     return None
+
+
+def rope_settings(config) -> tuple[float, dict | None]:
+    """(rope base, scaling or None) of a config object or a config.json dict, read the same way in
+    transformers 4.57 (top-level ``rope_theta`` and ``rope_scaling``) and 5 (one ``rope_parameters`` dict, per
+    attention type for Gemma 3). Scaling is None for plain rope ('default'), whichever version wrote it."""
+    get = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
+    params = get("rope_parameters") or {}
+    if "full_attention" in params:  # per layer type (Gemma 3 under transformers 5): the global layers' rope
+        params = params["full_attention"]
+    theta = params.get("rope_theta", get("rope_theta"))
+    scaling = params if params else get("rope_scaling")
+    if scaling and scaling.get("rope_type", scaling.get("type", "default")) == "default":
+        scaling = None
+    if scaling:
+        scaling = {k: v for k, v in scaling.items() if k != "rope_theta"}
+    return float(10000.0 if theta is None else theta), scaling

@@ -167,6 +167,25 @@ def _prune_bert_heads(model, layers, remove: dict[int, list[int]]) -> None:
     model.prune_heads(original)
 
 
+def check_config_reloads(config, what: str, **changes) -> None:
+    """Refuse, before any weight changes, a pruning whose config transformers would not load back: Phi-3's
+    longrope check derives the rope size from ``hidden_size / num_attention_heads`` (not ``head_dim``), so a
+    Phi-3.5-mini or Phi-4-mini with fewer heads or a narrower hidden size can't be saved as one."""
+    import copy
+
+    trial = copy.deepcopy(config)
+    for key, value in changes.items():
+        setattr(trial, key, value)
+    try:
+        type(config).from_dict(trial.to_dict())
+    except Exception as err:  # ValueError (4.57) or a strict-dataclass validation error (5.x)
+        reason = str(err).strip().splitlines()[-1].strip()
+        raise HfCompressError(
+            f"can't prune {what} of this {config.model_type} model: transformers would not load its config back "
+            f"({reason}); prune FFN neurons or layers instead"
+        ) from None
+
+
 def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
     counts = {len(set(groups)) for groups in remove.values()} | ({0} if len(remove) < len(layers) else set())
     if len(counts) != 1:
@@ -176,6 +195,9 @@ def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
         )
     q_heads, kv_heads, head_dim = head_layout(layers[0])
     group = q_heads // kv_heads
+    new_kv = kv_heads - counts.pop()
+    check_config_reloads(model.config, "attention heads", head_dim=head_dim, num_key_value_heads=new_kv,
+                         num_attention_heads=new_kv * group)  # fmt: skip
     for i, groups in remove.items():
         attention = layers[i].self_attn
         kept = torch.tensor([g for g in range(kv_heads) if g not in set(groups)])
@@ -193,7 +215,6 @@ def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
         for name, value in (("num_heads", len(kept) * group), ("num_key_value_heads", len(kept))):
             if isinstance(getattr(attention, name, None), int):  # counts some modules keep (Phi-3's split)
                 setattr(attention, name, value)
-    new_kv = kv_heads - counts.pop()
     model.config.head_dim = head_dim  # explicit, so hidden_size // num_attention_heads no longer decides it
     model.config.num_key_value_heads = new_kv
     model.config.num_attention_heads = new_kv * group
@@ -221,6 +242,8 @@ def prune_hidden_channels(model: nn.Module, keep: torch.Tensor) -> None:
         )
     family = decoder_family(model, "hidden-size pruning")
     index = keep.sort().values
+    check_config_reloads(model.config, "hidden channels", hidden_size=len(index),
+                         head_dim=head_layout(layers[0])[2])  # fmt: skip
     if (
         len(index) == 0
         or len(set(index.tolist())) != len(index)

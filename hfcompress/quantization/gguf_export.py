@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HfCompressError
+from ..modeling.families import rope_settings
 
 GGUF_TYPES = ("F32", "F16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")  # the gguf package's numpy quantizers
 ARCHITECTURES = {"llama": "llama"}  # transformers model_type -> GGUF architecture
@@ -45,8 +46,9 @@ def check_gguf_source(config: dict, qtype: str) -> None:
             )
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise HfCompressError("GGUF export of Llama models with attention or MLP biases is not supported")
-    if config.get("rope_scaling"):
-        raise HfCompressError(f"GGUF export with rope_scaling {config['rope_scaling']} is not supported")
+    scaling = rope_settings(config)[1]
+    if scaling:
+        raise HfCompressError(f"GGUF export with rope scaling {scaling} is not supported")
     if qtype.startswith("Q"):
         import gguf
 
@@ -131,7 +133,7 @@ def export_gguf(
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
         writer.add_rope_dimension_count(head_dim)
-        writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
+        writer.add_rope_freq_base(rope_settings(config)[0])
         writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
         writer.add_vocab_size(config["vocab_size"])
         writer.add_file_type(_file_type(gguf, qtype))
