@@ -1,12 +1,16 @@
 """What a shipped student keeps of its teacher's generation settings, and where generation during training
 starts and stops: each test failed before its fix (issue: right on the real models users bring)."""
 
+import importlib.util
+
+import pytest
 import torch
 from conftest import make_bpe_tokenizer, make_decoder
 
 from hfcompress.distillation import causal
 from hfcompress.distillation.sequence import answer_ids, generate_answers
 from hfcompress.modeling import keep_layers, stop_token_ids
+from hfcompress.quantization import is_bitsandbytes_available, is_optimum_onnx_available
 
 
 def greedy(model, ids, n):
@@ -95,7 +99,6 @@ def test_eval_stride_defaults_to_block_size():
 def test_pruning_a_longrope_phi3_that_could_not_reload_is_refused_before_any_change():
     """Phi-3.5-mini's longrope check reads hidden_size / num_attention_heads: fewer heads or a narrower hidden
     size gave a checkpoint that transformers refused to load. Now refused up front; FFN pruning still works."""
-    import pytest
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from hfcompress import HfCompressError
@@ -129,7 +132,6 @@ def _saved(model):
 
 def test_a_gemma3_vision_language_checkpoint_is_refused_in_one_line_before_loading(tmp_path):
     """Gemma 3 >= 4B is saved as Gemma3ForConditionalGeneration and crashed in the recipe."""
-    import pytest
     from transformers import Gemma3Config
 
     from hfcompress import HfCompressError
@@ -143,3 +145,39 @@ def test_a_gemma3_vision_language_checkpoint_is_refused_in_one_line_before_loadi
     assert "\n" not in str(err.value)
     make_decoder("gemma3_text").save_pretrained(tmp_path / "text")
     assert type(load_causal_lm(str(tmp_path / "text"))).__name__ == "Gemma3ForCausalLM"
+
+
+QUANTIZED = [
+    pytest.param("gguf-f16", marks=pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="needs gguf")),
+    pytest.param("bnb-int8", marks=[pytest.mark.bnb, pytest.mark.skipif(not is_bitsandbytes_available(),
+                                                                         reason="needs the [bnb] extra")]),
+    pytest.param("onnx-int8-dynamic", marks=[pytest.mark.onnx, pytest.mark.skipif(not is_optimum_onnx_available(),
+                                                                                  reason="needs the [onnx] extra")]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", QUANTIZED)
+def test_quantized_variants_keep_the_generation_config_tokenizer_files_and_end_of_turn(tmp_path, method):
+    import json
+
+    from hfcompress.quantization import quantize
+
+    tokenizer = make_bpe_tokenizer(tmp_path / "bpe")  # ChatML: <|im_end|> (2) is EOS; <|im_start|> (1) stands
+    model = make_decoder("llama", num_layers=2, hidden=64, intermediate=128, vocab_size=len(tokenizer))  # as eot
+    model.generation_config.eos_token_id = [2, 1]
+    model.generation_config.update(do_sample=True, temperature=0.6, top_p=0.9)
+    model.save_pretrained(tmp_path / "fp32")
+    tokenizer.save_pretrained(tmp_path / "fp32")
+    out = quantize(tmp_path / "fp32", tmp_path / "q", method=method)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (out / name).read_bytes() == (tmp_path / "fp32" / name).read_bytes()
+    if method.startswith("gguf"):
+        import gguf
+
+        reader = gguf.GGUFReader(next(out.glob("*.gguf")))
+        fields = {k: reader.fields[f"tokenizer.ggml.{k}"].contents() for k in ("eos_token_id", "eot_token_id")}
+        assert fields == {"eos_token_id": 2, "eot_token_id": 1}
+        assert reader.fields["tokenizer.chat_template"].contents() == tokenizer.chat_template
+        return
+    saved = json.loads((out / "generation_config.json").read_text())
+    assert (saved["eos_token_id"], saved["temperature"], saved["top_p"]) == ([2, 1], 0.6, 0.9)

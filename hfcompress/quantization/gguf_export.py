@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HfCompressError
+from ..modeling import stop_token_ids
 from ..modeling.families import rope_settings
 
 GGUF_TYPES = ("F32", "F16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")  # the gguf package's numpy quantizers
@@ -137,7 +138,7 @@ def export_gguf(
         writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-6)))
         writer.add_vocab_size(config["vocab_size"])
         writer.add_file_type(_file_type(gguf, qtype))
-        _add_tokenizer(writer, tokenizer, config["vocab_size"])
+        _add_tokenizer(writer, tokenizer, config["vocab_size"], stop_token_ids(model, tokenizer))
         tied = config.get("tie_word_embeddings", False)
         for name, tensor in model.state_dict().items():
             if tied and name == "lm_head.weight":
@@ -191,8 +192,9 @@ def pre_tokenizer_type(pre: dict | None) -> str:
     )
 
 
-def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
-    """A byte-level BPE tokenizer as llama.cpp's 'gpt2' model: tokens by id, their types, merges, special ids,
+def _add_tokenizer(writer, tokenizer, vocab_size: int, stop_ids: list[int]) -> None:
+    """A byte-level BPE tokenizer as llama.cpp's 'gpt2' model: tokens by id, their types, merges, special ids
+    (the end-of-turn id from the model's generation config, where it is not the EOS: llama.cpp stops on both),
     and the chat template."""
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     model = backend["model"]
@@ -219,5 +221,8 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
                        ("unk", tokenizer.unk_token_id)):  # fmt: skip
         if value is not None:
             getattr(writer, f"add_{key}_token_id")(value)
+    end_of_turn = [i for i in stop_ids if i != tokenizer.eos_token_id]
+    if end_of_turn:
+        writer.add_eot_token_id(end_of_turn[0])
     if getattr(tokenizer, "chat_template", None):
         writer.add_chat_template(tokenizer.chat_template)
