@@ -126,8 +126,11 @@ def assistant_spans(tokenizer, messages: list[dict], full: str, turns: list[int]
 
 
 def text_example(tokenizer, text: str) -> dict:
-    """One document's tokens followed by EOS; every token is a label."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    """One document's tokens, after BOS where the tokenizer starts text with one (``bos_prefix``) and followed
+    by EOS; every token is a label."""
+    from .causal_lm import bos_prefix
+
+    ids = bos_prefix(tokenizer) + tokenizer(text, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         ids = ids + [tokenizer.eos_token_id]
     return {"input_ids": ids, "labels": list(ids)}

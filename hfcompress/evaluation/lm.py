@@ -37,11 +37,15 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, i
 
 
 def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> tuple[torch.Tensor, list[int]]:
-    """(token ids ``(1, T)`` of the text's first ``max_tokens`` tokens, the UTF-8 bytes each token accounts
-    for: the text from the end of the token before it to its own end; the first token's are 0, since no
-    window predicts it)."""
+    """(token ids ``(1, T)``: the tokenizer's BOS where it starts text with one (``bos_prefix``), then the text's
+    tokens, ``max_tokens`` in all; the UTF-8 bytes each token accounts for: the text from the end of the token
+    before it to its own end, 0 for the BOS. The first text token's bytes count only after a BOS, since
+    otherwise no window predicts it)."""
+    from ..data.causal_lm import bos_prefix
+
+    prefix = bos_prefix(tokenizer)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
+    ids, offsets = prefix + encoded["input_ids"], [(0, 0)] * len(prefix) + encoded["offset_mapping"]
     if max_tokens is not None:
         ids, offsets = ids[:max_tokens], offsets[:max_tokens]
     if len(ids) < 2:

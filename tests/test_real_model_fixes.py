@@ -1,5 +1,6 @@
-"""What a shipped student keeps of its teacher's generation settings, and where generation during training
-starts and stops: each test failed before its fix (issue: right on the real models users bring)."""
+"""Defects found by reading the code against the real models users bring (Llama 3, Gemma, Phi-3, Qwen3): what a
+shipped student or quantized variant keeps of its teacher, where generation during training starts and stops,
+BOS, rope parameters, reloadable pruning. Each test failed before its fix."""
 
 import importlib.util
 
@@ -181,3 +182,34 @@ def test_quantized_variants_keep_the_generation_config_tokenizer_files_and_end_o
         return
     saved = json.loads((out / "generation_config.json").read_text())
     assert (saved["eos_token_id"], saved["temperature"], saved["top_p"]) == ([2, 1], 0.6, 0.9)
+
+
+def test_perplexity_and_text_blocks_start_with_bos_where_the_tokenizer_adds_one(tmp_path):
+    """A Llama/Gemma/Mistral tokenizer starts text with BOS (lm-evaluation-harness scores Gemma that way); the
+    windows and the training blocks had none. SmolLM2-style tokenizers (no BOS) are unchanged."""
+    import math
+
+    import datasets
+
+    from hfcompress.data.lm_examples import lm_examples
+    from hfcompress.evaluation.lm import strided_perplexity
+
+    text = "Emma Woodhouse, handsome, clever, and rich, with a comfortable home."
+    with_bos = make_bpe_tokenizer(tmp_path / "bos", bos=True)
+    model = make_decoder("llama", num_layers=2)
+    ids = with_bos(text, add_special_tokens=False)["input_ids"]
+    full = torch.tensor([[with_bos.bos_token_id, *ids]])
+    with torch.no_grad():
+        log_probs = model(full).logits[0, :-1].log_softmax(-1)
+    nll = -log_probs[torch.arange(len(ids)), torch.tensor(ids)].sum().item()  # every text token, BOS as context
+    got = strided_perplexity(model, with_bos, text, max_length=128, stride=128)
+    assert got["tokens"] == len(ids) and math.isclose(got["perplexity"], math.exp(nll / len(ids)), rel_tol=1e-5)
+    assert math.isclose(got["bits_per_byte"], nll / math.log(2) / len(text.encode()), rel_tol=1e-5)
+
+    docs = datasets.Dataset.from_dict({"text": [text, text]})
+    blocks = lm_examples(docs, with_bos, block_size=8, data_format="text")
+    stream = [t for row in blocks["input_ids"] for t in row]
+    bos, eos = with_bos.bos_token_id, with_bos.eos_token_id
+    assert stream[: len(ids) + 3] == [bos, *ids, eos, bos] and stream.count(bos) == 2
+    plain = make_bpe_tokenizer(tmp_path / "plain")  # no BOS: the text's tokens alone, as before
+    assert strided_perplexity(model, plain, text, max_length=128, stride=128)["tokens"] == len(plain(text)["input_ids"]) - 1
