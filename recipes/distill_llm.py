@@ -125,8 +125,10 @@ def main(argv=None) -> dict | None:
     teacher_folder = teacher_dir or resolve_model(recipe.teacher_model_name_or_path)
     if args.shard_teacher:  # a sharded teacher runs only with every process: reload it whole here
         trainer.teacher = load_causal_lm(str(teacher_folder), *loading)
-    entries = [("teacher", trainer.teacher.float(), teacher_folder),
-               ("student", trainer.model, out / "student")]  # fmt: skip
+    # like for like: the teacher in the student's dtype, on its device (it was cast to fp32 before, the student not)
+    student_model = trainer.model
+    teacher_model = trainer.teacher.to(dtype=student_model.dtype, device=student_model.device)
+    entries = [("teacher", teacher_model, teacher_folder), ("student", student_model, out / "student")]
     results = compare_language_models(
         entries, tokenizer, texts, data_args.block_size, data_args.eval_stride, data_args.max_eval_tokens,
         recipe.generate_tokens, recipe.prompt_batch_size, recipe.speed_runs,

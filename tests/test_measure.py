@@ -2,6 +2,7 @@
 figures (against models whose every call takes a known time), and the Pareto front the plots mark."""
 
 import time
+import weakref
 
 import pytest
 import torch
@@ -72,6 +73,45 @@ def test_lm_speeds_are_tokens_over_the_measured_time():
     assert rows[1]["generate_tokens_per_s_b1"] == pytest.approx(200, rel=0.25)
     assert rows[0]["prompt_tokens_per_s"] == pytest.approx(16_000, rel=0.3)
     assert rows[1]["prompt_tokens_per_s"] == pytest.approx(4_000, rel=0.3)
+
+
+class Varying(Timed):
+    """A model whose generate takes ``times`` in turn: the spread over rounds is known."""
+
+    def __init__(self, times):
+        super().__init__(0.0, 0.001)
+        self.times = list(times)
+
+    def generate(self, input_ids, max_new_tokens, **kwargs):
+        self.generate_s = self.times.pop(0)
+        return super().generate(input_ids, max_new_tokens)
+
+
+def test_each_speed_records_its_spread_and_reloaded_models_are_held_one_at_a_time():
+    # warm-up 0.01 s, then rounds of 0.02, 0.04, 0.02 s: 800, 400, 800 tokens/s -> median 800, spread 0.5
+    steady = Varying([0.01, 0.02, 0.04, 0.02])
+    (row,) = interleaved_speeds([steady], Pad(), list(range(4 * 40)), window=40, generate_tokens=16,
+                                prompt_batch_size=4, runs=3)  # fmt: skip
+    assert row["generate_spread"] == pytest.approx(0.5, rel=0.2) and len(row["generate_tokens_per_s_rounds"]) == 3
+    assert row["device"] == "cpu"
+    alive, loads = [], []
+
+    def loader(seconds):
+        def load():
+            assert not alive, "a reloaded model was loaded while another one was held"
+            model = Timed(seconds, 0.001)
+            alive.append(1)
+            loads.append(seconds)
+            weakref.finalize(model, alive.pop)
+            return model
+
+        return load
+
+    rows = interleaved_speeds([loader(0.02), loader(0.08)], Pad(), list(range(4 * 40)), window=40,
+                              generate_tokens=16, prompt_batch_size=4, runs=2, reload=True)  # fmt: skip
+    assert loads == [0.02, 0.08, 0.02, 0.08]  # each loaded for its turn, the turns interleaved
+    assert rows[0]["generate_tokens_per_s_b1"] == pytest.approx(800, rel=0.25)
+    assert rows[1]["generate_tokens_per_s_b1"] == pytest.approx(200, rel=0.25)
 
 
 ROWS = [

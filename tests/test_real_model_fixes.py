@@ -213,3 +213,56 @@ def test_perplexity_and_text_blocks_start_with_bos_where_the_tokenizer_adds_one(
     assert stream[: len(ids) + 3] == [bos, *ids, eos, bos] and stream.count(bos) == 2
     plain = make_bpe_tokenizer(tmp_path / "plain")  # no BOS: the text's tokens alone, as before
     assert strided_perplexity(model, plain, text, max_length=128, stride=128)["tokens"] == len(plain(text)["input_ids"]) - 1
+
+
+def test_models_compared_in_different_dtypes_are_refused(tmp_path):
+    """distill_llm measured ``teacher.float()`` against a student loaded in bf16: a precision comparison."""
+    from hfcompress import HfCompressError
+    from hfcompress.evaluation.lm import compare_language_models
+
+    tokenizer = make_bpe_tokenizer(tmp_path / "tok")
+    teacher, student = make_decoder("llama", num_layers=2), make_decoder("llama", num_layers=1).to(torch.bfloat16)
+    with pytest.raises(HfCompressError, match="different dtypes or on different devices.*bfloat16"):
+        compare_language_models([("teacher", teacher, tmp_path), ("student", student, tmp_path)], tokenizer,
+                                {"test": "Emma was rich. " * 20}, 16, 16, None)  # fmt: skip
+
+
+def test_a_variant_whose_speed_disagrees_with_the_search_beyond_the_spreads_is_measured_again(monkeypatch):
+    """On held-back chat data evaluate measured the chosen student at 0.47x the teacher where the search had
+    1.58x; nothing said so. Now the disagreement is found from the spreads, measured again and reported."""
+    from hfcompress.pipeline import lm
+
+    candidates = [{"candidate": "L22", "speedup": 1.58, "speed_spread": 0.05, "teacher_speed_spread": 0.05},
+                  {"candidate": "L16", "speedup": 2.0, "speed_spread": 0.05, "teacher_speed_spread": 0.05}]  # fmt: skip
+    rows = [{"model": "teacher", "stage": "teacher", "generate_spread": 0.02, "speedup_generate": 1.0},
+            {"model": "student", "stage": "student", "generate_spread": 0.03, "speedup_generate": 0.47},
+            {"model": "candidate L16", "stage": "candidate", "generate_spread": 0.03, "speedup_generate": 1.9}]  # fmt: skip
+    assert lm.search_counterpart(rows[1], candidates, "L22")["candidate"] == "L22"
+    assert lm.search_counterpart(rows[2], candidates, "L22")["candidate"] == "L16"
+    assert lm.search_counterpart({"model": "student int8", "stage": "quantized"}, candidates, "L22") is None
+    measured = []
+
+    def measure_speeds(ctx, artifacts, config):
+        measured.append(list(artifacts))
+        return {name: {"speedup_generate": 1.0 if name == "teacher" else 1.5} for name in artifacts}
+
+    monkeypatch.setattr(lm, "measure_speeds", measure_speeds)
+    search = type("SearchOutput", (), {"candidates": candidates, "chosen": "L22"})
+    folders = {"teacher": "t", "student": "s", "candidate L16": "c"}
+    checks = lm.check_speeds_against_search(None, rows, folders, None, search, "generate")
+    assert measured == [["teacher", "student"]]  # L16's 1.9x vs 2.0x lies within 0.05+0.05+0.03+0.02
+    (check,) = checks
+    assert check["variant"] == "student" and check["tolerance"] == pytest.approx(0.15)
+    assert check["remeasured_speedup"] == 1.5 and check["agrees_after_remeasure"] is True
+    assert "0.47x here, 1.58x in the search, 1.50x re-measured" in rows[1]["speed_check"]
+
+
+def test_the_chat_report_has_validation_and_test_completion_perplexity_columns():
+    from hfcompress.pipeline.stages.evaluate import lm_columns
+
+    ctx = type("Ctx", (), {"lm": {"fmt": "messages", "texts": {"ood": "Hamlet"}}})
+    columns = [key for key, _ in lm_columns(ctx, "perplexity")]
+    assert columns[6:10] == ["validation_perplexity", "test_perplexity", "ood_perplexity", "ood_bits_per_byte"]
+    text = type("Ctx", (), {"lm": {"fmt": "text", "texts": {"validation": "a", "test": "b"}}})
+    assert [k for k, _ in lm_columns(text, "perplexity")][6:10] == [
+        "validation_perplexity", "validation_bits_per_byte", "test_perplexity", "test_bits_per_byte"]

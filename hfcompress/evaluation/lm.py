@@ -185,10 +185,19 @@ def compare_language_models(
     from ..modeling import count_parameters
     from .measure import size_on_disk
 
+    from ..errors import HfCompressError
+
+    engines = {name: (str(model.dtype), str(_device(model))) for name, model, _ in entries}
+    if len(set(engines.values())) > 1:
+        raise HfCompressError(
+            f"models compared in different dtypes or on different devices ({engines}): put them in one dtype on "
+            "one device, or the comparison measures the precision, not the compression"
+        )
     rows = rows or {}
     results = []
     for name, model, folder in entries:
-        row = {"model": name, "parameters": count_parameters(model), "size_mb": size_on_disk(folder) / 1e6}
+        row = {"model": name, "parameters": count_parameters(model), "size_mb": size_on_disk(folder) / 1e6,
+               "dtype": engines[name][0].replace("torch.", "")}  # fmt: skip
         for split, text in texts.items():
             result = strided_perplexity(model, tokenizer, text, window, stride, max_tokens)
             row |= {f"{split}_{k}": result[k] for k in ("perplexity", "bits_per_byte", "tokens")}
@@ -219,6 +228,38 @@ def generation_call(model, prompt: torch.Tensor, new_tokens: int, pad_token_id: 
     )
 
 
+def _speed_calls(model, prompts: torch.Tensor, generate_tokens: int, pad: int | None):
+    """The two timed calls of one model (greedy decoding at batch 1 from a 32-token prompt; a prefill of the
+    prompt batch), on the model's device, after one warm-up of each."""
+    device = _device(model)
+    on_device = prompts.to(device)  # inputs where the model is: CUDA models too
+    generate = lambda: generation_call(model, on_device[:1, :32], generate_tokens, pad)  # noqa: E731
+    prefill = lambda: model(input_ids=on_device, attention_mask=torch.ones_like(on_device))  # noqa: E731
+    with torch.inference_mode():
+        generate(), prefill()  # warm-up
+    return generate, prefill, device
+
+
+def _spread(rates: list[float]) -> float:
+    """How far the rounds of one figure lie apart: (largest - smallest) / median."""
+    return (max(rates) - min(rates)) / statistics.median(rates)
+
+
+def _speed_row(gen_times, prefill_times, generate_tokens, prompt_tokens, prompt_batch_size, device) -> dict:
+    generate_rates = [generate_tokens / t for t in gen_times]
+    prompt_rates = [prompt_tokens / t for t in prefill_times]
+    return {
+        "generate_tokens_per_s_b1": generate_tokens / statistics.median(gen_times),
+        "prompt_tokens_per_s": prompt_tokens / statistics.median(prefill_times),
+        "generate_spread": _spread(generate_rates),
+        "prompt_spread": _spread(prompt_rates),
+        "generate_tokens_per_s_rounds": generate_rates,
+        "prompt_batch_size": prompt_batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+
+
 def interleaved_speeds(
     models,
     tokenizer,
@@ -227,32 +268,34 @@ def interleaved_speeds(
     generate_tokens: int = 32,
     prompt_batch_size: int = 8,
     runs: int = 3,
+    reload: bool = False,
 ) -> list[dict]:
     """Greedy tokens/s at batch 1 (a 32-token prompt) and prompt tokens/s at ``prompt_batch_size`` x ``window``,
-    the models taking turns: one warm-up each, then ``runs`` rounds; medians. ``text`` may be token ids."""
+    the models taking turns: one warm-up each, then ``runs`` rounds; medians, and each figure's spread over the
+    rounds ((largest - smallest) / median). ``text`` may be token ids. With ``reload``, ``models`` are loaders
+    (no-argument functions returning a model): each is loaded for its turn, warmed up and released, so one
+    model is in memory at a time (an 8B teacher in fp32 is 32 GB) while the rounds still interleave."""
+    import gc
+
     prompts = speed_prompts(tokenizer, text, prompt_batch_size, window)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    calls = []
-    for model in models:
-        device = _device(model)
-        on_device = prompts.to(device)  # inputs where the model is: CUDA models too
-        generate = lambda m=model, p=on_device: generation_call(m, p[:1, :32], generate_tokens, pad)  # noqa: E731
-        prefill = lambda m=model, p=on_device: m(input_ids=p, attention_mask=torch.ones_like(p))  # noqa: E731
-        with torch.inference_mode():
-            generate(), prefill()  # warm-up
-        calls.append((generate, prefill, device))
-    timings = [([], []) for _ in models]
-    with torch.inference_mode():
-        for _ in range(runs):
-            for (generate, prefill, device), (gen_times, prefill_times) in zip(calls, timings):
+    held = None if reload else [_speed_calls(m, prompts, generate_tokens, pad) for m in models]
+    timings = [([], [], None) for _ in models]
+    for _ in range(runs):
+        for i, (gen_times, prefill_times, _) in enumerate(timings):
+            if reload:
+                model = models[i]()
+                generate, prefill, device = _speed_calls(model, prompts, generate_tokens, pad)
+            else:
+                generate, prefill, device = held[i]
+            with torch.inference_mode():
                 gen_times.append(_seconds(generate, device))
                 prefill_times.append(_seconds(prefill, device))
+            timings[i] = (gen_times, prefill_times, device)
+            if reload:
+                del model, generate, prefill
+                gc.collect()
     return [
-        {
-            "generate_tokens_per_s_b1": generate_tokens / statistics.median(gen_times),
-            "prompt_tokens_per_s": prompts.numel() / statistics.median(prefill_times),
-            "prompt_batch_size": prompt_batch_size,
-            "torch_threads": torch.get_num_threads(),
-        }
-        for gen_times, prefill_times in timings
+        _speed_row(gen_times, prefill_times, generate_tokens, prompts.numel(), prompt_batch_size, device)
+        for gen_times, prefill_times, device in timings
     ]

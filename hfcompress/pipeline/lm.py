@@ -15,11 +15,14 @@ The stages are the classifiers' stages; where a causal LM differs they call this
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
 from ..errors import HfCompressError
+
+logger = logging.getLogger(__name__)
 
 OFFLINE_TASKS = "offline"  # EvaluateConfig.tasks: the project's own tasks, built from the run's held-out text
 TASKS_FOLDER = "harness_tasks"  # under the evaluate stage's folder
@@ -78,14 +81,32 @@ def check_tasks(tasks: list[str], fmt: str) -> None:
         )
 
 
+def evaluation_device() -> torch.device:
+    """Where every PyTorch artifact is measured: the GPU when there is one (bitsandbytes artifacts load there),
+    else the CPU, so the teacher and its variants are compared on one device."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def load_lm(folder: str | Path):
-    """A model the run saved: a PyTorch causal LM in fp32, or a ``quantize`` artifact through ``load_quantized``."""
+    """A model the run saved, on ``evaluation_device``: a PyTorch causal LM in fp32 (the dtype of the run's
+    models), or a ``quantize`` artifact through ``load_quantized`` (ONNX Runtime artifacts run on the CPU)."""
     from ..modeling import load_causal_lm
     from ..quantization.api import RECORD, load_quantized
 
     if (Path(folder) / RECORD).exists():
-        return load_quantized(folder, threads=torch.get_num_threads())
-    return load_causal_lm(str(folder))
+        model = load_quantized(folder, threads=torch.get_num_threads())
+    else:
+        model = load_causal_lm(str(folder))
+    if isinstance(model, torch.nn.Module) and not getattr(model, "is_quantized", False):
+        model = model.to(evaluation_device())  # bitsandbytes models are placed by their loader and can't move
+    return model
+
+
+def engine(model) -> dict:
+    """What a row was measured with: the dtype and device of a PyTorch model, or ONNX Runtime on the CPU."""
+    if isinstance(model, torch.nn.Module):
+        return {"dtype": str(model.dtype).replace("torch.", ""), "device": str(next(model.parameters()).device)}
+    return {"dtype": "onnx", "device": "cpu (onnxruntime)"}
 
 
 def speed_source(ctx, split: str):
@@ -96,13 +117,14 @@ def speed_source(ctx, split: str):
 
 
 def lm_speeds(models: dict, tokenizer, source, window: int, generate_tokens: int, prompt_batch_size: int,
-              rounds: int) -> dict[str, dict]:  # fmt: skip
+              rounds: int, reload: bool = False) -> dict[str, dict]:  # fmt: skip
     """name -> greedy tokens/s at batch 1, prompt tokens/s at ``prompt_batch_size`` x ``window``, and both as ms
-    per token, the models taking turns for ``rounds`` rounds (medians)."""
+    per token, the models taking turns for ``rounds`` rounds (medians, with their spreads); with ``reload`` the
+    values are loaders and one model is held at a time (``interleaved_speeds``)."""
     from ..evaluation.lm import interleaved_speeds
 
     speeds = interleaved_speeds(list(models.values()), tokenizer, source, window, generate_tokens,
-                                prompt_batch_size, rounds)  # fmt: skip
+                                prompt_batch_size, rounds, reload)  # fmt: skip
     out = {}
     for name, speed in zip(models, speeds):
         speed["generate_ms_per_token"] = 1000 / speed["generate_tokens_per_s_b1"]
@@ -138,12 +160,12 @@ def measure_lm_artifacts(ctx, artifacts: dict[str, str], config, folder: Path, p
 
     data_args, tokenizer = ctx.config.data, ctx.tokenizer
     tasks, include = build_tasks(ctx, config, folder / TASKS_FOLDER)
-    models = {name: load_lm(path) for name, path in artifacts.items()}
     rows = []
-    for name, model in models.items():
+    for name, path in artifacts.items():  # one artifact in memory at a time
+        model = load_lm(path)
         pytorch = isinstance(model, torch.nn.Module)
         row = {"model": name, "parameters": count_parameters(model) if pytorch else None,
-               "size_mb": size_on_disk(artifacts[name]) / 2**20, "gzip_size_mb": gzip_size_on_disk(artifacts[name]) / 2**20}  # fmt: skip
+               "size_mb": size_on_disk(path) / 2**20, "gzip_size_mb": gzip_size_on_disk(path) / 2**20, **engine(model)}  # fmt: skip
         for split, text in ctx.lm["texts"].items():
             result = strided_perplexity(model, tokenizer, text, data_args.block_size, data_args.eval_stride,
                                         data_args.max_eval_tokens)  # fmt: skip
@@ -163,16 +185,72 @@ def measure_lm_artifacts(ctx, artifacts: dict[str, str], config, folder: Path, p
             row["tasks"] = None
             row["tasks_note"] = "not scored: the harness runs PyTorch models, and this is an ONNX Runtime model"
         rows.append(row)
-    speeds = lm_speeds(models, tokenizer, speed_source(ctx, "test"), data_args.block_size, config.generate_tokens,
-                       config.prompt_batch_size, config.latency_rounds)  # fmt: skip
-    teacher = speeds[next(iter(models))]
+        del model
+    speeds = measure_speeds(ctx, artifacts, config)
     for row in rows:
-        speed = speeds[row["model"]]
-        row |= speed
-        row["speedup_generate"] = speed["generate_tokens_per_s_b1"] / teacher["generate_tokens_per_s_b1"]
-        row["speedup_prompt"] = speed["prompt_tokens_per_s"] / teacher["prompt_tokens_per_s"]
+        row |= speeds[row["model"]]
         row["size_ratio"] = rows[0]["size_mb"] / row["size_mb"]
     return rows
+
+
+def measure_speeds(ctx, artifacts: dict[str, str], config) -> dict[str, dict]:
+    """name -> speeds and speed-ups against the first (the teacher) of ``artifacts``, measured in interleaved
+    rounds with one model loaded at a time."""
+    loaders = {name: (lambda p=path: load_lm(p)) for name, path in artifacts.items()}
+    speeds = lm_speeds(loaders, ctx.tokenizer, speed_source(ctx, "test"), ctx.config.data.block_size,
+                       config.generate_tokens, config.prompt_batch_size, config.latency_rounds, reload=True)  # fmt: skip
+    teacher = speeds[next(iter(artifacts))]
+    for speed in speeds.values():
+        speed["speedup_generate"] = speed["generate_tokens_per_s_b1"] / teacher["generate_tokens_per_s_b1"]
+        speed["speedup_prompt"] = speed["prompt_tokens_per_s"] / teacher["prompt_tokens_per_s"]
+    return speeds
+
+
+def search_counterpart(row: dict, candidates: list[dict], chosen: str | None) -> dict | None:
+    """The search's row for the architecture an evaluate row measures: a trained candidate by its name, the
+    distilled student by the search's choice (a pruned or quantized variant has none)."""
+    by_name = {c["candidate"]: c for c in candidates}
+    if row["model"].startswith("candidate "):
+        return by_name.get(row["model"][len("candidate ") :])
+    return by_name.get(chosen) if row.get("stage") == "student" else None
+
+
+def speed_disagreement(row: dict, candidate: dict, speed: str) -> dict | None:
+    """The evaluate and search speed-ups of one architecture when they differ by more than the spreads of the
+    four figures behind them (relative ranges over the rounds, added up), else None."""
+    if candidate.get("speed_spread") is None:
+        return None
+    searched, measured = candidate["speedup"], row[f"speedup_{speed}"]
+    tolerance = (candidate["speed_spread"] + candidate["teacher_speed_spread"] + row[f"{speed}_spread"]
+                 + row.get(f"teacher_{speed}_spread", 0.0))  # fmt: skip
+    if abs(measured - searched) / searched <= tolerance:
+        return None
+    return {"variant": row["model"], "search_speedup": searched, "evaluate_speedup": measured,
+            "tolerance": tolerance}  # fmt: skip
+
+
+def check_speeds_against_search(ctx, rows: list[dict], artifacts: dict, config, search_output, speed: str) -> list:
+    """Every variant whose speed-up disagrees with the search's beyond the spreads is measured again against
+    the teacher (the two alone, interleaved, one in memory at a time); what both measurements said is returned
+    for the report, and the row keeps its first figure."""
+    teacher_spread = rows[0][f"{speed}_spread"]
+    checks = []
+    for row in rows[1:]:
+        candidate = search_counterpart(row, search_output.candidates, search_output.chosen)
+        found = candidate and speed_disagreement({**row, f"teacher_{speed}_spread": teacher_spread}, candidate, speed)
+        if not found:
+            continue
+        again = measure_speeds(ctx, {rows[0]["model"]: artifacts[rows[0]["model"]], row["model"]: artifacts[row["model"]]},
+                               config)[row["model"]]  # fmt: skip
+        found["remeasured_speedup"] = again[f"speedup_{speed}"]
+        found["agrees_after_remeasure"] = (
+            abs(found["remeasured_speedup"] - found["search_speedup"]) / found["search_speedup"] <= found["tolerance"]
+        )
+        row["speed_check"] = (f"{speed} speed-up {found['evaluate_speedup']:.2f}x here, "
+                              f"{found['search_speedup']:.2f}x in the search, {found['remeasured_speedup']:.2f}x re-measured")  # fmt: skip
+        logger.warning("evaluate: %s: %s", row["model"], row["speed_check"])
+        checks.append(found)
+    return checks
 
 
 def speed_prompt_text(ctx) -> str:

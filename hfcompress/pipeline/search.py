@@ -116,14 +116,16 @@ def budget_text(config: SearchConfig, lm: bool = False) -> str:
     return " and ".join(parts) or "no budget"
 
 
-def lm_latency(models: dict, tokenizer, lm: dict, config: SearchConfig) -> dict[str, float]:
-    """A causal LM's latency: ms per greedy token at batch 1, or per prompt token at budget_batch_size."""
+def lm_latency(models: dict, tokenizer, lm: dict, config: SearchConfig) -> tuple[dict, dict]:
+    """A causal LM's latency: ms per greedy token at batch 1, or per prompt token at budget_batch_size; and the
+    spread of that figure over the rounds, by model name."""
     from .lm import lm_speeds
 
     prompt_batch = config.budget_batch_size if config.speed == "prompt" else 1  # only the budget's figure matters
     speeds = lm_speeds(models, tokenizer, lm["source"], lm["window"], config.generate_tokens, prompt_batch,
                        config.latency_rounds)  # fmt: skip
-    return {name: speed[f"{config.speed}_ms_per_token"] for name, speed in speeds.items()}
+    return ({name: speed[f"{config.speed}_ms_per_token"] for name, speed in speeds.items()},
+            {name: speed[f"{config.speed}_spread"] for name, speed in speeds.items()})  # fmt: skip
 
 
 def measure_candidates(
@@ -136,8 +138,9 @@ def measure_candidates(
     from .stages.base import on_main
 
     models = {"teacher": teacher, **{name: c["model"] for name, c in candidates.items()}}
+    spreads = {}
     if lm is not None:
-        latency = on_main(group, lm_latency, models, tokenizer, lm, config)
+        latency, spreads = on_main(group, lm_latency, models, tokenizer, lm, config)
     else:
         latency = on_main(group, interleaved_latency, models, tokenizer, texts, config.budget_batch_size, max_length,
                           config.latency_rounds, config.latency_runs)  # fmt: skip
@@ -157,6 +160,8 @@ def measure_candidates(
             "batch_size": 1 if lm is not None and config.speed == "generate" else config.budget_batch_size,
             "torch_threads": torch.get_num_threads(),
         }
+        if spreads:  # how far the rounds lay apart, the candidate's and the teacher's: what evaluate checks against
+            row |= {"speed_spread": spreads[name], "teacher_speed_spread": spreads["teacher"]}
         row["within_budget"] = within_budget(row, config)
         rows.append(row)
     return rows

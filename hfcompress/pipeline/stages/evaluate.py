@@ -153,18 +153,22 @@ def run_lm(ctx, stage, folder: Path):
     perplexity / the variant's, the rule over validation, the harness task table."""
     from ...evaluation.plots import plot_front
     from ..config import SearchConfig
-    from ..lm import measure_lm_artifacts
+    from ..lm import check_speeds_against_search, measure_lm_artifacts
 
     config = stage.get(EvaluateConfig)
     search = ctx.config.stage("search").get(SearchConfig) if "search" in ctx.outputs else None
     artifacts = collect_artifacts(ctx, folder)
     proxies = [name for name, (_, kind) in artifacts.items() if kind == "candidate"]
-    rows = measure_lm_artifacts(ctx, {k: v[0] for k, v in artifacts.items()}, config, folder, proxies)
+    folders = {k: v[0] for k, v in artifacts.items()}
+    rows = measure_lm_artifacts(ctx, folders, config, folder, proxies)
     metric = ctx.config.pipeline.selection_metric
     teacher = rows[0]
     for row in rows:
         row["stage"], row["folder"] = artifacts[row["model"]][1], artifacts[row["model"]][0]
         add_kept(row, teacher, metric)
+    speed_checks = []
+    if search is not None:
+        speed_checks = check_speeds_against_search(ctx, rows, folders, config, ctx.outputs["search"], search.speed)
     chosen, rule = choose(rows, config, None, metric, ("generate_ms_per_token", "the fastest in greedy tokens/s at batch 1"))
     plots = []
     if config.plots:
@@ -176,6 +180,7 @@ def run_lm(ctx, stage, folder: Path):
                                         "speedup", ctx.out / "search_candidates.png", "candidate")))  # fmt: skip
     report = build_report(ctx, rows, chosen, rule, plots)
     report["budget_check"] = budget_check(rows, chosen, search, lm=True)
+    report["speed_checks"] = speed_checks
     report["tasks"] = {"names": config.task_list, "limit": config.task_limit, "examples": config.task_examples}
     data = ctx.config.data
     report["lm"] = {"data_format": ctx.lm["fmt"], "block_size": data.block_size, "eval_stride": data.eval_stride,
@@ -187,16 +192,19 @@ def run_lm(ctx, stage, folder: Path):
 
 
 def lm_columns(ctx, metric: str) -> list[tuple[str, str]]:
-    texts = list(ctx.lm["texts"]) if ctx.lm["texts"] else ["validation", "test"]
-    columns = [("model", "model"), ("stage", "stage"), ("parameters", "parameters"), ("size_mb", "MB")]
-    for split in texts:
-        columns.append((f"{split}_perplexity", f"{split} ppl"))
-        if ctx.lm["texts"]:
-            columns.append((f"{split}_bits_per_byte", f"{split} bpb"))
+    """Perplexity of each split: strided over text (with bits per byte), completion perplexity over chat or
+    prompt/completion rows (validation and test), and over an out-of-domain text when there is one."""
+    columns = [("model", "model"), ("stage", "stage"), ("parameters", "parameters"), ("size_mb", "MB"),
+               ("dtype", "dtype"), ("device", "device")]  # fmt: skip
+    if ctx.lm["fmt"] != "text":
+        columns += [(f"{split}_perplexity", f"{split} completion ppl") for split in ("validation", "test")]
+    for split in ctx.lm["texts"]:
+        columns += [(f"{split}_perplexity", f"{split} ppl"), (f"{split}_bits_per_byte", f"{split} bpb")]
     return columns + [("kept_test", f"kept (test {metric})"), ("generate_tokens_per_s_b1", "generate tok/s b1"),
-                      ("speedup_generate", "generate speed-up"), ("prompt_tokens_per_s", "prompt tok/s"),
-                      ("speedup_prompt", "prompt speed-up"), ("peak_rss_mb", "peak RSS (MB)"),
-                      ("model_peak_mb", "model's share (MB)"), ("torch_threads", "torch threads")]  # fmt: skip
+                      ("generate_spread", "spread"), ("speedup_generate", "generate speed-up"),
+                      ("prompt_tokens_per_s", "prompt tok/s"), ("speedup_prompt", "prompt speed-up"),
+                      ("peak_rss_mb", "peak RSS (MB)"), ("model_peak_mb", "model's share (MB)"),
+                      ("torch_threads", "torch threads")]  # fmt: skip
 
 
 def build_report(ctx, rows, chosen, rule, plots) -> dict:
@@ -257,6 +265,12 @@ def render_markdown(report: dict, columns) -> str:
         lines += ["", f"Budget of the search ({check['budget']}), re-checked on {check['variant']} as measured "
                   f"here ({check['latency_ms']:.1f} ms, {check['speedup']:.2f}x {where}, "
                   f"{check['size_mb']:.1f} MB on disk): {verdict}."]  # fmt: skip
+    for c in report.get("speed_checks") or []:
+        after = "agrees with the search now" if c["agrees_after_remeasure"] else "**still disagrees with the search**"
+        lines += ["", f"Speed check: {c['variant']} measured {c['evaluate_speedup']:.2f}x the teacher here and "
+                  f"{c['search_speedup']:.2f}x in the search, more apart than the rounds' spreads allow "
+                  f"({c['tolerance']:.0%}); measured again against the teacher alone: {c['remeasured_speedup']:.2f}x, "
+                  f"which {after}."]  # fmt: skip
     from ..lm import task_table
 
     tasks = task_table(report["results"])
