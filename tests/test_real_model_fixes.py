@@ -266,3 +266,35 @@ def test_the_chat_report_has_validation_and_test_completion_perplexity_columns()
     text = type("Ctx", (), {"lm": {"fmt": "text", "texts": {"validation": "a", "test": "b"}}})
     assert [k for k, _ in lm_columns(text, "perplexity")][6:10] == [
         "validation_perplexity", "validation_bits_per_byte", "test_perplexity", "test_bits_per_byte"]
+
+
+def test_gradient_accumulation_weights_tokens_not_micro_batches(tmp_path):
+    """Two rows with 23 and 3 label tokens: one batch of both, or two accumulated micro-batches of one, must take
+    the same SGD step (the loss was a per-micro-batch mean, and accumulated gradients came out scaled by the
+    number of micro-batches)."""
+    import datasets
+
+    from hfcompress import DistillationConfig, DistillationTrainer
+
+    ids = torch.arange(20, 44).reshape(1, 24).repeat(2, 1)
+    labels = ids.clone()
+    labels[1, :21] = -100  # a chat row: its answer is the last 3 tokens
+    rows = datasets.Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * 24] * 2,
+                                       "labels": labels.tolist()})  # fmt: skip
+    tokenizer = make_bpe_tokenizer(tmp_path / "tok")
+    teacher = make_decoder("llama", num_layers=2, seed=1)
+    steps = {}
+    for batch, accumulate in ((2, 1), (1, 2)):
+        student = make_decoder("llama", num_layers=2, seed=2)
+        before = [p.detach().clone() for p in student.parameters()]
+        args = DistillationConfig(
+            output_dir=str(tmp_path / f"b{batch}"), max_steps=1, per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulate, learning_rate=1.0, optim="sgd", lr_scheduler_type="constant",
+            max_grad_norm=1e9, weight_decay=0.0, report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True,
+            seed=0, alpha=0.5, lm_chunk_size=0,
+        )  # fmt: skip
+        DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=rows,
+                            processing_class=tokenizer).train()  # fmt: skip
+        steps[batch] = torch.cat([(p.detach() - b).flatten() for p, b in zip(student.parameters(), before)])
+    assert steps[2].abs().max() > 1e-4
+    assert torch.allclose(steps[1], steps[2], atol=1e-6, rtol=1e-4)

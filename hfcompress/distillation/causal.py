@@ -186,6 +186,11 @@ def next_token_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return mask, following[mask]
 
 
+def target_count(labels: torch.Tensor) -> int:
+    """How many next-token targets ``labels`` holds: the positions :func:`next_token_positions` keeps."""
+    return int((labels[..., 1:] != losses.IGNORE_INDEX).sum())
+
+
 @torch.no_grad()
 def compute_teacher_topk(
     teacher_forward, dataset, collator, batch_size: int, k: int, temperature: float, vocab_size: int

@@ -238,8 +238,9 @@ class DistillationTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
-        # Our loss is already a per-batch mean: let Trainer divide by gradient-accumulation steps itself.
-        self.model_accepts_loss_kwargs = False
+        # Classifiers: the loss is a per-batch mean and Trainer divides it by the accumulation steps. Causal LMs: the
+        # loss is weighted by the micro-batch's share of the step's label tokens (get_batch_samples, _token_weight).
+        self.model_accepts_loss_kwargs = self.causal
         self.teacher = self._prepare_teacher(teacher_model)
         self.hidden_pairs, self.attention_pairs = self._layer_pairs()
         self.projections = self._build_projections()
@@ -357,7 +358,7 @@ class DistillationTrainer(Trainer):
             outputs = model(**student_inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         if self.causal:
-            loss = self._causal_lm_loss(model, inputs)
+            loss = self._causal_lm_loss(model, inputs, num_items_in_batch)
             return (loss, None) if return_outputs else loss
         labels = student_inputs.get("labels")
         if labels is not None and labels.dim() == 1 and not labels.is_floating_point() and (labels < 0).any():
@@ -402,10 +403,37 @@ class DistillationTrainer(Trainer):
         self._term_steps += 1
         return loss
 
-    def _causal_lm_loss(self, model, inputs) -> torch.Tensor:
-        """alpha * divergence + (1 - alpha) * LM cross-entropy over the next-token positions that count."""
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The micro-batches of one optimizer step and, for causal LMs, the next-token targets they hold in all
+        (``labels[..., 1:]``, on every process when ``average_tokens_across_devices``). transformers 5 counts the
+        same; 4.57 counts position 0 too, which no loss predicts."""
+        batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if self.causal and batches and "labels" in batches[0]:
+            count = sum(causal.target_count(batch["labels"]) for batch in batches)
+            if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+                count = int(self.accelerator.gather(torch.tensor([count], device=device)).sum())
+            num_items = count
+        return batches, num_items
+
+    def _token_weight(self, count: int, num_items_in_batch) -> float:
+        """What turns this micro-batch's per-token mean into its share of the step's loss: its targets over the
+        step's (``get_batch_samples``). The step's loss is then the mean over all its tokens, as one large batch
+        would give, not a mean of micro-batch means (in chat data a micro-batch of 5 answer tokens weighed as much
+        as one of 500). The Trainer does not divide it by the accumulation steps (``model_accepts_loss_kwargs``);
+        without a count it does, and the micro-batch mean is returned as is."""
+        if num_items_in_batch is None or not self.model_accepts_loss_kwargs:
+            return 1.0
+        weight = count / max(float(num_items_in_batch), 1.0)
+        if self.args.average_tokens_across_devices:  # the count covers every process; DDP averages gradients
+            weight *= self.accelerator.num_processes
+        return weight
+
+    def _causal_lm_loss(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """alpha * divergence + (1 - alpha) * LM cross-entropy over the next-token positions that count, weighted
+        by this micro-batch's share of the step's tokens (``_token_weight``)."""
         args = self.args
         indices = inputs.get(EXAMPLE_INDEX)
+        weight = self._token_weight(causal.target_count(inputs["labels"]), num_items_in_batch)  # before on-policy
         if causal.draw_on_policy(args.lmbda, self._policy_rng):
             pad = getattr(self.processing_class, "pad_token_id", None)
             inputs, indices = (
@@ -449,7 +477,7 @@ class DistillationTrainer(Trainer):
         terms = {f"kd_{args.divergence}": (args.alpha, kd)}
         if args.alpha < 1:
             terms["lm_ce"] = (1 - args.alpha, ce)
-        return self._record(terms)
+        return self._record(terms) * weight
 
     @torch.no_grad()
     def _teacher_forward(self, batch: dict, need_internals: bool = False):

@@ -182,10 +182,9 @@ def compare_language_models(
     tokenized ``rows`` (completion perplexity of chat or prompt/completion data), and speeds measured with the
     models taking turns (one warm-up each, then ``runs`` rounds; medians), so noise on a shared machine hits
     them alike. Speed prompts come from the test text, else from the rows' tokens."""
+    from ..errors import HfCompressError
     from ..modeling import count_parameters
     from .measure import size_on_disk
-
-    from ..errors import HfCompressError
 
     engines = {name: (str(model.dtype), str(_device(model))) for name, model, _ in entries}
     if len(set(engines.values())) > 1:
