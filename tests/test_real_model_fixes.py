@@ -6,10 +6,12 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import make_bpe_tokenizer, make_decoder
+import transformers
+from conftest import make_bpe_tokenizer, make_decoder, make_llama
 
 from hfcompress.distillation import causal
 from hfcompress.distillation.sequence import answer_ids, generate_answers
+from hfcompress.errors import HfCompressError
 from hfcompress.modeling import keep_layers, stop_token_ids
 from hfcompress.quantization import is_bitsandbytes_available, is_optimum_onnx_available
 
@@ -298,3 +300,34 @@ def test_gradient_accumulation_weights_tokens_not_micro_batches(tmp_path):
         steps[batch] = torch.cat([(p.detach() - b).flatten() for p, b in zip(student.parameters(), before)])
     assert steps[2].abs().max() > 1e-4
     assert torch.allclose(steps[1], steps[2], atol=1e-6, rtol=1e-4)
+
+
+def test_kv_group_pruning_plans_counts_the_installed_transformers_loads_back(tmp_path):
+    """transformers 5's Llama config wants hidden_size a multiple of num_attention_heads even with an explicit
+    head_dim: a Llama 3.x pruned to 6 of 8 KV groups saved but did not load back. The plan now steps through
+    loadable counts only, each step reloads with the same logits, and an unloadable final count is refused up
+    front with the fractions that work."""
+    from transformers import AutoModelForCausalLM
+
+    from hfcompress.pruning import StructuredPruningConfig, structured_prune, structured_targets
+
+    v5 = int(transformers.__version__.split(".")[0]) >= 5
+    model = make_llama(num_layers=2, hidden=40, heads=5, kv_heads=5)  # head_dim 8; v5 loads 1, 2, 4 or 5 groups
+    config = StructuredPruningConfig(prune_heads_fraction=0.6, num_iterations=3)
+    targets = structured_targets(model, config)
+    assert [t["attention_units"] for t in targets] == ([4, 4, 2] if v5 else [4, 3, 2])
+    batch = {"input_ids": torch.arange(5, 17).reshape(2, 6), "labels": torch.arange(5, 17).reshape(2, 6)}
+    for i, target in enumerate(targets):
+        model, _ = structured_prune(model, target, config, [batch])
+        model.save_pretrained(tmp_path / str(i))
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / str(i)).eval()
+        assert loaded.config.num_key_value_heads == target["attention_units"]
+        ids = batch["input_ids"]
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits)
+    unloadable = StructuredPruningConfig(prune_heads_fraction=0.4, num_iterations=1)  # leaves 3 of 5
+    if v5:
+        with pytest.raises(HfCompressError, match=r"leaves 3 of 5 KV groups.*fractions it can: 0.2, 0.6, 0.8$"):
+            structured_targets(make_llama(num_layers=2, hidden=40, heads=5, kv_heads=5), unloadable)
+    else:
+        assert structured_targets(make_llama(num_layers=2, hidden=40, heads=5, kv_heads=5), unloadable)[0][
+            "attention_units"] == 3  # fmt: skip

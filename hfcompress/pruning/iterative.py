@@ -20,6 +20,8 @@ from .config import StructuredPruningConfig
 from .importance import activation_importance, block_influence, gradient_importance, magnitude_importance
 from .structured import (
     bert_head_pruning_supported,
+    config_reload_error,
+    loadable_group_counts,
     prune_attention_heads,
     prune_ffn_neurons,
     prune_hidden_channels,
@@ -86,7 +88,7 @@ def structured_targets(model: nn.Module, config: StructuredPruningConfig) -> lis
         if not bert_head_pruning_supported(model):
             prune_attention_heads(model, {})  # raises the explanation
     n = config.num_iterations
-    return [
+    targets = [
         {
             "num_layers": depth - round(config.prune_layers * k / n),
             "attention_units": units - round((units - final_units) * k / n),
@@ -95,6 +97,36 @@ def structured_targets(model: nn.Module, config: StructuredPruningConfig) -> lis
         }
         for k in range(1, n + 1)
     ]
+    if final_units < units and layer_style(find_layer_list(model)[1][0]) == "llama":
+        _loadable_group_schedule(model, targets, config.prune_heads_fraction)
+    return targets
+
+
+def _loadable_group_schedule(model: nn.Module, targets: list[dict], fraction: float) -> None:
+    """Move each step's KV-group count to the nearest one the installed transformers loads back (transformers 5's
+    Llama config wants the hidden size a multiple of the query heads); a final count it can't load is an error
+    that lists the fractions it can."""
+    final = targets[-1]
+    allowed = loadable_group_counts(model, final["hidden_size"])
+    q_heads, kv_heads, head_dim = head_layout(find_layer_list(model)[1][0])
+    if final["attention_units"] not in allowed:
+        group = q_heads // kv_heads
+        reason = config_reload_error(model.config, head_dim=head_dim, num_key_value_heads=final["attention_units"],
+                                     num_attention_heads=final["attention_units"] * group,
+                                     hidden_size=final["hidden_size"])  # fmt: skip
+        fractions = [f"{(kv_heads - kv) / kv_heads:g}" for kv in reversed(allowed) if kv < kv_heads]
+        raise HfCompressError(
+            f"prune_heads_fraction={fraction} leaves {final['attention_units']} of {kv_heads} KV groups, which this "
+            f"transformers can't load back ({reason}); fractions it can: {', '.join(fractions) or 'none'}"
+        )
+    previous = kv_heads
+    for target in targets[:-1]:  # the nearest loadable count between the final one and the last step's
+        lowest, wanted = final["attention_units"], target["attention_units"]
+        counts = [kv for kv in loadable_group_counts(model, target["hidden_size"]) if lowest <= kv <= previous]
+        if counts:
+            target["attention_units"] = previous = min(counts, key=lambda kv: (abs(kv - wanted), -kv))
+        else:
+            target["attention_units"] = previous
 
 
 def _same_on_all_ranks(value):

@@ -167,10 +167,8 @@ def _prune_bert_heads(model, layers, remove: dict[int, list[int]]) -> None:
     model.prune_heads(original)
 
 
-def check_config_reloads(config, what: str, **changes) -> None:
-    """Refuse, before any weight changes, a pruning whose config transformers would not load back: Phi-3's
-    longrope check derives the rope size from ``hidden_size / num_attention_heads`` (not ``head_dim``), so a
-    Phi-3.5-mini or Phi-4-mini with fewer heads or a narrower hidden size can't be saved as one."""
+def config_reload_error(config, **changes) -> str | None:
+    """Why transformers would not load ``config`` back with ``changes`` applied, or None if it would."""
     import copy
 
     trial = copy.deepcopy(config)
@@ -179,11 +177,37 @@ def check_config_reloads(config, what: str, **changes) -> None:
     try:
         type(config).from_dict(trial.to_dict())
     except Exception as err:  # ValueError (4.57) or a strict-dataclass validation error (5.x)
-        reason = str(err).strip().splitlines()[-1].strip()
+        return str(err).strip().splitlines()[-1].strip()
+    return None
+
+
+def check_config_reloads(config, what: str, **changes) -> None:
+    """Refuse, before any weight changes, a pruning whose config transformers would not load back: Phi-3's
+    longrope check derives the rope size from ``hidden_size / num_attention_heads`` (not ``head_dim``), so a
+    Phi-3.5-mini or Phi-4-mini with fewer heads or a narrower hidden size can't be saved as one; transformers 5's
+    Llama config wants ``hidden_size`` a multiple of ``num_attention_heads`` even with an explicit ``head_dim``."""
+    reason = config_reload_error(config, **changes)
+    if reason is not None:
         raise HfCompressError(
             f"can't prune {what} of this {config.model_type} model: transformers would not load its config back "
             f"({reason}); prune FFN neurons or layers instead"
-        ) from None
+        )
+
+
+def loadable_group_counts(model: nn.Module, hidden_size: int | None = None) -> list[int]:
+    """The KV-group counts a Llama-style model can be pruned to and still load back in the installed
+    transformers (at ``hidden_size``, default its own): every count under 4.57; under 5, those whose query heads
+    divide the hidden size (Llama 3 8B: 1, 2, 4 or 8 of its 8 groups)."""
+    _, layers = find_layer_list(model)
+    q_heads, kv_heads, head_dim = head_layout(layers[0])
+    group = q_heads // kv_heads
+    hidden = model.config.hidden_size if hidden_size is None else hidden_size
+    return [
+        kv
+        for kv in range(1, kv_heads + 1)
+        if config_reload_error(model.config, head_dim=head_dim, num_key_value_heads=kv,
+                               num_attention_heads=kv * group, hidden_size=hidden) is None  # fmt: skip
+    ]
 
 
 def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
