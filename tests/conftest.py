@@ -252,18 +252,35 @@ FAMILY_CONFIGS = {
     "gemma3_text": {"head_dim": 8, "final_logit_softcapping": 0.05, "query_pre_attn_scalar": 8},
     "phi3": {},  # fused qkv_proj and gate_up_proj
     "granite": {"logits_scaling": 4.0, "embedding_multiplier": 2.0, "residual_multiplier": 0.5},
+    # the released models' own quirks, at tiny sizes (a "model_type" key: a shape of that family)
+    "llama-3.1": {"model_type": "llama", "tie_word_embeddings": False, "rope_theta": 500000.0, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64}},  # fmt: skip
+    "qwen2.5": {"model_type": "qwen2", "rope_theta": 1000000.0, "tie_word_embeddings": True},  # q/k/v biases
+    "gemma-2": {"model_type": "gemma2", "head_dim": 8, "query_pre_attn_scalar": 8, "final_logit_softcapping": 30.0,
+                "attn_logit_softcapping": 50.0, "sliding_window": 6},  # fmt: skip
+    "gemma-3": {"model_type": "gemma3_text", "head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 6,
+                "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear",
+                "factor": 8.0}, "layer_types": ["sliding_attention", "sliding_attention", "full_attention"] * 2},  # fmt: skip
+    "phi-3.5": {"model_type": "phi3", "original_max_position_embeddings": 64, "rope_scaling": {"type": "longrope",
+                "short_factor": [1.0, 1.125, 1.25, 1.375], "long_factor": [2.0, 3.0, 4.0, 5.0]}},  # fmt: skip
 }
 
 
 def make_decoder(family, vocab_size=320, num_layers=4, hidden=32, heads=4, kv_heads=2, intermediate=64, seed=0):
-    """A tiny random causal LM of ``family`` (a key of FAMILY_CONFIGS) in fp32, eval mode."""
+    """A tiny random causal LM of ``family`` (a key of FAMILY_CONFIGS: a model type, or a released model's shape
+    of one) in fp32, eval mode."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    extra = dict(FAMILY_CONFIGS[family])
+    model_type = extra.pop("model_type", family)
+    if isinstance(extra.get("layer_types"), list):  # the family's pattern, cut to this depth
+        extra["layer_types"] = extra["layer_types"][:num_layers]
     config = AutoConfig.for_model(
-        family, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+        model_type, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
         num_hidden_layers=num_layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-        max_position_embeddings=256, pad_token_id=4, bos_token_id=3, eos_token_id=2, **FAMILY_CONFIGS[family],
+        max_position_embeddings=256, pad_token_id=4, bos_token_id=3, eos_token_id=2, **extra,
     )  # fmt: skip
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()

@@ -22,8 +22,9 @@ FAMILY_NAMES = sorted(FAMILY_CONFIGS)
 
 
 def test_every_family_in_the_table_has_a_tiny_config_here():
-    assert set(FAMILY_CONFIGS) <= set(FAMILIES)
-    assert set(FAMILIES) - set(FAMILY_CONFIGS) == {"gemma"}  # Gemma 1 is Gemma2's shape without the softcap
+    types = {config.get("model_type", name) for name, config in FAMILY_CONFIGS.items()}
+    assert types <= set(FAMILIES)
+    assert set(FAMILIES) - types == {"gemma"}  # Gemma 1 is Gemma2's shape without the softcap
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +123,24 @@ def test_depth_width_and_hidden_pruning_reload_with_plain_from_pretrained(tmp_pa
         prune_layers=1, prune_heads_fraction=0.5, prune_ffn_fraction=0.25, prune_hidden_fraction=0.25,
         importance="activation",
     )  # fmt: skip
+    longrope = family == "phi-3.5"  # its rope factors are sized from hidden_size / num_attention_heads
+    if longrope:
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(HfCompressError, match="of this phi3 model, which this transformers can't load back"):
+            structured_targets(model, config)
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+        config = StructuredPruningConfig(prune_layers=1, prune_ffn_fraction=0.25, importance="activation")
     (target,) = structured_targets(model, config)
     pruned, removed = structured_prune(model, target, config, batches)
     c = pruned.config
-    assert (c.num_hidden_layers, c.num_key_value_heads, c.num_attention_heads) == (3, 1, 2)
-    assert (c.intermediate_size, c.hidden_size, c.head_dim) == (48, 24, 8)
-    assert len(removed["layers"]) == 1 and removed["hidden_channels"] == 8
-    assert all(norm.weight.shape == (24,) for norm in hidden_norms(pruned))
+    kept = (3, 2, 4, 48, 32, 8) if longrope else (3, 1, 2, 48, 24, 8)
+    assert (c.num_hidden_layers, c.num_key_value_heads, c.num_attention_heads) == kept[:3]
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads  # Phi-3 unpruned: not set
+    assert (c.intermediate_size, c.hidden_size, head_dim) == kept[3:]
+    assert len(removed["layers"]) == 1 and removed.get("hidden_channels", 0) == 32 - kept[4]
+    assert all(norm.weight.shape == (kept[4],) for norm in hidden_norms(pruned))
+    if getattr(c, "layer_types", None) is not None:  # the pattern follows the layers kept
+        assert c.layer_types == [model.config.layer_types[i] for i in range(4) if i not in removed["layers"]]
     pruned.save_pretrained(tmp_path / "pruned")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
     assert type(again) is type(pruned)

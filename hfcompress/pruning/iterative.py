@@ -115,9 +115,10 @@ def _loadable_group_schedule(model: nn.Module, targets: list[dict], fraction: fl
                                      num_attention_heads=final["attention_units"] * group,
                                      hidden_size=final["hidden_size"])  # fmt: skip
         fractions = [f"{(kv_heads - kv) / kv_heads:g}" for kv in reversed(allowed) if kv < kv_heads]
+        instead = f"fractions it can: {', '.join(fractions)}" if fractions else "prune FFN neurons or layers instead"
         raise HfCompressError(
-            f"prune_heads_fraction={fraction} leaves {final['attention_units']} of {kv_heads} KV groups, which this "
-            f"transformers can't load back ({reason}); fractions it can: {', '.join(fractions) or 'none'}"
+            f"prune_heads_fraction={fraction} leaves {final['attention_units']} of {kv_heads} KV groups of this "
+            f"{model.config.model_type} model, which this transformers can't load back ({reason}); {instead}"
         )
     previous = kv_heads
     for target in targets[:-1]:  # the nearest loadable count between the final one and the last step's
