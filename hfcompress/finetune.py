@@ -276,8 +276,8 @@ def ensure_finetuned_teacher(
     record_path = teacher_dir / TEACHER_RECORD
     if record_path.exists() and json.loads(record_path.read_text()) == record:
         logger.info("Reusing the teacher fine-tuned earlier in %s", teacher_dir)
-        reloaded = type(teacher).from_pretrained(
-            teacher_dir, attn_implementation=teacher.config._attn_implementation
+        reloaded = type(teacher).from_pretrained(  # in the dtype the teacher was given in (bf16 stays bf16)
+            teacher_dir, attn_implementation=teacher.config._attn_implementation, dtype=teacher.dtype
         )
         return reloaded, teacher_dir
     logger.info("Fine-tuning the teacher on the task (%s epochs)", record.get("epochs"))

@@ -331,3 +331,33 @@ def test_kv_group_pruning_plans_counts_the_installed_transformers_loads_back(tmp
     else:
         assert structured_targets(make_llama(num_layers=2, hidden=40, heads=5, kv_heads=5), unloadable)[0][
             "attention_units"] == 3  # fmt: skip
+
+
+def test_a_cached_adapted_teacher_reloads_in_the_dtype_it_was_given_in(tmp_path):
+    """The second run of a recipe reuses the adapted teacher saved by the first: it came back in fp32 when the
+    teacher had been loaded in bf16 (twice the memory, and compared against bf16 students)."""
+    import datasets
+    from transformers import TrainingArguments
+
+    from hfcompress.finetune import ensure_finetuned_teacher
+
+    tokenizer = make_bpe_tokenizer(tmp_path / "tok")
+    ids = torch.arange(20, 44).reshape(2, 12).tolist()
+    rows = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * 12] * 2, "labels": ids})
+    args = TrainingArguments(output_dir=str(tmp_path / "ckpt"), max_steps=1, per_device_train_batch_size=2,
+                             report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)  # fmt: skip
+    record = {"base": "tiny", "seed": 0}
+    runs = []
+    for _ in range(2):
+        teacher = make_decoder("llama", num_layers=2).to(torch.bfloat16)
+        model, folder = ensure_finetuned_teacher(teacher, False, "always", tokenizer, {"train": rows, "validation": rows},
+                                                 args, tmp_path / "teacher", record, task_type="causal_lm")  # fmt: skip
+        runs.append(model.eval())
+    assert [m.dtype for m in runs] == [torch.bfloat16, torch.bfloat16]
+    assert runs[0] is not runs[1]  # the second run reloaded the first's folder
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()  # as a user would load it
+    batch = torch.tensor(ids)
+    torch.testing.assert_close(runs[1](batch).logits, plain(batch).logits, rtol=0, atol=0)
+    torch.testing.assert_close(runs[1](batch).logits, runs[0](batch).logits, rtol=0, atol=4e-3)  # .to(): bf16 rope
