@@ -132,7 +132,10 @@ def test_top_k_cache_with_the_whole_vocabulary_trains_as_the_live_teacher(tmp_pa
     for (name, a), b in zip(live.model.named_parameters(), cached.model.parameters()):
         assert (a - b).abs().max() < 1e-5, name
     cache = load_file(tmp_path / "cache" / "out" / "teacher_topk.safetensors")
-    assert causal.topk_bytes_per_token(cache) == 320 * 8
+    rows = cached.train_dataset
+    targets = sum(sum(label != -100 for label in labels[1:]) for labels in rows["labels"])
+    assert cache["indices"].shape == (targets, 320)  # trained positions only: no padding, no prompts
+    assert causal.topk_bytes_per_token(cache) == (targets * 320 * 8 + 8 * (len(rows) + 1)) / targets
 
 
 def test_stale_top_k_cache_is_refused_and_kept(tmp_path):

@@ -361,3 +361,36 @@ def test_a_cached_adapted_teacher_reloads_in_the_dtype_it_was_given_in(tmp_path)
     batch = torch.tensor(ids)
     torch.testing.assert_close(runs[1](batch).logits, plain(batch).logits, rtol=0, atol=0)
     torch.testing.assert_close(runs[1](batch).logits, runs[0](batch).logits, rtol=0, atol=4e-3)  # .to(): bf16 rope
+
+
+def test_the_top_k_cache_holds_trained_positions_only_and_trains_as_the_live_teacher(tmp_path):
+    """The cache was (rows, longest row, k): one 2,048-token chat row made every 300-token row cost 2,048
+    positions, prompts included. Now one entry per position whose next label counts."""
+    import datasets
+
+    from hfcompress import DistillationConfig, DistillationTrainer
+    from hfcompress.data import EXAMPLE_INDEX, DistillationDataCollator
+
+    tokenizer = make_bpe_tokenizer(tmp_path / "tok")
+    ids = [list(range(20, 44)), list(range(50, 58)), list(range(60, 76))]
+    labels = [list(ids[0]), [-100] * 5 + ids[1][5:], [-100] * 10 + ids[2][10:]]  # a text row, two chat rows
+    rows = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(r) for r in ids],
+                                       "labels": labels})  # fmt: skip
+
+    def trainer(name, **kwargs):
+        args = DistillationConfig(output_dir=str(tmp_path / name), report_to=[], use_cpu=True, alpha=0.5,
+                                  temperature=2.0, lm_chunk_size=0, **kwargs)  # fmt: skip
+        return DistillationTrainer(model=make_decoder("llama", num_layers=2, seed=1), teacher_model=make_decoder(
+            "llama", num_layers=2, seed=0), args=args, train_dataset=rows, processing_class=tokenizer)  # fmt: skip
+
+    cached = trainer("cache", cache_teacher_logits=True, teacher_topk=320)
+    cache = cached.teacher_logits
+    assert cache["indices"].shape == (23 + 3 + 6, 320) and cache["offsets"].tolist() == [0, 23, 26, 32]
+    live = trainer("live")
+    order = [2, 0, 1]
+    batch = DistillationDataCollator(tokenizer)([{**rows[i], EXAMPLE_INDEX: i} for i in order])
+    losses = []
+    for t, b in ((live, {k: v for k, v in batch.items() if k != EXAMPLE_INDEX}), (cached, batch)):
+        t.model.train()
+        losses.append(float(t.compute_loss(t.model, b)))
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)

@@ -66,7 +66,8 @@ def dataset_fingerprint(dataset) -> str:
 
 @torch.no_grad()
 def teacher_logits_in_order(teacher_forward, dataset, collator, batch_size: int):
-    """The teacher's logits batch by batch, over ``dataset`` in order (consume it to the end).
+    """The teacher's logits batch by batch, with the batch they came from, over ``dataset`` in order (consume it
+    to the end).
 
     The random state is left as found (a DataLoader draws a seed), so a run with a cache trains exactly as
     one with the live teacher.
@@ -75,13 +76,13 @@ def teacher_logits_in_order(teacher_forward, dataset, collator, batch_size: int)
     with torch.random.fork_rng(devices=devices):
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collator)
         for batch in loader:
-            yield teacher_forward(batch, need_internals=False).logits
+            yield batch, teacher_forward(batch, need_internals=False).logits
 
 
 def compute_teacher_logits(teacher_forward, dataset, collator, batch_size: int) -> torch.Tensor:
     """Teacher logits for every example of ``dataset`` in order, as a float32 CPU tensor ``(N, ...)``."""
     batches = teacher_logits_in_order(teacher_forward, dataset, collator, batch_size)
-    return torch.cat([logits.float().cpu() for logits in batches])
+    return torch.cat([logits.float().cpu() for _, logits in batches])
 
 
 def keyed_cache_path(path: str | os.PathLike, key: dict[str, str], stem: str) -> Path:

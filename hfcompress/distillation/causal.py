@@ -195,25 +195,39 @@ def target_count(labels: torch.Tensor) -> int:
 def compute_teacher_topk(
     teacher_forward, dataset, collator, batch_size: int, k: int, temperature: float, vocab_size: int
 ) -> dict[str, torch.Tensor]:
-    """The teacher's top-k log-probabilities (at ``temperature``) and their token ids for every position of
-    every example, ``(N, L, k)``, plus the tail bucket when k is less than the vocabulary. Examples shorter
-    than the longest are padded (those positions are never read: their labels are -100)."""
-    length = max(len(ids) for ids in dataset["input_ids"])
-    indices, log_probs = [], []
-    for logits in teacher_logits_in_order(teacher_forward, dataset, collator, batch_size):
-        log_softmax = F.log_softmax(logits[..., :vocab_size].float() / temperature, dim=-1)
+    """The teacher's top-k log-probabilities (at ``temperature``) and their token ids, plus the tail bucket when k
+    is less than the vocabulary, at the positions that are trained on only (those whose next label counts), row
+    after row: ``indices (T, k)``, ``log_probs (T, k or k + 1)``, and ``offsets (N + 1,)``, where row i's
+    positions are ``offsets[i]:offsets[i + 1]``. Nothing is stored for padding or for a chat row's prompt."""
+    indices, log_probs, counts = [], [], []
+    for batch, logits in teacher_logits_in_order(teacher_forward, dataset, collator, batch_size):
+        mask, _ = next_token_positions(batch["labels"].to(logits.device))
+        log_softmax = F.log_softmax(logits[:, :-1][mask][..., :vocab_size].float() / temperature, dim=-1)
         values, ids = log_softmax.topk(min(k, vocab_size), dim=-1)
-        pad = length - ids.shape[1]
-        indices.append(F.pad(ids, (0, 0, 0, pad)).to(torch.int32).cpu())
-        log_probs.append(F.pad(losses.with_tail(values, vocab_size), (0, 0, 0, pad)).cpu())
-    return {"indices": torch.cat(indices), "log_probs": torch.cat(log_probs)}
+        indices.append(ids.to(torch.int32).cpu())
+        log_probs.append(losses.with_tail(values, vocab_size).cpu())
+        counts.append(mask.sum(1).cpu())
+    offsets = F.pad(torch.cat(counts).cumsum(0), (1, 0))
+    return {"indices": torch.cat(indices), "log_probs": torch.cat(log_probs), "offsets": offsets}
+
+
+def cached_topk_rows(cache: dict[str, torch.Tensor], rows: torch.Tensor, expected: int) -> dict[str, torch.Tensor]:
+    """The cached positions of dataset rows ``rows``, in batch order: what ``next_token_positions``' mask picks
+    from those rows' logits, as ``topk_indices`` and ``topk_log_probs``."""
+    offsets = cache["offsets"]
+    picks = torch.cat([torch.arange(int(offsets[i]), int(offsets[i + 1])) for i in rows.tolist()])
+    if len(picks) != expected:
+        raise HfCompressError(
+            f"the teacher cache holds {len(picks)} trained positions for these rows, the batch has {expected}: "
+            "the cache was made from other labels; delete it to rebuild"
+        )
+    return {"topk_indices": cache["indices"][picks], "topk_log_probs": cache["log_probs"][picks]}
 
 
 def topk_bytes_per_token(cache: dict[str, torch.Tensor]) -> float:
-    """Bytes of cache per training position."""
-    positions = cache["indices"].shape[0] * cache["indices"].shape[1]
+    """Bytes of cache per trained position (the row offsets included)."""
     total = sum(t.numel() * t.element_size() for t in cache.values())
-    return total / max(positions, 1)
+    return total / max(cache["indices"].shape[0], 1)
 
 
 def prompt_lengths(labels: torch.Tensor, attention_mask: torch.Tensor | None, prompt_tokens: int) -> torch.Tensor:

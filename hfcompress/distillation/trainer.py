@@ -298,7 +298,7 @@ class DistillationTrainer(Trainer):
         if self._teacher_vocabulary:  # two tokenizers: logits of the teacher's own tokenization
             key["teacher_tokenizer"] = self._teacher_vocabulary
         if self.causal:
-            key.update(topk=str(self.args.teacher_topk), temperature=str(self.args.temperature))
+            key.update(topk=str(self.args.teacher_topk), temperature=str(self.args.temperature), layout="targets")
         path = keyed_cache_path(
             self.args.teacher_cache_path or os.path.join(self.args.output_dir, f"{stem}.safetensors"), key, stem
         )
@@ -447,10 +447,8 @@ class DistillationTrainer(Trainer):
         mask, targets = causal.next_token_positions(inputs["labels"])
         teacher = {}
         if self.teacher_logits is not None and indices is not None:
-            length = mask.shape[1]
-            for name, key in (("topk_indices", "indices"), ("topk_log_probs", "log_probs")):
-                rows = self.teacher_logits[key][indices.cpu(), :length]
-                teacher[name] = rows.to(mask.device)[mask]
+            rows = causal.cached_topk_rows(self.teacher_logits, indices.cpu(), int(mask.sum()))
+            teacher = {name: value.to(mask.device) for name, value in rows.items()}
         if args.lm_chunk_size > 0:
             hidden = causal.final_hidden_states(model, model_inputs)[:, :-1][mask]
             if not teacher:
