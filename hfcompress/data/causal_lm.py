@@ -30,17 +30,6 @@ def load_lm_texts(name_or_path: str, text_column: str = "text") -> datasets.Data
     return raw.rename_column(text_column, "text") if text_column != "text" else raw
 
 
-def bos_prefix(tokenizer) -> list[int]:
-    """``[BOS]`` when the tokenizer starts plain text with its BOS token (Llama, Mistral, Gemma, Phi-3), else
-    ``[]`` (Qwen, SmolLM2): documents in training blocks and texts scored for perplexity start with it, as the
-    model saw text in pre-training and as lm-evaluation-harness scores it (Gemma is poor without its BOS)."""
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None:
-        return []
-    ids = tokenizer("a")["input_ids"]
-    return [bos] if ids and ids[0] == bos else []
-
-
 def ensure_pad_token(tokenizer):
     """Give a tokenizer without a pad token (Llama 3, Mistral) its EOS token as pad, logged once; padding
     never counts in a loss (labels are -100 there; real EOS tokens keep their labels)."""

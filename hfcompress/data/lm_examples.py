@@ -31,6 +31,17 @@ IGNORE = -100
 LM_FORMATS = ("auto", "text", "messages", "prompt_completion")
 
 
+def bos_prefix(tokenizer) -> list[int]:
+    """``[BOS]`` when the tokenizer starts plain text with its BOS token (Llama, Mistral, Gemma, Phi-3), else
+    ``[]`` (Qwen, SmolLM2): documents in training blocks and texts scored for perplexity start with it, as the
+    model saw text in pre-training and as lm-evaluation-harness scores it (Gemma is poor without its BOS)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    ids = tokenizer("a")["input_ids"]
+    return [bos] if ids and ids[0] == bos else []
+
+
 def detect_format(
     columns: list[str], data_format: str, text_column: str, messages_column: str, prompt_column: str,
     completion_column: str, where: str,
@@ -128,8 +139,6 @@ def assistant_spans(tokenizer, messages: list[dict], full: str, turns: list[int]
 def text_example(tokenizer, text: str) -> dict:
     """One document's tokens, after BOS where the tokenizer starts text with one (``bos_prefix``) and followed
     by EOS; every token is a label."""
-    from .causal_lm import bos_prefix
-
     ids = bos_prefix(tokenizer) + tokenizer(text, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         ids = ids + [tokenizer.eos_token_id]

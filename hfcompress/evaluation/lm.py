@@ -41,7 +41,7 @@ def encode_text(tokenizer, text: str, max_tokens: int | None = None) -> tuple[to
     tokens, ``max_tokens`` in all; the UTF-8 bytes each token accounts for: the text from the end of the token
     before it to its own end, 0 for the BOS. The first text token's bytes count only after a BOS, since
     otherwise no window predicts it)."""
-    from ..data.causal_lm import bos_prefix
+    from ..data.lm_examples import bos_prefix
 
     prefix = bos_prefix(tokenizer)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
