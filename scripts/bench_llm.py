@@ -24,16 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_setup import machine  # noqa: E402
+from bench_setup import LM_TEACHER as TEACHER  # noqa: E402
+from bench_setup import machine, results_dir  # noqa: E402
 
 from hfcompress.assets import resolve_model  # noqa: E402
 from hfcompress.evaluation import write_report  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(
-    os.environ.get("HFC_BENCH_RESULTS", ROOT / "scripts" / "results" / "llm")
-)  # smoke runs elsewhere
-TEACHER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+RESULTS = results_dir("llm")
 
 
 # -- 5. peak memory of one training step --------------------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_setup import machine  # noqa: E402
+from bench_setup import LM_TEACHER, machine, results_dir  # noqa: E402
 
 from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher  # noqa: E402
 from hfcompress.data import task_collator  # noqa: E402
@@ -44,9 +43,8 @@ from hfcompress.pruning import StructuredPruningConfig  # noqa: E402
 from hfcompress.pruning.iterative import calibration_batches, structured_prune, structured_targets  # noqa: E402
 from hfcompress.runtime import configure_cpu_threads  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(os.environ.get("HFC_BENCH_RESULTS", ROOT / "scripts" / "results" / "llm_chat"))
-TEACHER = "HuggingFaceTB/SmolLM2-135M-Instruct"
+RESULTS = results_dir("llm_chat")
+TEACHER = LM_TEACHER
 COLUMNS = {"text": "text", "messages": "messages", "prompt": "prompt", "completion": "completion"}
 BLOCK = 512  # every austen_chat row fits (median 149 tokens with SmolLM2's template)
 BATCH, LR = 4, 1e-4

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 import torch
-from bench_llm import RESULTS, TEACHER
-from bench_setup import machine
+from bench_setup import LM_TEACHER as TEACHER
+from bench_setup import machine, results_dir
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,6 +43,8 @@ from hfcompress.modeling import count_parameters
 from hfcompress.pruning import StructuredPruningConfig
 from hfcompress.pruning.iterative import calibration_batches, structured_prune, structured_targets
 from hfcompress.training_args import stage_args
+
+RESULTS = results_dir("llm")  # scripts/bench_llm.py's
 
 WORK = RESULTS / "work"
 BLOCK, BATCH, LR, WINDOW, STRIDE = 256, 4, 2e-4, 256, 128

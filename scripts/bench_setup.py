@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from hfcompress.parser import parse_config
 from hfcompress.runtime import configure_cpu_threads, physical_cores
 
 ROOT = Path(__file__).resolve().parents[1]
+LM_TEACHER = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the causal LM benchmarks' teacher (an offline asset)
+
+
+def results_dir(name: str) -> Path:
+    """Where a benchmark writes its JSON and markdown: scripts/results/<name>, or $HFC_BENCH_RESULTS (smoke runs)."""
+    return Path(os.environ.get("HFC_BENCH_RESULTS", ROOT / "scripts" / "results" / name))
 
 
 def recipe_config_types(recipe: str) -> tuple:
