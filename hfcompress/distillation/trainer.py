@@ -421,7 +421,7 @@ class DistillationTrainer(Trainer):
         would give, not a mean of micro-batch means (in chat data a micro-batch of 5 answer tokens weighed as much
         as one of 500). The Trainer does not divide it by the accumulation steps (``model_accepts_loss_kwargs``);
         without a count it does, and the micro-batch mean is returned as is."""
-        if num_items_in_batch is None or not self.model_accepts_loss_kwargs:
+        if num_items_in_batch is None:
             return 1.0
         weight = count / max(float(num_items_in_batch), 1.0)
         if self.args.average_tokens_across_devices:  # the count covers every process; DDP averages gradients

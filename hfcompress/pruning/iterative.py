@@ -20,8 +20,7 @@ from .config import StructuredPruningConfig
 from .importance import activation_importance, block_influence, gradient_importance, magnitude_importance
 from .structured import (
     bert_head_pruning_supported,
-    config_reload_error,
-    loadable_group_counts,
+    group_count_reload_errors,
     prune_attention_heads,
     prune_ffn_neurons,
     prune_hidden_channels,
@@ -107,23 +106,22 @@ def _loadable_group_schedule(model: nn.Module, targets: list[dict], fraction: fl
     Llama config wants the hidden size a multiple of the query heads); a final count it can't load is an error
     that lists the fractions it can."""
     final = targets[-1]
-    allowed = loadable_group_counts(model, final["hidden_size"])
-    q_heads, kv_heads, head_dim = head_layout(find_layer_list(model)[1][0])
-    if final["attention_units"] not in allowed:
-        group = q_heads // kv_heads
-        reason = config_reload_error(model.config, head_dim=head_dim, num_key_value_heads=final["attention_units"],
-                                     num_attention_heads=final["attention_units"] * group,
-                                     hidden_size=final["hidden_size"])  # fmt: skip
-        fractions = [f"{(kv_heads - kv) / kv_heads:g}" for kv in reversed(allowed) if kv < kv_heads]
+    errors = group_count_reload_errors(model, final["hidden_size"])
+    kv_heads = max(errors)
+    if errors[final["attention_units"]] is not None:
+        fractions = [f"{(kv_heads - kv) / kv_heads:g}" for kv in sorted(errors, reverse=True)
+                     if errors[kv] is None and kv < kv_heads]  # fmt: skip
         instead = f"fractions it can: {', '.join(fractions)}" if fractions else "prune FFN neurons or layers instead"
         raise HfCompressError(
             f"prune_heads_fraction={fraction} leaves {final['attention_units']} of {kv_heads} KV groups of this "
-            f"{model.config.model_type} model, which this transformers can't load back ({reason}); {instead}"
+            f"{model.config.model_type} model, which this transformers can't load back "
+            f"({errors[final['attention_units']]}); {instead}"
         )
     previous = kv_heads
     for target in targets[:-1]:  # the nearest loadable count between the final one and the last step's
         lowest, wanted = final["attention_units"], target["attention_units"]
-        counts = [kv for kv in loadable_group_counts(model, target["hidden_size"]) if lowest <= kv <= previous]
+        loadable = group_count_reload_errors(model, target["hidden_size"])
+        counts = [kv for kv, error in loadable.items() if error is None and lowest <= kv <= previous]
         if counts:
             target["attention_units"] = previous = min(counts, key=lambda kv: (abs(kv - wanted), -kv))
         else:

@@ -194,20 +194,19 @@ def check_config_reloads(config, what: str, **changes) -> None:
         )
 
 
-def loadable_group_counts(model: nn.Module, hidden_size: int | None = None) -> list[int]:
-    """The KV-group counts a Llama-style model can be pruned to and still load back in the installed
-    transformers (at ``hidden_size``, default its own): every count under 4.57; under 5, those whose query heads
-    divide the hidden size (Llama 3 8B: 1, 2, 4 or 8 of its 8 groups)."""
+def group_count_reload_errors(model: nn.Module, hidden_size: int | None = None) -> dict[int, str | None]:
+    """For each KV-group count a Llama-style model could be pruned to, why the installed transformers would not
+    load it back at ``hidden_size`` (default its own), or None where it would: every count loads under 4.57; under
+    5, those whose query heads divide the hidden size (Llama 3 8B: 1, 2, 4 or 8 of its 8 groups)."""
     _, layers = find_layer_list(model)
     q_heads, kv_heads, head_dim = head_layout(layers[0])
     group = q_heads // kv_heads
     hidden = model.config.hidden_size if hidden_size is None else hidden_size
-    return [
-        kv
+    return {
+        kv: config_reload_error(model.config, head_dim=head_dim, num_key_value_heads=kv,
+                                num_attention_heads=kv * group, hidden_size=hidden)  # fmt: skip
         for kv in range(1, kv_heads + 1)
-        if config_reload_error(model.config, head_dim=head_dim, num_key_value_heads=kv,
-                               num_attention_heads=kv * group, hidden_size=hidden) is None  # fmt: skip
-    ]
+    }
 
 
 def _prune_llama_groups(model, layers, remove: dict[int, list[int]]) -> None:
