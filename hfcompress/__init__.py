@@ -5,7 +5,7 @@ The public API is flat: ``from hfcompress import DistillationConfig, Distillatio
 
 from .distillation import DistillationConfig, DistillationTrainer, create_student_from_teacher
 from .errors import HfCompressError
-from .finetune import FinetuneConfig, finetune
+from .finetuning import FinetuneConfig, finetune
 from .modeling import count_parameters
 from .pipeline import run_pipeline
 from .pruning import (

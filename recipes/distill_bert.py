@@ -28,7 +28,7 @@ from hfcompress.data import (
 from hfcompress.data.unlabelled import add_unlabelled, load_unlabelled_texts
 from hfcompress.distillation import check_shared_vocabulary, resolve_layer_maps
 from hfcompress.evaluation import classification_metrics, compare_models, markdown_table, report_columns
-from hfcompress.finetune import finetuned_teacher
+from hfcompress.finetuning import finetuned_teacher
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import load_classifier, load_tokenizer, select_layers
 from hfcompress.recipe import finish_recipe, report_header, run_recipe, start_recipe

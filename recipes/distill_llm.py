@@ -33,7 +33,7 @@ from hfcompress.distillation.causal import common_vocab_size
 from hfcompress.distillation.sequence import teacher_answers
 from hfcompress.evaluation import markdown_table
 from hfcompress.evaluation.lm import compare_language_models
-from hfcompress.finetune import adapted_causal_teacher
+from hfcompress.finetuning import adapted_causal_teacher
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import load_causal_lm, load_tokenizer, saved_tokenizer
 from hfcompress.pruning import StructuredPruningConfig

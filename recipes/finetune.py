@@ -11,7 +11,7 @@ names (id2label/label2id). With early_stopping_patience the run stops when the v
 improving and keeps the best checkpoint. LoRA/QLoRA adapters are saved in <output_dir>/adapter and merged
 (merge_and_unload, onto a full-precision base) into <output_dir>/model, a plain model any compression recipe
 can start from. Writes <output_dir>/report.json and report.md. Bad input stops the run before anything is
-written. The compression recipes' teacher stage runs the same ``hfcompress.finetune.finetune``.
+written. The compression recipes' teacher stage runs the same ``hfcompress.finetuning.finetune``.
 """
 
 import dataclasses
@@ -34,7 +34,7 @@ from hfcompress.data import (
     tokenize_token_dataset,
 )
 from hfcompress.evaluation import compare_models, markdown_table, task_metrics
-from hfcompress.finetune import check_early_stopping, finetune, load_qlora_base, save_finetuned
+from hfcompress.finetuning import check_early_stopping, finetune, load_qlora_base, save_finetuned
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import load_classifier, load_tokenizer
 from hfcompress.recipe import finish_recipe, report_header, run_recipe, start_recipe

@@ -29,7 +29,7 @@ from hfcompress.data import (
 )
 from hfcompress.distillation import resolve_layer_maps
 from hfcompress.evaluation import classification_metrics, compare_models, markdown_table, report_columns
-from hfcompress.finetune import finetuned_teacher
+from hfcompress.finetuning import finetuned_teacher
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import count_parameters, load_classifier, load_tokenizer
 from hfcompress.pruning import prunable_linears, prune_and_recover, structure, structured_targets

@@ -24,7 +24,7 @@ from hfcompress.configs import DataArguments, QuantizeRecipeArguments, parse_int
 from hfcompress.data import limit_samples, load_text_classification, tokenize_dataset
 from hfcompress.evaluation import classification_metrics, markdown_table
 from hfcompress.evaluation.plots import plot_tradeoffs
-from hfcompress.finetune import finetuned_teacher
+from hfcompress.finetuning import finetuned_teacher
 from hfcompress.hub import CompressionInfo
 from hfcompress.modeling import load_classifier, load_tokenizer
 from hfcompress.quantization import QuantizationConfig, QuantizationOptions, measure_artifacts

@@ -27,10 +27,9 @@ import sys
 from pathlib import Path
 
 import yaml
-from bench_setup import ROOT, machine
+from harness import ROOT, fmt, machine, table, write_benchmark
 
-from hfcompress.evaluation import markdown_table, write_report
-from hfcompress.finetune import TEACHER_RECORD
+from hfcompress.finetuning import TEACHER_RECORD
 from hfcompress.pipeline import run_pipeline
 from hfcompress.recipe import setup_logging_and_threads
 
@@ -219,22 +218,89 @@ def main() -> None:
         "summary": summaries,
         "runs": runs_by_route,
     }
-    write_report(out, "compress_benchmark", result, render(result))
+    write_benchmark(out, "compress_benchmark", result, render)
     print(render(result))
 
 
-def render(result: dict) -> str:
-    lines = ["# compress pipeline benchmark", "", f"`{result['command']}`", ""]
-    for s in result["summary"]:
-        verdict = "met" if s["met"] else "not met"
-        lines += [f"## {s['route'].upper()}: {s['target']}: **{verdict}**", "",
-                  f"Rule (validation): {s['rule']}. Chosen: {s['chosen']}.", "",
-                  markdown_table(s["variants"], [("variant", "variant"), ("kept_validation", "kept (val)"),
-                                 ("kept_test", "kept (test)"), ("test_accuracy", "test acc"),
-                                 ("speedup_b32", "speed-up b32"), ("speedup_b1", "speed-up b1"),
-                                 ("size_ratio", "x smaller"), ("size_mb", "MB"), ("kept_test_per_seed", "kept per seed"),
-                                 ("speedup_b32_per_seed", "b32 per seed")]), ""]  # fmt: skip
-    return "\n".join(lines)
+def render(data: dict) -> str:
+    """Per route: the verdict, the rule and the variants' medians; then every artifact of every run."""
+    parts = []
+    for summary in data["summary"]:
+        verdict = "met" if summary["met"] else "not met"
+        parts.append(
+            f"**{summary['route'].upper()}** ({summary['target']}): **{verdict}**. Rule (validation): "
+            f"{summary['rule']}; chosen: {summary['chosen'] or 'none'}.\n\n"
+        )
+        parts.append(
+            table(
+                summary["variants"],
+                [
+                    ("variant", "variant", str),
+                    ("kept_validation", "kept (val, median)", fmt),
+                    ("kept_test", "kept (test, median)", fmt),
+                    ("test_accuracy", "test acc", fmt),
+                    ("speedup_b32", "speed-up b32", fmt),
+                    ("speedup_b1", "speed-up b1", fmt),
+                    ("size_ratio", "x smaller", fmt),
+                    ("size_mb", "MB", fmt),
+                    ("kept_test_per_seed", "kept (test) per seed", lambda v: ", ".join(map(str, v))),
+                    ("speedup_b32_per_seed", "b32 speed-up per seed", lambda v: ", ".join(map(str, v))),
+                ],
+            )
+            + "\n"
+        )
+    rows = []
+    for route, runs in data["runs"].items():
+        for run in runs:
+            report = run["report"]
+            for row in report["results"]:
+                rows.append(
+                    {"route": route, "seed": run["seed"], "chosen": row["model"] == report["chosen"], **row}
+                )
+    parts.append(
+        "Every artifact of every run (the search candidates are the proxies, trained for the same few steps):\n\n"
+        + table(
+            rows,
+            [
+                ("route", "route", str),
+                ("seed", "seed", str),
+                ("model", "artifact", str),
+                ("validation_accuracy", "val acc", fmt),
+                ("test_accuracy", "test acc", fmt),
+                ("parameters", "parameters", fmt),
+                ("size_mb", "MB", fmt),
+                ("gzip_size_mb", "gzip MB", fmt),
+                ("latency_ms_b1", "b1 ms", fmt),
+                ("latency_ms_b32", "b32 ms", fmt),
+                ("speedup_b32", "speed-up b32", fmt),
+                ("peak_rss_mb", "peak RSS MB", fmt),
+                ("chosen", "run's rule chose it", fmt),
+            ],
+        )
+    )
+    searches = []
+    for route, runs in data["runs"].items():
+        search = runs[0]["report"]["search"]
+        for row in search["candidates"]:
+            searches.append({"route": route, **row, "chosen": row["candidate"] == search["chosen"]})
+    first = next(iter(data["runs"].values()))[0]["report"]["search"]
+    columns = [
+        ("route", "route", str),
+        ("candidate", "candidate", str),
+        ("parameters", "parameters", fmt),
+        ("latency_ms", "b32 ms", fmt),
+        ("speedup", "speed-up (fp32)", fmt),
+        ("within_budget", "within budget", fmt),
+        ("validation_accuracy", "proxy val acc", fmt),
+    ]
+    if any("share_below_best" in row for row in searches):  # runs with the within-noise rule
+        columns += [("validation_accuracy_se", "bootstrap s.e.", fmt), ("share_below_best", "draws below best", fmt),
+                    ("within_noise_of_best", "within noise", fmt), ("chosen", "chosen", fmt)]  # fmt: skip
+    parts.append(
+        "\nThe searches (seed 42; later seeds distil the structure chosen here). The rule, as the first route's "
+        f"report words it: {first['rule']}.\n\n" + table(searches, columns)
+    )
+    return "".join(parts)
 
 
 if __name__ == "__main__":

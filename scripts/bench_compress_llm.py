@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 
 import yaml
-from bench_setup import ROOT, machine
+from harness import ROOT, machine, write_benchmark
 
-from hfcompress.evaluation import markdown_table, write_report
+from hfcompress.evaluation import markdown_table
 from hfcompress.pipeline import run_pipeline
 from hfcompress.recipe import setup_logging_and_threads
 
@@ -173,6 +173,11 @@ def render(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def docs_block(data: dict) -> str:
+    """``render`` without its title, and the command that reproduces it: docs/benchmarks.md's block."""
+    return render(data).split("\n", 2)[2].lstrip("\n") + "\n`python scripts/bench_compress_llm.py`\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="42,43,44")
@@ -187,7 +192,7 @@ def main(argv=None) -> None:
     table = variant_table(runs)
     data = {"config": str(CONFIG.relative_to(ROOT)), "seeds": seeds, "machine": machine(), "variants": table,
             "summary": summary(table), "runs": runs}  # fmt: skip
-    write_report(out, "compress_llm_benchmark", data, render(data))
+    write_benchmark(out, "compress_llm_benchmark", data, render)
     print(render(data))
 
 

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_setup import fine_tuned_teacher, machine, start
-from transformers import Trainer, TrainerCallback, set_seed
+from harness import StepTimer, fine_tuned_teacher, fmt, machine, start, table, write_benchmark
+from transformers import Trainer, set_seed
 
 from hfcompress import DistillationTrainer, create_student_from_teacher
 from hfcompress.data import (
@@ -38,32 +38,12 @@ from hfcompress.data import (
 from hfcompress.evaluation import (
     add_latency,
     classification_metrics,
-    markdown_table,
     measure_model,
-    write_report,
 )
 from hfcompress.modeling import load_tokenizer
 from hfcompress.training_args import stage_args
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes/configs/minilm/rotten_tomatoes/distill_full.yaml"
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of optimizer steps after ``skip`` warm-up steps."""
-
-    def __init__(self, skip: int = 3):
-        self.skip, self.start, self.steps = skip, None, 0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.skip:
-            self.start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.start is not None:
-            self.steps += 1
-
-    def samples_per_second(self, batch_size: int) -> float:
-        return self.steps * batch_size / (time.perf_counter() - self.start)
 
 
 def throughput(kind, student, teacher, data, tok, args, steps, cache_dir) -> float:
@@ -227,37 +207,6 @@ def main() -> None:
         }  # fmt: skip
         for name, label in (("distilled", "distilled"), ("no_distillation", "no distillation"))
     ]
-    columns = [
-        ("model", "model"),
-        ("validation_accuracy", "validation accuracy"),
-        ("test_accuracy", "test accuracy"),
-        ("test_f1", "test F1"),
-        ("parameters", "parameters"),
-        ("size_mb", "size (MB)"),
-        ("latency_ms_b1", "CPU latency b1 (ms)"),
-        ("latency_ms_b32", "CPU latency b32 (ms)"),
-    ]
-    speed_rows = [
-        {"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()
-    ]
-    seeds_note = f"medians over seeds {opts.seeds}" if "," in opts.seeds else f"seed {opts.seeds}"
-    threads = latency["teacher"]["torch_threads"]
-    markdown = (
-        "# Distillation benchmark: all-MiniLM-L6-v2 -> 3-layer student, Rotten Tomatoes snippets\n\n"
-        f"Train {len(raw['train'])}, validation {len(raw['validation'])}, test {len(raw['test'])} examples; "
-        f"student figures are {seeds_note}. CPU: {threads} threads; latency of the teacher and of every trained "
-        f"student measured with the models taking turns (median of {opts.rounds} rounds of {opts.latency_runs} "
-        f"runs); throughput the median of {opts.throughput_repeats} interleaved runs of {opts.throughput_steps} "
-        f"steps at batch {args.per_device_train_batch_size}.\n\n"
-        + markdown_table(rows, columns)
-        + "\nTraining throughput of the student:\n\n"
-        + markdown_table(
-            speed_rows,
-            [("trainer", "trainer"), ("samples_per_s", "samples/s"), ("vs_plain", "x plain Trainer")],
-        )
-        + f"\nConfig: `{Path(opts.config).name}`. Reproduce: `python scripts/bench_distill.py {' '.join(sys.argv[1:])}`"
-        f" ({(time.time() - started) / 60:.0f} min here).\n"
-    )
     data_out = {
         "config": opts.config,
         "seeds": opts.seeds,
@@ -274,8 +223,40 @@ def main() -> None:
         "minutes": (time.time() - started) / 60,
         "machine": machine(),
     }
-    write_report(opts.out, "distill_benchmark", data_out, markdown)
-    print(markdown)
+    print(write_benchmark(opts.out, "distill_benchmark", data_out, render))
+
+
+def render(data: dict) -> str:
+    rows = data["rows"]
+    acc = "accuracy" if "accuracy" in rows[0] else "test_accuracy"
+    columns = [("model", "model", str)]
+    if "validation_accuracy" in rows[0]:
+        columns.append(("validation_accuracy", "validation acc", fmt))
+    columns += [
+        (acc, "test acc", fmt),
+        ("f1" if "f1" in rows[0] else "test_f1", "test F1", fmt),
+        ("parameters", "parameters", fmt),
+        ("size_mb", "size MB", fmt),
+        ("latency_ms_b1", "b1 ms", fmt),
+        ("latency_ms_b32", "b32 ms", fmt),
+    ]
+    per_seed = []
+    for name, runs in data["runs"].items():
+        per_seed.append({"arm": name.replace("_", " "), **{str(r["seed"]): r["test_accuracy"] for r in runs}})
+    seeds = [str(r["seed"]) for r in next(iter(data["runs"].values()))]
+    latency_note = (
+        "Latency: teacher and every trained student interleaved.\n"
+        if "teacher" in data
+        else "Latency: measured on the untrained 3-layer student (same shape as the trained ones), not "
+        "interleaved with the teacher (the script now does both; this run predates that).\n"
+    )
+    return (
+        table(rows, columns)
+        + "\nTest accuracy per seed:\n\n"
+        + table(per_seed, [("arm", "arm", str)] + [(s, f"seed {s}", fmt) for s in seeds])
+        + "\n"
+        + latency_note
+    )
 
 
 if __name__ == "__main__":

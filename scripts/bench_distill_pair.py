@@ -35,9 +35,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_distill import StepTimer
-from bench_setup import fine_tuned_teacher, machine, start
 from datasets import DatasetDict
+from harness import (
+    StepTimer,
+    fine_tuned_teacher,
+    fmt,
+    machine,
+    points,
+    start,
+    table,
+    threads_line,
+    write_benchmark,
+)
 from transformers import AutoModelForSequenceClassification, Trainer, set_seed
 
 from hfcompress import DistillationTrainer, create_student_from_teacher
@@ -52,9 +61,7 @@ from hfcompress.data.unlabelled import add_unlabelled, load_unlabelled_texts
 from hfcompress.evaluation import (
     add_latency,
     classification_metrics,
-    markdown_table,
     measure_model,
-    write_report,
 )
 from hfcompress.modeling import load_classifier, load_tokenizer
 from hfcompress.training_args import stage_args
@@ -267,45 +274,73 @@ def main() -> None:
     for row in rows:
         row["speedup_b32"] = latency["teacher"]["latency_ms_b32"] / row["latency_ms_b32"]
         row["speedup_b1"] = latency["teacher"]["latency_ms_b1"] / row["latency_ms_b1"]
-    columns = [("model", "arm"), ("validation_accuracy", "val acc (median)"), ("test_accuracy", "test acc (median)"),
-               ("test_per_seed", "test acc per seed"), ("delta_vs_l6_plain", "test points vs l6-plain, per seed"),
-               ("kept_pct", "% of teacher test acc"), ("parameters", "parameters"), ("size_mb", "size (MB)"),
-               ("latency_ms_b1", "latency b1 (ms)"), ("latency_ms_b32", "latency b32 (ms)"),
-               ("speedup_b32", "speed-up b32")]  # fmt: skip
-    speed_rows = [
-        {"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()
-    ]
     minutes = (time.time() - started) / 60
-    augment_line = (
-        f" (+{len(extra)} unlabelled rows for `l6-augment`: {augment_record['plot_summaries']} plot summaries and "
-        f"{augment_record['rows']} augmented texts, method `{augment_record['method_used']}`)"
-        if augment_record
-        else ""
-    )
-    markdown = (
-        "# Distillation across two tokenizers: all-mpnet-base-v2 -> MiniLM students, Rotten Tomatoes snippets\n\n"
-        f"Train {len(raw['train'])} labelled examples{augment_line}, validation {len(raw['validation'])}, "
-        f"test {len(raw['test'])}. "
-        f"Every arm: {steps} optimizer steps at batch {args.per_device_train_batch_size}, lr "
-        f"{args.learning_rate}, seeds {opts.seeds} (l6-hidden, l6-augment, l3 arms: {','.join(map(str, extra_seeds))}); medians over seeds. Latency: models taking turns, "
-        f"{latency['teacher']['torch_threads']} CPU threads, median of {opts.rounds} rounds.\n\n"
-        + markdown_table(rows, columns)
-        + f"\n**P2** ({p2['target']}): headline `{chosen}`, picked by rule ({p2['rule']}); test points over "
-        f"`l6-plain` per seed: {deltas[chosen]} -> **{'met' if p2['met'] else 'not met'}**.\n\n"
-        "Training throughput of MiniLM-L6 (cached teacher logits for both distillation paths; median of "
-        f"{opts.throughput_repeats} interleaved runs of {opts.throughput_steps} steps):\n\n"
-        + markdown_table(speed_rows, [("trainer", "trainer"), ("samples_per_s", "samples/s"), ("vs_plain", "x plain")])
-        + f"\nReproduce: `python scripts/bench_distill_pair.py {' '.join(sys.argv[1:])}` ({minutes:.0f} min here,"
-        " arms reused from earlier runs not counted).\n"
-    )  # fmt: skip
-    write_report(opts.out, "distill_pair_benchmark", {
+    data = {
         "config": opts.config, "seeds": opts.seeds, "extra_seeds": extra_seeds, "teacher_dir": str(teacher_dir), "teacher_record": teacher_record,
         "teacher": {**teacher_figures, **latency["teacher"]}, "steps": steps, "rows": rows, "runs": runs, "p2": p2,
         "augment": augment_record, "unlabelled_rows": len(extra), "throughput": speeds, "throughput_median": speed,
         "train_examples": len(raw["train"]), "validation_examples": len(raw["validation"]),
         "test_examples": len(raw["test"]), "minutes": minutes, "machine": machine(),
-    }, markdown)  # fmt: skip
-    print(markdown)
+    }  # fmt: skip
+    print(write_benchmark(opts.out, "distill_pair_benchmark", data, render))
+
+
+def render(data: dict) -> str:
+    """P2: the verdict and its rule, every arm (medians and per seed), the teacher's figures, throughput."""
+    p2 = data["p2"]
+
+    def per_seed(formatter):
+        return lambda values: "-" if values is None else ", ".join(formatter(v) for v in values)
+
+    text = (
+        f"**P2** ({p2['target']}): **{'met' if p2['met'] else 'not met'}**. Rule (validation): {p2['rule']}; "
+        f"chosen: `{p2['chosen']}`; its test points over `l6-plain` per seed: "
+        f"{', '.join(points(d) for d in p2['test_delta_points_per_seed'])}.\n\n"
+        f"{data['train_examples']:,} labelled training examples, {data['validation_examples']:,} validation, "
+        f"{data['test_examples']:,} test; every arm {data['steps']} optimizer steps"
+        + (
+            f"; `l6-augment` adds {data['unlabelled_rows']:,} unlabelled rows ({data['augment']['rows']:,} "
+            f"augmented texts, method `{data['augment']['method_used']}`)"
+            if data.get("augment")
+            else ""
+        )
+        + f". Seeds {data['seeds']}"
+        + (
+            f" (l6-hidden, l6-augment and l3 arms: {', '.join(map(str, data['extra_seeds']))})"
+            if data.get("extra_seeds")
+            else ""
+        )
+        + f". {threads_line(data)}\n"
+    )
+    text += table(
+        data["rows"],
+        [
+            ("model", "arm", str),
+            ("validation_accuracy", "val acc (median)", fmt),
+            ("test_accuracy", "test acc (median)", fmt),
+            ("test_per_seed", "test acc per seed", per_seed(lambda v: f"{v:.4f}")),
+            ("delta_vs_l6_plain", "test points vs l6-plain, per seed", per_seed(points)),
+            ("kept_pct", "% of teacher's test acc", fmt),
+            ("parameters", "parameters", fmt),
+            ("size_mb", "MB", fmt),
+            ("latency_ms_b1", "b1 ms", fmt),
+            ("latency_ms_b32", "b32 ms", fmt),
+            ("speedup_b32", "speed-up b32", fmt),
+        ],
+    )
+    speed = data["throughput_median"]
+    text += (
+        "\nTraining throughput of MiniLM-L6, cached teacher logits (median of interleaved runs):\n\n"
+        + table(
+            [{"trainer": k, "samples_per_s": v, "vs_plain": v / speed["plain"]} for k, v in speed.items()],
+            [
+                ("trainer", "trainer", str),
+                ("samples_per_s", "samples/s", fmt),
+                ("vs_plain", "x plain Trainer", fmt),
+            ],
+        )
+    )
+    return text
 
 
 if __name__ == "__main__":

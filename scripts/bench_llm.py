@@ -12,7 +12,6 @@ keeps each finished (arm, seed) in its JSON and skips it when run again, so an i
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,11 +23,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_setup import LM_TEACHER as TEACHER  # noqa: E402
-from bench_setup import machine, results_dir  # noqa: E402
+from harness import LM_TEACHER as TEACHER
+from harness import fmt, llm_arguments, machine, results_dir, table, threads_line, write_benchmark  # noqa: E402
 
 from hfcompress.assets import resolve_model  # noqa: E402
-from hfcompress.evaluation import write_report  # noqa: E402
 
 RESULTS = results_dir("llm")
 
@@ -160,54 +158,36 @@ def part_memory(args) -> None:
         "machine": machine(),
         "command": f"python scripts/bench_llm.py --part memory --layers {args.layers} --batch {args.batch} --seq {args.seq}",
     }
-    lines = ["| mode | peak RSS (MB) | RSS before the step (MB) | seconds |", "|---|---|---|---|"]
-    lines += [
-        f"| {r['mode']} | {r['peak_rss_mb']:.0f} | {r['rss_before_mb']:.0f} | {r['seconds']:.0f} |"
-        for r in rows
-    ]
-    markdown = "\n".join(lines) + (
-        f"\n\nChunked KD adds {added_chunked:.0f} MB over the plain LM step, unchunked KD {added_unchunked:.0f} MB "
-        f"(ratio {data['ratio']:.2f}; target <= 0.33: {'met' if data['met'] else 'not met'}).\n"
-    )
-    write_report(RESULTS, "memory", data, markdown)
-    print(markdown)
+    print(write_benchmark(RESULTS, "memory", data, render))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--part", required=True, choices=["memory", "memory-step", "recover", "quantize", "onpolicy"]
-    )
-    parser.add_argument("--onpolicy_steps", type=int, default=6)
-    parser.add_argument("--mode", default="lm")
-    parser.add_argument("--layers", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq", type=int, default=512)
-    parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--train_tokens", type=int, default=8192)
-    parser.add_argument("--teacher_tokens", type=int, default=16384)
-    parser.add_argument("--eval_tokens", type=int, default=4096)
-    parser.add_argument("--arms", default=None, help="comma-separated subset of the recover arms")
-    args = parser.parse_args()
+    args = llm_arguments(__doc__).parse_args()
     torch.set_num_threads(int(os.environ.get("HFC_THREADS", "2")))
     if args.part == "memory-step":
         print(json.dumps(memory_step(args.mode, args.batch, args.seq, args.layers)))
     elif args.part == "memory":
         part_memory(args)
-    elif args.part == "recover":
-        from bench_llm_recover import part_recover
+    else:  # recover, quantize and onpolicy live in bench_llm_recover.py, run as its own process
+        script = Path(__file__).resolve().parent / "bench_llm_recover.py"
+        sys.exit(subprocess.run([sys.executable, str(script), *sys.argv[1:]]).returncode)
 
-        part_recover(args)
-    elif args.part == "onpolicy":
-        from bench_llm_recover import part_onpolicy
 
-        part_onpolicy(args)
-    else:
-        from bench_llm_recover import part_quantize
-
-        part_quantize(args)
+def render(data: dict) -> str:
+    text = table(
+        data["rows"],
+        [("mode", "training step", fmt), ("peak_rss_mb", "peak RSS (MB)", lambda v: f"{v:,.0f}"),
+         ("rss_before_mb", "RSS before the step (MB)", lambda v: f"{v:,.0f}"), ("seconds", "seconds", lambda v: f"{v:.0f}")],
+    )  # fmt: skip
+    eq = data["equality"]
+    return text + (
+        f"\nChunked KD adds **{data['kd_chunked_adds_mb']:,.0f} MB** over the plain LM step, unchunked KD "
+        f"**{data['kd_unchunked_adds_mb']:,.0f} MB**: a ratio of {data['ratio']:.2f} (target at most 0.33: "
+        f"**{'met' if data['met'] else 'not met'}**). On the real models (batch {eq['batch']} x {eq['seq']}, chunks "
+        f"of {eq['chunk_size']} positions, T = 2, alpha 0.5) the loss differs by {eq['loss_abs_diff']:.1e} and the "
+        f"largest gradient difference is {eq['grad_max_abs_diff']:.1e} (target 1e-5: "
+        f"**{'met' if data['equality_met'] else 'not met'}**). {threads_line(data)}\n\n`{data['command']}`\n"
+    )
 
 
 if __name__ == "__main__":

@@ -29,14 +29,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_setup import LM_TEACHER, machine, results_dir  # noqa: E402
+from harness import LM_TEACHER, fmt, machine, results_dir, table, threads_line, write_benchmark  # noqa: E402
 
 from hfcompress import DistillationConfig, DistillationTrainer, create_student_from_teacher  # noqa: E402
 from hfcompress.data import task_collator  # noqa: E402
 from hfcompress.data.causal_lm import ensure_pad_token  # noqa: E402
 from hfcompress.data.lm_examples import lm_examples, load_lm_data  # noqa: E402
 from hfcompress.distillation.sequence import teacher_answers  # noqa: E402
-from hfcompress.evaluation import write_report  # noqa: E402
 from hfcompress.evaluation.lm import rows_perplexity  # noqa: E402
 from hfcompress.modeling import count_parameters, load_causal_lm, load_tokenizer  # noqa: E402
 from hfcompress.pruning import StructuredPruningConfig  # noqa: E402
@@ -106,26 +105,6 @@ def summarise(data: dict, seeds: list[int]) -> dict:
             "completion perplexity than lm on every seed", "target_met": met}  # fmt: skip
 
 
-def markdown(data: dict) -> str:
-    lines = ["# Chat benchmark: sequence-level + token-level KD on austen_chat", "",
-             f"Teacher {TEACHER}; student 30 -> 20 layers by block influence; {data['settings']['train_rows']} "
-             f"training prompts answered by the teacher ({data['settings']['train_tokens']} tokens); completion "
-             f"perplexity of Austen's own continuations ({data['references']['teacher']['test_tokens']} test tokens).",
-             "", "| model | seed | validation ppl | test ppl | train s |", "|---|---|---|---|---|"]  # fmt: skip
-    for name in ("teacher", "pruned-untrained"):
-        row = data["references"][name]
-        lines.append(f"| {name} | - | {row['validation_perplexity']:.2f} | {row['test_perplexity']:.2f} | - |")
-    for key, row in sorted(data["runs"].items()):
-        arm, seed = key.split("/")
-        lines.append(f"| {arm} | {seed} | {row['validation_perplexity']:.2f} | {row['test_perplexity']:.2f} | "
-                     f"{row['train_seconds']:.0f} |")  # fmt: skip
-    summary = data["summary"]
-    lines += ["", f"Target: {summary['target']}: **{'met' if summary['target_met'] else 'NOT met'}**."]
-    for seed, value in summary["kd_vs_lm_reduction"].items():
-        lines.append(f"- seed {seed}: kd {value['test']:+.1%} lower on test ({value['validation']:+.1%} on validation)")
-    return "\n".join(lines) + "\n"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="42,43,44")
@@ -182,11 +161,39 @@ def main() -> None:
             model, timing = train_arm(student, teacher, alpha, train, tokenizer, seed, work / key.replace("/", "-"))
             data["runs"][key] = completion_perplexities(model, rows, tokenizer) | timing | {"alpha": alpha}
             data["summary"] = summarise(data, seeds)
-            write_report(RESULTS, "chat", data, markdown(data))
+            write_benchmark(RESULTS, "chat", data, render)
             print(key, {k: round(v, 3) for k, v in data["runs"][key].items() if isinstance(v, float)}, flush=True)
     data["summary"] = summarise(data, seeds)
-    write_report(RESULTS, "chat", data, markdown(data))
-    print(markdown(data))
+    print(write_benchmark(RESULTS, "chat", data, render))
+
+
+def render(data: dict) -> str:
+    two = lambda v: f"{v:.2f}"  # noqa: E731
+    rows = [{"model": name, "seed": "-", **row} for name, row in data["references"].items()]
+    rows += [{"model": key.split("/")[0], "seed": key.split("/")[1], **row} for key, row in sorted(data["runs"].items())]
+    text = table(
+        rows,
+        [("model", "model / arm", fmt), ("seed", "seed", fmt), ("parameters", "parameters", lambda v: "-" if v is None else f"{v / 1e6:.1f}M"),
+         ("validation_perplexity", "val completion ppl", two), ("test_perplexity", "test completion ppl", two),
+         ("train_seconds", "train s", lambda v: "-" if v is None else f"{v:.0f}")],
+    )  # fmt: skip
+    s, summary = data["settings"], data["summary"]
+    seeds = sorted({key.split("/")[1] for key in data["runs"]})
+    text += (
+        f"\nSettings: the first {s['train_rows']} training prompts answered by the teacher (greedy, at most "
+        f"{s['max_new_tokens']} new tokens; {s['train_tokens']:,} tokens with the chat template), batch {s['batch']}, "
+        f"learning rate {s['lr']}, one epoch, the same steps in every arm; validation and test rows up to "
+        f"{s['eval_tokens']:,} tokens each ({data['references']['teacher']['test_tokens']:,} completion tokens "
+        f"scored on test). {threads_line(data)}"
+    )
+    text += f"\nTarget ({summary['target']}): **{'met' if summary['target_met'] else 'not met'}**.\n\n"
+    for seed, value in summary["kd_vs_lm_reduction"].items():
+        text += f"- seed {seed}: kd is {value['test']:.1%} lower than lm on test ({value['validation']:.1%} on validation)\n"
+    command = data.get("command") or (
+        f"python scripts/bench_llm_chat.py --seeds {','.join(seeds)} --train_rows {s['train_rows']} "
+        f"--eval_tokens {s['eval_tokens']} --max_new_tokens {s['max_new_tokens']}"
+    )
+    return text + f"\n`{command}`\n"
 
 
 if __name__ == "__main__":

@@ -25,13 +25,11 @@ import time
 from pathlib import Path
 
 import torch
-from bench_llm_formats import STRIDE, WINDOW, perplexities
-from bench_setup import ROOT, machine
+from harness import ROOT, STRIDE, WINDOW, fmt, machine, perplexities, table, threads_line, write_benchmark
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
 from hfcompress.data.causal_lm import load_lm_texts, split_text
-from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.evaluation.lm import interleaved_speeds
 from hfcompress.evaluation.measure import size_on_disk
 from hfcompress.quantization import load_quantized, quantize
@@ -118,25 +116,31 @@ def main() -> None:
               f"{opts.calibration_length} tokens of the training split (unless a row says otherwise)",
               "speed_runs": opts.speed_runs,
               "machine": machine(), "rows": rows, "targets": targets}  # fmt: skip
-    write_report(out, opts.name, result, render(result))
+    write_benchmark(out, opts.name, result, render)
     print(render(result))
 
 
-def render(result: dict) -> str:
-    columns = [("variant", "variant"), ("size_mb", "MB (10^6 bytes)"), ("x_smaller", "x smaller"),
-               ("validation_perplexity", "val ppl"), ("test_perplexity", "test ppl"),
-               ("validation_ppl_vs_fp32", "val vs fp32"), ("test_ppl_vs_fp32", "test vs fp32"),
-               ("generate_tokens_per_s_b1", "gen tok/s b1"), ("prompt_tokens_per_s", "prompt tok/s"),
-               ("write_s", "write s")]  # fmt: skip
-    lines = [f"# compressed-tensors variants of {result['model']}", "", f"`{result['command']}`", "",
-             f"Group size {result['group_size']}; calibration: {result['calibration']}; speeds through "
-             "transformers on CPU (weights unpacked in every forward), not a serving engine's.", "",
-             markdown_table(result["rows"], columns), ""]  # fmt: skip
-    for t in result["targets"]:
-        figure = f", {t['chosen']}: {t['test_ppl_vs_fp32']:+.2%} on test" if t["chosen"] else ", no row qualifies"
-        lines.append(f"- {t['method']}: {t['target']}: **{'met' if t['met'] else 'not met'}** (rule: {t['rule']}"
-                     f"{figure})")  # fmt: skip
-    return "\n".join(lines) + "\n"
+def render(data: dict) -> str:
+    """GPTQ/AWQ/W8A8 (compressed-tensors) variants against their own fp32; the W4A16 target and its rule."""
+    pct = lambda v: f"{v:+.2%}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("x_smaller", "x smaller", fmt),
+         ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
+         ("validation_ppl_vs_fp32", "val vs fp32", pct), ("test_ppl_vs_fp32", "test vs fp32", pct),
+         ("generate_tokens_per_s_b1", "gen tok/s b1", fmt), ("prompt_tokens_per_s", "prompt tok/s b8", fmt),
+         ("write_s", "write s", fmt)],
+    )  # fmt: skip
+    text += (
+        f"\nModel: {data['model']}; group size {data['group_size']}; calibration: {data['calibration']}; perplexity "
+        f"over the first {data['eval_tokens']:,} tokens of each text, windows of {data['window']}, stride "
+        f"{data['stride']}; speeds through transformers on CPU, the variants taking turns, median of "
+        f"{data['speed_runs']} rounds. {threads_line(data)}\n\n"
+    )
+    for t in data["targets"]:
+        figure = f"; chosen {t['chosen']}: {t['test_ppl_vs_fp32']:+.2%} on test" if t["chosen"] else "; none qualifies"
+        text += f"- {t['method']}: {t['target']}: **{'met' if t['met'] else 'not met'}** (rule: {t['rule']}{figure})\n"
+    return text + f"\n`{data['command']}`\n"
 
 
 if __name__ == "__main__":

@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 
 import torch
-from bench_setup import ROOT, machine
+from harness import ROOT, STRIDE, WINDOW, fmt, machine, perplexities, table, threads_line, write_benchmark
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
 from hfcompress.data.causal_lm import load_lm_texts, split_text
-from hfcompress.evaluation import markdown_table, write_report
-from hfcompress.evaluation.lm import strided_perplexity
 from hfcompress.evaluation.measure import size_on_disk
 from hfcompress.quantization import load_quantized, quantize
 from hfcompress.quantization.gguf_export import export_gguf
@@ -38,17 +36,6 @@ TARGETS = {"gguf-q8_0": 0.01, "gguf-q4_1": 0.10, "gguf-q4_0": 0.10}
 GRID_NOTE = {"HuggingFaceTB/SmolLM2-135M-Instruct": "the asset's weights were dequantized from a Q4_1 GGUF, so "
              "Q4_1 reproduces them exactly and its row says nothing about Q4_1 on other weights; judge the "
              "4-bit types on a model trained after loading (the student rows)"}  # test perplexity at most this much above fp32's
-WINDOW, STRIDE = 256, 128
-
-
-def perplexities(model, tokenizer, texts: dict, eval_tokens: int) -> dict:
-    row = {}
-    for split, text in texts.items():
-        result = strided_perplexity(model, tokenizer, text, WINDOW, STRIDE, eval_tokens)
-        row |= {f"{split}_perplexity": result["perplexity"], f"{split}_tokens": result["tokens"]}
-    return row
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -99,23 +86,29 @@ def main() -> None:
               "model": opts.model, "eval_tokens": opts.eval_tokens, "window": WINDOW, "stride": STRIDE,
               "machine": machine(), "rows": rows, "targets": targets,
               "caveat": GRID_NOTE.get(opts.model)}  # fmt: skip
-    write_report(out, opts.name, result, render(result))
+    write_benchmark(out, opts.name, result, render)
     print(render(result))
 
 
-def render(result: dict) -> str:
-    columns = [("variant", "variant"), ("size_mb", "MB (10^6 bytes)"), ("x_smaller", "x smaller"),
-               ("validation_perplexity", "val ppl"), ("test_perplexity", "test ppl"),
-               ("validation_ppl_vs_fp32", "val vs fp32"), ("test_ppl_vs_fp32", "test vs fp32"),
-               ("write_s", "write s")]  # fmt: skip
-    lines = [f"# GGUF variants of {result['model']}", "", f"`{result['command']}`", "",
-             markdown_table(result["rows"], columns), ""]  # fmt: skip
-    for t in result["targets"]:
-        lines.append(f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** "
-                     f"({t['test_ppl_vs_fp32']:+.2%})")  # fmt: skip
-    if result.get("caveat"):
-        lines += ["", f"Caveat: {result['caveat']}."]
-    return "\n".join(lines) + "\n"
+def render(data: dict) -> str:
+    """GGUF variants against their own fp32: perplexities, sizes, the targets."""
+    pct = lambda v: f"{v:+.2%}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("x_smaller", "x smaller", fmt),
+         ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
+         ("validation_ppl_vs_fp32", "val vs fp32", pct), ("test_ppl_vs_fp32", "test vs fp32", pct),
+         ("write_s", "write s", fmt)],
+    )  # fmt: skip
+    text += (
+        f"\nModel: {data['model']}; perplexity over the first {data['eval_tokens']:,} tokens of each text, windows "
+        f"of {data['window']}, stride {data['stride']}. {threads_line(data)}\n\n"
+    )
+    for t in data["targets"]:
+        text += f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({t['test_ppl_vs_fp32']:+.2%})\n"
+    if data.get("caveat"):
+        text += f"\nCaveat: {data['caveat']}.\n"
+    return text + f"\n`{data['command']}`\n"
 
 
 if __name__ == "__main__":

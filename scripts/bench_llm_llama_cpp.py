@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 import torch
-from bench_setup import ROOT, machine
+from harness import ROOT, fmt, machine, table, threads_line, write_benchmark
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
 from hfcompress.data.causal_lm import load_lm_texts, split_text
-from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.evaluation.llama_cpp import (
     greedy_generate,
     load_llama_cpp,
@@ -122,7 +121,7 @@ def main() -> None:
               "model": opts.model, "eval_tokens": opts.eval_tokens, "window": WINDOW, "stride": STRIDE,
               "runs": opts.runs, "threads": threads, "llama_cpp_python": llama_cpp.__version__,
               "machine": machine(), "rows": rows, "targets": targets}  # fmt: skip
-    write_report(out, opts.name, result, render(result))
+    write_benchmark(out, opts.name, result, render)
     print(render(result))
 
 
@@ -154,21 +153,28 @@ def seconds(call) -> float:
     return time.perf_counter() - start
 
 
-def render(result: dict) -> str:
-    columns = [("variant", "variant"), ("runtime", "runs in"), ("matrix_type", "matrices"),
-               ("embedding_type", "embedding"), ("size_mb", "MB (10^6 bytes)"),
-               ("x_smaller", "x smaller"), ("validation_perplexity", "val ppl"), ("test_perplexity", "test ppl"),
-               ("validation_ppl_vs_fp32", "val vs fp32"), ("test_ppl_vs_fp32", "test vs fp32"),
-               ("generate_tokens_per_s_b1", "gen tok/s b1"), ("generate_vs_fp32", "gen vs fp32"),
-               ("prompt_tokens_per_s_b1", "prompt tok/s b1"), ("tokenizer_agrees", "same token ids")]  # fmt: skip
-    lines = [f"# GGUF variants of {result['model']} in llama.cpp", "", f"`{result['command']}`", "",
-             f"llama-cpp-python {result['llama_cpp_python']}, {result['threads']} threads; medians of "
-             f"{result['runs']} rounds, the variants taking turns.", "",
-             markdown_table(result["rows"], columns), ""]  # fmt: skip
-    for t in result["targets"]:
-        lines.append(f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** "
-                     f"({t['test_ppl_vs_fp32']:+.2%})")  # fmt: skip
-    return "\n".join(lines) + "\n"
+def render(data: dict) -> str:
+    """GGUF variants run in llama.cpp: perplexity from its logits, speeds against fp32 in transformers."""
+    pct = lambda v: f"{v:+.2%}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("runtime", "runs in", fmt), ("matrix_type", "matrices", fmt),
+         ("embedding_type", "embedding", fmt), ("size_mb", "MB (10^6 bytes)", fmt),
+         ("x_smaller", "x smaller", fmt), ("validation_perplexity", "val ppl", fmt),
+         ("test_perplexity", "test ppl", fmt), ("validation_ppl_vs_fp32", "val vs fp32", pct),
+         ("test_ppl_vs_fp32", "test vs fp32", pct), ("generate_tokens_per_s_b1", "gen tok/s b1", fmt),
+         ("generate_vs_fp32", "gen x fp32", fmt), ("prompt_tokens_per_s_b1", "prompt tok/s b1", fmt),
+         ("tokenizer_agrees", "same token ids", fmt)],
+    )  # fmt: skip
+    text += (
+        f"\nModel: {data['model']}; llama-cpp-python {data['llama_cpp_python']}, {data['threads']} threads; "
+        f"perplexity over the first {data['eval_tokens']:,} tokens of each text, windows of {data['window']}, "
+        f"stride {data['stride']}; speeds: the variants taking turns, median of {data['runs']} rounds. "
+        f"{threads_line(data)}\n\n"
+    )
+    for t in data["targets"]:
+        text += f"- {t['variant']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({t['test_ppl_vs_fp32']:+.2%})\n"
+    return text + f"\n`{data['command']}`\n"
 
 
 if __name__ == "__main__":

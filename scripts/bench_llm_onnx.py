@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 
 import torch
-from bench_setup import ROOT, machine
+from harness import ROOT, fmt, machine, table, threads_line, write_benchmark
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
 from hfcompress.data.causal_lm import load_lm_texts, split_text
-from hfcompress.evaluation import markdown_table, write_report
 from hfcompress.evaluation.lm import interleaved_speeds, strided_perplexity
 from hfcompress.quantization import QuantizationConfig
 from hfcompress.quantization.causal_lm import (
@@ -105,22 +104,28 @@ def main() -> None:
     result = {"benchmark": "llm_onnx", "command": " ".join(["scripts/bench_llm_onnx.py", *sys.argv[1:]]),
               "model": opts.model, "eval_tokens": opts.eval_tokens, "window": WINDOW, "stride": STRIDE,
               "runs": opts.runs, "machine": machine(), "rows": rows, "target": target}  # fmt: skip
-    write_report(out, opts.name, result, render(result))
+    write_benchmark(out, opts.name, result, render)
     print(render(result))
 
 
-def render(result: dict) -> str:
-    columns = [("variant", "variant"), ("size_mb", "MB (10^6 bytes)"), ("validation_perplexity", "val ppl"),
-               ("test_perplexity", "test ppl"), ("validation_vs_fp32", "val vs fp32"), ("test_vs_fp32", "test vs fp32"),
-               ("generate_tokens_per_s_b1", "generate tok/s b1"), ("generate_speedup", "x fp32"),
-               ("prompt_tokens_per_s", "prompt tok/s b8")]  # fmt: skip
-    t = result["target"]
-    return "\n".join([
-        f"# ONNX int8 ablation: {result['model']}", "", f"`{result['command']}`", "",
-        markdown_table(result["rows"], columns), "",
-        f"Target ({t['target']}): **{'met' if t['met'] else 'not met'}**. Rule (validation): {t['rule']}; chosen: "
-        f"{t['chosen'] or 'none'}.", "",
-    ])  # fmt: skip
+def render(data: dict) -> str:
+    """The ONNX int8 ablation: every variant against fp32, the target and the rule that chose."""
+    pct = lambda v: f"{v:+.1%}" if abs(v) < 100 else f"{v:+.3g}x"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("validation_perplexity", "val ppl", fmt),
+         ("test_perplexity", "test ppl", fmt), ("validation_vs_fp32", "val vs fp32", pct),
+         ("test_vs_fp32", "test vs fp32", pct), ("generate_tokens_per_s_b1", "generate tok/s b1", fmt),
+         ("generate_speedup", "x fp32", fmt), ("prompt_tokens_per_s", "prompt tok/s b8", fmt)],
+    )  # fmt: skip
+    t = data["target"]
+    text += (
+        f"\nModel: {data['model']}; perplexity over the first {data['eval_tokens']:,} tokens, windows of "
+        f"{data['window']}, stride {data['stride']}; speeds: the variants taking turns, median of {data['runs']} "
+        f"rounds. {threads_line(data)}\n\nTarget ({t['target']}): **{'met' if t['met'] else 'not met'}**. Rule "
+        f"(validation): {t['rule']}; chosen: {t['chosen'] or 'none'}.\n"
+    )
+    return text + f"\n`{data['command']}`\n"
 
 
 if __name__ == "__main__":

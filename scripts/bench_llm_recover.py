@@ -20,14 +20,15 @@ Perplexity uses windows of 256 tokens with stride 128 over the first ``--eval_to
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from bench_setup import LM_TEACHER as TEACHER
-from bench_setup import machine, results_dir
+from harness import LM_TEACHER as TEACHER
+from harness import fmt, llm_arguments, machine, results_dir, table, threads_line, write_benchmark
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,10 +36,9 @@ from hfcompress import DistillationConfig, DistillationTrainer, create_student_f
 from hfcompress.assets import resolve_model
 from hfcompress.data.causal_lm import group_texts, load_lm_texts, split_text
 from hfcompress.distillation.causal import topk_bytes_per_token
-from hfcompress.evaluation import write_report
 from hfcompress.evaluation.lm import interleaved_speeds, strided_perplexity
 from hfcompress.evaluation.measure import size_on_disk
-from hfcompress.finetune import ensure_finetuned_teacher
+from hfcompress.finetuning import ensure_finetuned_teacher
 from hfcompress.modeling import count_parameters
 from hfcompress.pruning import StructuredPruningConfig
 from hfcompress.pruning.iterative import calibration_batches, structured_prune, structured_targets
@@ -231,23 +231,7 @@ def save_recover(data: dict, args) -> None:
     data["machine"] = machine()
     data["command"] = (f"python scripts/bench_llm.py --part recover --seeds {args.seeds} --train_tokens "
                        f"{args.train_tokens} --teacher_tokens {args.teacher_tokens} --eval_tokens {args.eval_tokens}")  # fmt: skip
-    write_report(RESULTS, "recover", data, render_recover(data))
-
-
-def render_recover(data: dict) -> str:
-    refs, med = data["references"], data["medians"]
-    lines = [
-        "| model | seeds | parameters | val ppl | test ppl | test bpb | train samples/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, ref in refs.items():
-        lines.append(f"| {name} | - | {ref['parameters'] / 1e6:.1f}M | {ref['validation_perplexity']:.2f} | "
-                     f"{ref['test_perplexity']:.2f} | {ref['test_bits_per_byte']:.3f} | - |")  # fmt: skip
-    for arm, m in med.items():
-        params = next(r["parameters"] for r in data["runs"].values() if r["arm"] == arm)
-        lines.append(f"| {arm} | {','.join(map(str, m['seeds']))} | {params / 1e6:.1f}M | {m['validation_perplexity']:.2f} | "
-                     f"{m['test_perplexity']:.2f} | {m['test_bits_per_byte']:.3f} | {m['train_samples_per_second']:.3f} |")  # fmt: skip
-    return "\n".join(lines) + "\n"
+    write_benchmark(RESULTS, "recover", data, render_recover)
 
 
 def part_quantize(args) -> None:
@@ -292,14 +276,7 @@ def part_quantize(args) -> None:
         row |= speed
     data = {"student": best, "rule": recover["verdicts"]["best_student"]["rule"], "rows": rows, "machine": machine(),
             "command": f"python scripts/bench_llm.py --part quantize --eval_tokens {args.eval_tokens}"}  # fmt: skip
-    lines = [
-        "| variant | MB | val ppl | test ppl | test bpb | generate tok/s b1 | prompt tok/s b8 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [f"| {r['variant']} | {r['size_mb']:.0f} | {r['validation_perplexity']:.2f} | {r['test_perplexity']:.2f} | "
-              f"{r['test_bits_per_byte']:.3f} | {r['generate_tokens_per_s_b1']:.1f} | {r['prompt_tokens_per_s']:.0f} |" for r in rows]  # fmt: skip
-    write_report(RESULTS, "quantize", data, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    print(write_benchmark(RESULTS, "quantize", data, render_quantize))
 
 
 def part_onpolicy(args) -> None:
@@ -323,7 +300,85 @@ def part_onpolicy(args) -> None:
         print(json.dumps(rows[-1]), flush=True)
     data = {"rows": rows, "machine": machine(), "command": f"python scripts/bench_llm.py --part onpolicy "
             f"--onpolicy_steps {steps} --train_tokens {args.train_tokens} --eval_tokens {args.eval_tokens}"}  # fmt: skip
-    lines = ["| lmbda | steps | seconds per step | val ppl | test ppl |", "|---|---|---|---|---|"]
-    lines += [f"| {r['lmbda']} | {r['steps']} | {r['seconds_per_step']:.1f} | {r['validation_perplexity']:.2f} | "
-              f"{r['test_perplexity']:.2f} |" for r in rows]  # fmt: skip
-    write_report(RESULTS, "onpolicy", data, "\n".join(lines) + "\n")
+    print(write_benchmark(RESULTS, "onpolicy", data, render_onpolicy))
+
+
+def render_recover(data: dict) -> str:
+    refs, med, runs = data["references"], data["medians"], data["runs"]
+    rows = [{"model": k, "seeds": "-", **v} for k, v in refs.items()]
+    for arm, m in med.items():
+        per_seed = [r for r in runs.values() if r["arm"] == arm]
+        rows.append({"model": arm, **m, "seeds": ", ".join(map(str, m["seeds"])), "parameters": per_seed[0]["parameters"],
+                     "per_seed": " / ".join(f"{r['test_perplexity']:.2f}" for r in sorted(per_seed, key=lambda r: r["seed"]))})  # fmt: skip
+    two = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    text = table(
+        rows,
+        [("model", "model / arm", fmt), ("seeds", "seeds", fmt), ("parameters", "parameters", lambda v: f"{v / 1e6:.1f}M"),
+         ("validation_perplexity", "val ppl (median)", two), ("test_perplexity", "test ppl (median)", two),
+         ("per_seed", "test ppl per seed", fmt), ("test_bits_per_byte", "test bits/byte", lambda v: f"{v:.3f}"),
+         ("train_samples_per_second", "train samples/s", lambda v: "-" if v is None else f"{v:.3f}")],
+    )  # fmt: skip
+    s = data["settings"]
+    text += (
+        f"\nEvery arm: {s['train_tokens']:,} training tokens (blocks of {s['block']}, batch {s['batch']}, the same "
+        f"steps), learning rate {s['learning_rate']}, seeds {s['seeds']}; the teacher was adapted on the first "
+        f"{s['teacher_tokens']:,} training tokens. Perplexity: windows of {s['window']} tokens, stride {s['stride']}, "
+        f"over the first {s['eval_tokens']:,} tokens of Persuasion (validation) and Pride and Prejudice (test). "
+        f"{threads_line(data)}\n"
+    )
+    verdict = data["verdicts"].get("1_kd_vs_lm")
+    if verdict:
+        text += (
+            f"\n**1. KD vs the LM loss** (median test perplexity): KD {verdict['kd_test_ppl']:.2f}, LM loss "
+            f"{verdict['lm_test_ppl']:.2f}: KD is {verdict['kd_lower_by']:.1%} lower (target >= 5%), and "
+            f"{verdict['kd_over_teacher']:.1%} over the adapted teacher's {verdict['teacher_test_ppl']:.2f} (target "
+            f"within 15%): **{'met' if verdict['met'] else 'not met'}**.\n"
+        )
+    speeds = data.get("speeds")
+    if speeds:
+        text += "\n" + table(
+            [{"model": k, **v} for k, v in speeds.items()],
+            [("model", "model (seed 42)", fmt), ("generate_tokens_per_s_b1", "greedy tokens/s, batch 1", lambda v: f"{v:.1f}"),
+             ("prompt_tokens_per_s", "prompt tokens/s, batch 8 x 256", lambda v: f"{v:.0f}")],
+        )  # fmt: skip
+    best = data["verdicts"].get("best_student")
+    if best:
+        text += f"\nQuantized student: `{best['arm']}` (rule: {best['rule']}).\n"
+    return text + f"\n`{data['command']}`\n"
+
+
+def render_quantize(data: dict) -> str:
+    two = lambda v: f"{v:.2f}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("variant", f"{data['student']}", fmt), ("size_mb", "MB", lambda v: f"{v:.0f}"),
+         ("validation_perplexity", "val ppl", two), ("test_perplexity", "test ppl", two),
+         ("test_bits_per_byte", "test bits/byte", lambda v: f"{v:.3f}"),
+         ("generate_tokens_per_s_b1", "greedy tokens/s b1", lambda v: f"{v:.1f}"),
+         ("prompt_tokens_per_s", "prompt tokens/s b8", lambda v: f"{v:.0f}")],
+    )  # fmt: skip
+    return text + f"\n{threads_line(data)}\n\n`{data['command']}`\n"
+
+
+def render_onpolicy(data: dict) -> str:
+    two = lambda v: f"{v:.2f}"  # noqa: E731
+    text = table(
+        data["rows"],
+        [("lmbda", "lmbda", fmt), ("steps", "steps", fmt), ("seconds_per_step", "seconds per step", lambda v: f"{v:.1f}"),
+         ("validation_perplexity", "val ppl", two), ("test_perplexity", "test ppl", two)],
+    )  # fmt: skip
+    return text + f"\n{threads_line(data)}\n\n`{data['command']}`\n"
+
+
+def main() -> None:
+    """``python scripts/bench_llm.py --part recover|quantize|onpolicy`` runs this script with its arguments."""
+    args = llm_arguments(__doc__).parse_args()
+    torch.set_num_threads(int(os.environ.get("HFC_THREADS", "2")))
+    parts = {"recover": part_recover, "quantize": part_quantize, "onpolicy": part_onpolicy}
+    if args.part not in parts:
+        raise SystemExit(f"bench_llm_recover.py runs --part {', '.join(parts)}; --part {args.part} is bench_llm.py's")
+    parts[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from harness import fmt, points, table, write_benchmark
 from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
 from hfcompress.data import (
@@ -31,7 +32,7 @@ from hfcompress.data import (
     load_text_classification,
     tokenize_dataset,
 )
-from hfcompress.evaluation import classification_metrics, evaluate_model, markdown_table, write_report
+from hfcompress.evaluation import classification_metrics, evaluate_model
 from hfcompress.modeling import load_tokenizer
 from hfcompress.quantization import load_quantized, quantize
 from hfcompress.quantization.qat import QuantizationAwareCallback
@@ -166,22 +167,45 @@ def main():
         "results": rows,
         "runs": runs,
     }
+    print(write_benchmark(out, "qat_benchmark", result, render))
+
+
+def render(data: dict) -> str:
+    teacher = data["teacher_fp32_accuracy"]
+    rows = []
+    deltas = []
+    for row in data["results"]:
+        per_seed = [float(x) for x in str(row["int8_per_seed"]).split(",")]
+        seed_deltas = [100 * (a - teacher) for a in per_seed]
+        if row["variant"].startswith("QAT"):
+            deltas += seed_deltas
+        rows.append(
+            {
+                **row,
+                "int8_vs_own_fp32": 100 * (row["int8_accuracy"] - row["fp32_accuracy"]),
+                "per_seed": ", ".join(points(d) for d in seed_deltas) if row["seeds"] > 1 else "",
+            }
+        )
     columns = [
-        ("variant", "variant"),
-        ("seeds", "seeds"),
-        ("fp32_accuracy", "fp32 acc (PyTorch, median)"),
-        ("int8_accuracy", "int8 acc (ONNX Runtime, median)"),
-        ("int8_delta_points", "int8 Δ vs teacher fp32 (pts)"),
-        ("int8_per_seed", "int8 acc per seed"),
+        ("variant", "variant", str),
+        ("fp32_accuracy", "fp32 acc", fmt),
+        ("int8_accuracy", "int8 acc", fmt),
+        ("int8_delta_points", "int8 Δ vs teacher fp32 (pts)", points),
+        ("int8_vs_own_fp32", "int8 Δ vs its own fp32 (pts)", points),
+        ("per_seed", "int8 Δ vs teacher, per seed", str),
     ]
-    markdown = (
-        f"# QAT benchmark\n\n`{result['command']}`\n\nTeacher {teacher}: fp32 test accuracy {reference:.4f} on "
-        f"{len(raw['test'])} examples. Fine-tuning: {opts.num_train_epochs} epoch(s) on {len(raw['train'])} "
-        f"training examples, learning rate {opts.learning_rate}, seeds {opts.seeds}; int8 is ONNX Runtime dynamic "
-        "(avx512_vnni) through `quantize`.\n\n" + markdown_table(rows, columns)
+    qat_rows = [r for r in rows if r["variant"].startswith("QAT")]
+    own = ", ".join(f"{points(r['int8_vs_own_fp32'])} ({r['variant'].split(' +')[0]})" for r in qat_rows)
+    sentence = (
+        f"\nAfter QAT, int8 against the same model in fp32 (medians): {own}. Per seed, the QAT models' int8 "
+        f"accuracy lies between {points(min(deltas))} and {points(max(deltas))} points of the teacher's fp32 "
+        f"(median {points(statistics.median(deltas))}).\n"
     )
-    write_report(out, "qat_benchmark", result, markdown)
-    print(markdown)
+    return (
+        f"Teacher fp32 test accuracy {fmt(teacher)}; {data['test_examples']} test snippets.\n\n"
+        + table(rows, columns)
+        + sentence
+    )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,22 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_setup import fine_tuned_teacher, judge, machine, start
+from harness import (
+    fine_tuned_teacher,
+    fmt,
+    headline,
+    judge,
+    machine,
+    points,
+    start,
+    table,
+    threads_line,
+    write_benchmark,
+)
 from transformers import AutoModelForSequenceClassification
 
 from hfcompress.data import limit_samples, load_text_classification, tokenize_dataset
-from hfcompress.evaluation import classification_metrics, markdown_table, write_report
+from hfcompress.evaluation import classification_metrics
 from hfcompress.evaluation.plots import plot_tradeoffs
 from hfcompress.modeling import load_tokenizer
 from hfcompress.quantization import (
@@ -40,7 +51,6 @@ from hfcompress.quantization import (
     quantize,
 )
 from hfcompress.quantization.backends import method_available
-from hfcompress.quantization.measure import report_columns
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes/configs/minilm/rotten_tomatoes/quantize_full.yaml"
 
@@ -174,7 +184,6 @@ def main():
         speed_target=SPEED_TARGET,
         loss_target=LOSS_TARGET,
     )
-    selection, chosen = target["selection"], target["selection"]["chosen"]
     result = {
         "benchmark": "quantize",
         "command": " ".join(sys.argv),
@@ -191,28 +200,27 @@ def main():
         "kbit_errors": errors,
         "plots": [str(p) for p in plots],
     }
-    kbit_columns = [("layer", "layer")] + [(f"{b} bits", f"{b} bits") for b in range(2, 9)]
-    markdown = (
-        f"# Quantization benchmark\n\n`{result['command']}`\n\nModel: {source} (fine-tuned all-MiniLM-L6-v2), "
-        f"{len(raw['validation'])} validation and {len(raw['test'])} test examples. CPU: {torch.get_num_threads()} PyTorch "
-        f"threads and as many ONNX Runtime intra-op threads; latency is the median of "
-        f"{opts.rounds} interleaved rounds of {opts.runs} runs; speed-ups are against PyTorch fp32 in the same "
-        f"run, PyTorch with denormals flushed to zero (`torch.set_flush_denormal`), ONNX Runtime through "
-        f"`load_quantized` (session option `session.set_denormal_as_zero`) except the rows marked default ORT "
-        f"session. Peak RSS: a fresh process loading the model and running one batch of 32, counted from after its imports; the model's share: that peak minus the memory before loading.\n\n"
-        + markdown_table(rows, report_columns([1, 32]))
-        + f"\nHeadline, chosen on validation ({RULE}): **{selection['chosen']}**: "
-        + (
-            f"{target['chosen_test_delta_points']:+.2f} test points at {target['chosen_speedup_b32']:.2f}x (batch 32). "
-            if chosen
-            else ""
-        )
-        + f"Target ({target['target']}): **{'met' if target['met'] else 'not met'}**.\n\n"
-        + "## k-bit weight error (min/max linear, per tensor): mean ||W - Q(W)|| / ||W|| by layer kind\n\n"
-        + markdown_table(kbit_rows, kbit_columns)
-    )
-    write_report(opts.out, "quantize_benchmark", result, markdown)
-    print(markdown)
+    print(write_benchmark(opts.out, "quantize_benchmark", result, render))
+
+
+def render(data: dict) -> str:
+    rows = data["results"]
+    columns = [("model", "method", str)]
+    if "validation_accuracy" in rows[0]:
+        columns += [("validation_accuracy", "val acc", fmt)]
+    columns += [
+        ("test_accuracy", "test acc", fmt),
+        ("accuracy_delta_points", "Δ test (pts)", points),
+        ("size_mb", "size MB", fmt),
+        ("peak_rss_mb", "peak RSS MB", fmt),
+        ("latency_ms_b1", "b1 ms", fmt),
+        ("speedup_b1", "speed-up b1", fmt),
+        ("latency_ms_b32", "b32 ms", fmt),
+        ("speedup_b32", "speed-up b32", fmt),
+    ]
+    if "ort_intra_op_threads" in rows[0]:
+        columns.append(("ort_intra_op_threads", "ORT threads", fmt))
+    return threads_line(data) + "\n" + table(rows, columns) + headline(data)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 bench_compress = pytest.importorskip("bench_compress")
-bench_setup = pytest.importorskip("bench_setup")
+harness = pytest.importorskip("harness")
 bench_llm_chat = pytest.importorskip("bench_llm_chat")
 
 
@@ -56,11 +56,11 @@ def test_judge_meets_only_with_both_the_speed_and_the_accuracy():
         {"model": "a", "val": 0.9, "speedup_b32": 2.0, "delta": -0.5},
         {"model": "b", "val": 0.8, "speedup_b32": 3.0, "delta": 0.0},  # better test figures, worse validation
     ]
-    result = bench_setup.judge(rows, "best validation", lambda r: True, lambda r: r["val"], "t", "delta", 1.8, 1.0)
+    result = harness.judge(rows, "best validation", lambda r: True, lambda r: r["val"], "t", "delta", 1.8, 1.0)
     assert result["selection"]["chosen"] == "a" and result["met"] is True
-    result = bench_setup.judge(rows, "best validation", lambda r: True, lambda r: r["val"], "t", "delta", 2.5, 1.0)
+    result = harness.judge(rows, "best validation", lambda r: True, lambda r: r["val"], "t", "delta", 2.5, 1.0)
     assert result["met"] is False  # a's 2.0x is below 2.5x; b's 3.0x does not count
-    result = bench_setup.judge(rows, "none", lambda r: False, lambda r: r["val"], "t", "delta", 1.0, 1.0)
+    result = harness.judge(rows, "none", lambda r: False, lambda r: r["val"], "t", "delta", 1.0, 1.0)
     assert result["selection"]["chosen"] is None and result["met"] is False
 
 

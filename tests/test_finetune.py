@@ -12,7 +12,7 @@ from test_recipe import assets, base_args  # noqa: F401  (assets is a fixture)
 from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
 from hfcompress import HfCompressError
-from hfcompress.finetune import FinetuneConfig, freeze
+from hfcompress.finetuning import FinetuneConfig, freeze
 from hfcompress.quantization import is_bitsandbytes_available
 
 ROOT = Path(__file__).resolve().parents[1]

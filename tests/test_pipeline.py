@@ -272,7 +272,7 @@ def test_other_task_types(assets, tmp_path, task, dataset, distill):
     _, _, ctx = prepare(load_pipeline_config(path))  # the run's tokenized splits (reads records only)
     model_class = AutoModelForTokenClassification if task == "token_classification" else AutoModelForSequenceClassification
     student = model_class.from_pretrained(tmp_path / "out" / "distill" / "model")
-    logits, labels = predict(student, ctx.data["test"], DistillationDataCollator(ctx.tokenizer))
+    logits, labels = predict(student, ctx.data.splits["test"], DistillationDataCollator(ctx.tokenizer))
     if task == "multi_label_classification":  # exact match of every label at sigmoid > 0.5
         expected = float(((logits > 0) == labels.astype(bool)).all(axis=1).mean())
     else:  # first sub-word of each word
@@ -502,35 +502,55 @@ def test_fingerprints_follow_what_a_stage_computes(assets, tmp_path, caplog):
     assert run(same)[1] == ["distill", "evaluate"]
 
 
+STAGE_MODULE = '''"""``count``: counts the parameters of the model the last stage trained."""
+
+from dataclasses import dataclass, field
+
+from hfcompress.pipeline.spec import StageSpec
+
+
+@dataclass
+class CountConfig:
+    what: str = field(default="parameters", metadata={"help": "What to count."})
+
+
+def run(ctx, stage, folder):
+    student = ctx.load_model(ctx.latest.folder)
+    return {"counted": stage.get(CountConfig).what, "value": student.num_parameters()}, None
+
+
+SPEC = StageSpec(name="count", configs=(CountConfig,), run=run, output=lambda record: record["figures"])
+'''
+
+
 def test_a_new_stage_is_one_module_and_one_registry_entry(assets, tmp_path, monkeypatch):
-    """A stage declared with a StageSpec and registered is parsed strictly, fingerprinted, run in order,
-    recorded, and reads earlier results by type (here: the student the distill stage trained)."""
-    from dataclasses import dataclass
+    """A stage written as one module (its config dataclass and its StageSpec, as docs/pipeline.md says) and
+    listed in the registry is parsed strictly, fingerprinted, run in order, recorded, and reads earlier results
+    by type (here: the student the distill stage trained)."""
+    import importlib
 
-    from hfcompress.pipeline import stages
-    from hfcompress.pipeline.stages import StageSpec
+    from hfcompress.pipeline.registry import REGISTRY
 
-    @dataclass
-    class CountConfig:
-        what: str = "parameters"
-
-    def run(ctx, stage, folder):
-        student = AutoModelForSequenceClassification.from_pretrained(ctx.latest.folder)
-        return {"counted": stage.get(CountConfig).what, "value": student.num_parameters()}, None
-
-    spec = StageSpec(name="count", configs=(CountConfig,), run=run, output=lambda record: record["figures"])
-    names = list(stages.REGISTRY)
-    registry = {n: stages.REGISTRY[n] for n in names[: names.index("distill") + 1]}
-    registry |= {"count": spec} | {n: stages.REGISTRY[n] for n in names[names.index("distill") + 1 :]}
-    monkeypatch.setattr(stages, "REGISTRY", registry)
-    monkeypatch.setattr(stages, "ORDER", tuple(registry))
-
-    with pytest.raises(HfCompressError, match="unknown key 'wat' in stage 'count'.*did you mean 'what'"):
-        load_pipeline_config(write_config(tmp_path, assets, [{"distill": {}}, {"count": {"wat": 1}}]))
-    path = write_config(tmp_path, assets, [{"distill": {"max_steps": 1, "student_layers": "2"}},
-                                           {"count": {"what": "weights"}}, FAST_EVAL])  # fmt: skip
-    report = run_pipeline(path)
+    (tmp_path / "count_stage.py").write_text(STAGE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    count = importlib.import_module("count_stage")
+    entries = list(REGISTRY.items())
+    at = [name for name, _ in entries].index("distill") + 1
+    REGISTRY.clear()  # the registry as it would read with one more line, after distill
+    REGISTRY.update(entries[:at] + [("count", count.SPEC)] + entries[at:])
+    try:
+        with pytest.raises(HfCompressError, match="unknown key 'wat' in stage 'count'.*did you mean 'what'"):
+            load_pipeline_config(write_config(tmp_path, assets, [{"distill": {}}, {"count": {"wat": 1}}]))
+        with pytest.raises(HfCompressError, match="stage 'count' can't come after 'quantize'"):
+            load_pipeline_config(write_config(tmp_path, assets, [{"quantize": {}}, {"count": {}}]))
+        path = write_config(tmp_path, assets, [{"distill": {"max_steps": 1, "student_layers": "2"}},
+                                               {"count": {"what": "weights"}}, FAST_EVAL])  # fmt: skip
+        report = run_pipeline(path)
+    finally:
+        REGISTRY.clear()
+        REGISTRY.update(entries)
     assert [s["stage"] for s in report["stages"]] == ["distill", "count", "evaluate"]
     record = json.loads((tmp_path / "out" / "count" / "stage.json").read_text())
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "distill" / "model")
     assert record["figures"] == {"counted": "weights", "value": student.num_parameters()}
+    assert record["config"] == {"CountConfig": {"what": "weights"}}

@@ -232,7 +232,7 @@ def test_models_compared_in_different_dtypes_are_refused(tmp_path):
 def test_a_variant_whose_speed_disagrees_with_the_search_beyond_the_spreads_is_measured_again(monkeypatch):
     """On held-back chat data evaluate measured the chosen student at 0.47x the teacher where the search had
     1.58x; nothing said so. Now the disagreement is found from the spreads, measured again and reported."""
-    from hfcompress.pipeline import lm
+    from hfcompress.pipeline.tasks import causal_lm as lm
 
     candidates = [{"candidate": "L22", "speedup": 1.58, "speed_spread": 0.05, "teacher_speed_spread": 0.05},
                   {"candidate": "L16", "speedup": 2.0, "speed_spread": 0.05, "teacher_speed_spread": 0.05}]  # fmt: skip
@@ -244,14 +244,14 @@ def test_a_variant_whose_speed_disagrees_with_the_search_beyond_the_spreads_is_m
     assert lm.search_counterpart({"model": "student int8", "stage": "quantized"}, candidates, "L22") is None
     measured = []
 
-    def measure_speeds(ctx, artifacts, config):
+    def measure_speeds(data, data_args, artifacts, config):
         measured.append(list(artifacts))
         return {name: {"speedup_generate": 1.0 if name == "teacher" else 1.5} for name in artifacts}
 
     monkeypatch.setattr(lm, "measure_speeds", measure_speeds)
     search = type("SearchOutput", (), {"candidates": candidates, "chosen": "L22"})
     folders = {"teacher": "t", "student": "s", "candidate L16": "c"}
-    checks = lm.check_speeds_against_search(None, rows, folders, None, search, "generate")
+    checks = lm.check_speeds_against_search(None, None, rows, folders, None, search, "generate")
     assert measured == [["teacher", "student"]]  # L16's 1.9x vs 2.0x lies within 0.05+0.05+0.03+0.02
     (check,) = checks
     assert check["variant"] == "student" and check["tolerance"] == pytest.approx(0.15)
@@ -260,12 +260,13 @@ def test_a_variant_whose_speed_disagrees_with_the_search_beyond_the_spreads_is_m
 
 
 def test_the_chat_report_has_validation_and_test_completion_perplexity_columns():
-    from hfcompress.pipeline.stages.evaluate import lm_columns
+    from hfcompress.pipeline.tasks import TaskData
+    from hfcompress.pipeline.tasks.causal_lm import lm_columns
 
-    ctx = type("Ctx", (), {"lm": {"fmt": "messages", "texts": {"ood": "Hamlet"}}})
-    columns = [key for key, _ in lm_columns(ctx, "perplexity")]
+    chat = TaskData(raw=None, tokenizer=None, splits=None, fmt="messages", texts={"ood": "Hamlet"})
+    columns = [key for key, _ in lm_columns(chat, "perplexity")]
     assert columns[6:10] == ["validation_perplexity", "test_perplexity", "ood_perplexity", "ood_bits_per_byte"]
-    text = type("Ctx", (), {"lm": {"fmt": "text", "texts": {"validation": "a", "test": "b"}}})
+    text = TaskData(raw=None, tokenizer=None, splits=None, fmt="text", texts={"validation": "a", "test": "b"})
     assert [k for k, _ in lm_columns(text, "perplexity")][6:10] == [
         "validation_perplexity", "validation_bits_per_byte", "test_perplexity", "test_bits_per_byte"]
 
@@ -339,7 +340,7 @@ def test_a_cached_adapted_teacher_reloads_in_the_dtype_it_was_given_in(tmp_path)
     import datasets
     from transformers import TrainingArguments
 
-    from hfcompress.finetune import ensure_finetuned_teacher
+    from hfcompress.finetuning import ensure_finetuned_teacher
 
     tokenizer = make_bpe_tokenizer(tmp_path / "tok")
     ids = torch.arange(20, 44).reshape(2, 12).tolist()

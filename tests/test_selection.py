@@ -9,9 +9,11 @@ import torch
 
 from hfcompress.evaluation import classification_metrics, interleaved_latency
 from hfcompress.evaluation.bootstrap import paired_bootstrap, share_below
-from hfcompress.pipeline.config import SearchConfig
-from hfcompress.pipeline.search import choose_candidate
-from hfcompress.pipeline.stages.evaluate import budget_check
+from hfcompress.pipeline.report import budget_check
+from hfcompress.pipeline.spec import Budget
+from hfcompress.pipeline.stages.search import SearchConfig
+from hfcompress.pipeline.student_search import choose_candidate
+from hfcompress.pipeline.tasks import task_kind
 
 N = 1000
 
@@ -144,12 +146,15 @@ def test_budget_is_rechecked_on_the_shipped_variant():
         {"model": "student", "latency_ms_b32": 40.0, "speedup_b32": 2.5, "size_mb": 60.0},
         {"model": "student onnx", "latency_ms_b32": 20.0, "speedup_b32": 5.0, "size_mb": 15.0},
     ]
-    search = SearchConfig(min_speedup=3.0, max_size_mb=50.0)
-    check = budget_check(report_rows, "student", search)
+    search = Budget.of(SearchConfig(min_speedup=3.0, max_size_mb=50.0))
+    task = task_kind("single_label_classification")
+    check = budget_check(report_rows, "student", search, task)
     assert check["met"] is False
     assert check["failed"] == ["speed-up 2.50x < 3.0x", "size on disk 60.0 MB > 50.0 MB"]
-    assert budget_check(report_rows, "student onnx", search)["met"] is True
-    assert budget_check(report_rows, None, search) is None and budget_check(report_rows, "student", None) is None
+    assert check["budget"] == "speed-up >= 3.0x at batch 32 and fp32 weights <= 50.0 MB"
+    assert budget_check(report_rows, "student onnx", search, task)["met"] is True
+    assert budget_check(report_rows, None, search, task) is None
+    assert budget_check(report_rows, "student", None, task) is None
 
 
 REPORT_ROWS = [
@@ -176,10 +181,11 @@ REPORT_ROWS = [
     ],
 )
 def test_the_shipped_variant_rule(min_kept, objective, expected):
-    from hfcompress.pipeline.config import EvaluateConfig
-    from hfcompress.pipeline.stages.evaluate import choose
+    from hfcompress.pipeline.report import choose
+    from hfcompress.pipeline.stages.evaluate import EvaluateConfig
 
-    chosen, rule = choose(REPORT_ROWS, EvaluateConfig(min_kept=min_kept, objective=objective), 32)
+    cost = ("latency_ms_b32", "the fastest at batch 32")
+    chosen, rule = choose(REPORT_ROWS, EvaluateConfig(min_kept=min_kept, objective=objective), "accuracy", cost)
     assert chosen == expected
     assert f"({min_kept * 0.80:.4f})" in rule
     assert ("the smallest on disk" if objective == "size" else "the fastest at batch 32") in rule
@@ -188,9 +194,8 @@ def test_the_shipped_variant_rule(min_kept, objective, expected):
 def test_nothing_is_shared_when_no_variant_met_the_rule(tmp_path, caplog):
     from types import SimpleNamespace
 
-    from hfcompress.pipeline.config import ShareConfig
-    from hfcompress.pipeline.stages import ReportOutput
-    from hfcompress.pipeline.stages.share import run
+    from hfcompress.pipeline.spec import ReportOutput
+    from hfcompress.pipeline.stages.share import ShareConfig, run
 
     report = {"chosen": None, "rule": "among compressed variants ...", "results": REPORT_ROWS, "stages": []}
     ctx = SimpleNamespace(outputs={"evaluate": ReportOutput(report)})
@@ -224,11 +229,12 @@ LM_ROWS = [
 )
 def test_the_shipped_variant_rule_for_perplexity(min_kept, objective, expected):
     """Lower is better: a variant keeps min_kept when the teacher's perplexity / its own >= min_kept."""
-    from hfcompress.pipeline.config import EvaluateConfig
-    from hfcompress.pipeline.stages.evaluate import choose
+    from hfcompress.pipeline.report import choose
+    from hfcompress.pipeline.stages.evaluate import EvaluateConfig
 
     cost = ("generate_ms_per_token", "the fastest in greedy tokens/s at batch 1")
-    chosen, rule = choose(LM_ROWS, EvaluateConfig(min_kept=min_kept, objective=objective), None, "perplexity", cost)
+    config = EvaluateConfig(min_kept=min_kept, objective=objective)
+    chosen, rule = choose(LM_ROWS, config, "perplexity", cost, lower=True)
     assert chosen == expected
     assert f"validation perplexity is <= the teacher's / {min_kept:g} ({20.0 / min_kept:.4f})" in rule
 
@@ -239,9 +245,6 @@ def test_search_rule_for_perplexity_prefers_lower_and_reads_noise_on_rows():
     import numpy as np
 
     from hfcompress.evaluation.lm import perplexity_of
-    from hfcompress.pipeline.config import SearchConfig
-    from hfcompress.pipeline.search import choose_candidate
-
     rng = np.random.default_rng(0)
     tokens = np.full(200, 31)
     best = rng.uniform(60, 80, 200)
@@ -252,7 +255,7 @@ def test_search_rule_for_perplexity_prefers_lower_and_reads_noise_on_rows():
     }
     rows = [{"candidate": name, "latency_ms": ms, "validation_perplexity": perplexity_of(predictions[name])["perplexity"]}
             for name, ms in (("deep", 30.0), ("noisy", 20.0), ("worse", 10.0))]  # fmt: skip
-    chosen, rule = choose_candidate(rows, predictions, perplexity_of, "perplexity", SearchConfig(), lm=True)
+    chosen, rule = choose_candidate(rows, predictions, perplexity_of, "perplexity", SearchConfig(), lower=True)
     by_name = {r["candidate"]: r for r in rows}
     assert by_name["worse"]["share_below_best"] > 0.95 and not by_name["worse"]["within_noise_of_best"]
     assert by_name["noisy"]["within_noise_of_best"]

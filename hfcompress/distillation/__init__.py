@@ -2,13 +2,15 @@
 the teacher-logit cache."""
 
 from .config import DistillationConfig
+from .layer_maps import kept_layer_maps, resolve_layer_maps
 from .student import create_student_from_teacher
-from .trainer import DistillationTrainer, check_shared_vocabulary, resolve_layer_maps
+from .trainer import DistillationTrainer, check_shared_vocabulary
 
 __all__ = [
     "DistillationConfig",
     "DistillationTrainer",
     "check_shared_vocabulary",
     "create_student_from_teacher",
+    "kept_layer_maps",
     "resolve_layer_maps",
 ]

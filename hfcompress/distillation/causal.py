@@ -33,11 +33,6 @@ def unwrap(model):
     return model
 
 
-def is_causal_lm(model) -> bool:
-    """True for ``*ForCausalLM`` models (also inside DDP or a PEFT wrapper)."""
-    return type(unwrap(model)).__name__.endswith("ForCausalLM")
-
-
 def output_vocab_size(model) -> int:
     return unwrap(model).get_output_embeddings().weight.shape[0]
 

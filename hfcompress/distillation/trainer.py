@@ -26,7 +26,7 @@ from ..data import EXAMPLE_INDEX, TEACHER_PREFIX, DistillationDataCollator, same
 from ..data.causal_lm import ensure_pad_token
 from ..data.unlabelled import ALIGNMENT, aligned_fraction
 from ..errors import HfCompressError
-from ..modeling import logit_transform, stop_token_ids
+from ..modeling import is_causal_lm, logit_transform, stop_token_ids
 from . import causal, losses
 from .cache import (
     compute_teacher_logits,
@@ -37,7 +37,8 @@ from .cache import (
     teacher_fingerprint,
     vocabulary_fingerprint,
 )
-from .config import DistillationConfig, parse_layer_map
+from .config import DistillationConfig
+from .layer_maps import resolve_layer_maps
 
 logger = logging.getLogger(__name__)
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -111,46 +112,6 @@ def check_two_tokenizer_terms(args: DistillationConfig, train_dataset) -> None:
         )
 
 
-def _auto_pairs(num_student: int, num_teacher: int, offset: int) -> list[tuple[int, int]]:
-    """Uniform student->teacher map: hidden states (offset 0, 1-based layers) or attentions (offset 1)."""
-    return [
-        (i, round((i + offset) * num_teacher / num_student) - offset)
-        for i in range(1 - offset, num_student + 1 - offset)
-    ]
-
-
-def _check_pairs(pairs, what: str, num_student: int, num_teacher: int) -> None:
-    for s, t in pairs:
-        if not 0 <= s < num_student or not 0 <= t < num_teacher:
-            raise HfCompressError(
-                f"{what} pair {s}:{t} names a layer that doesn't exist: student has 0..{num_student - 1}, "
-                f"teacher has 0..{num_teacher - 1}"
-            )
-
-
-def resolve_layer_maps(args: DistillationConfig, student_layers: int, teacher_layers: int):
-    """(hidden pairs, attention pairs) for these depths; raises if a map names a layer that doesn't exist.
-
-    Hidden-state indices count the embeddings as 0, so a model of L layers has hidden states 0..L.
-    """
-    hidden = parse_layer_map(args.hidden_layer_map) or _auto_pairs(student_layers, teacher_layers, 0)
-    attention = parse_layer_map(args.attention_layer_map) or _auto_pairs(student_layers, teacher_layers, 1)
-    _check_pairs(hidden, "hidden_layer_map (0 = embeddings)", student_layers + 1, teacher_layers + 1)
-    _check_pairs(attention, "attention_layer_map", student_layers, teacher_layers)
-    return hidden, attention
-
-
-def kept_layer_maps(args: DistillationConfig, kept: list[int]) -> dict[str, str]:
-    """Layer maps for a student cut from the teacher: each kept layer learns from the teacher layer it was
-    (``kept[i]`` is the teacher index of student layer ``i``), for the maps left at 'auto'."""
-    maps = {}
-    if args.hidden_layer_map == "auto":
-        maps["hidden_layer_map"] = ",".join(f"{i + 1}:{k + 1}" for i, k in enumerate(kept))
-    if args.attention_layer_map == "auto":
-        maps["attention_layer_map"] = ",".join(f"{i}:{k}" for i, k in enumerate(kept))
-    return maps
-
-
 class _ProjectionsCallback(TrainerCallback):
     """Housekeeping for the learned projections, which live outside the model: clear their gradients after
     each optimizer step (Trainer zeroes only the model's), and write them into each checkpoint folder so a
@@ -193,7 +154,7 @@ class DistillationTrainer(Trainer):
             raise HfCompressError("DistillationTrainer needs a teacher_model")
         columns = getattr(train_dataset, "column_names", None) or []
         self.separate_tokenization = any(c.startswith(TEACHER_PREFIX) for c in columns)
-        self.causal = causal.is_causal_lm(model)
+        self.causal = is_causal_lm(model)
         self.vocab_size = None
         if self.causal:
             if self.separate_tokenization or args.uses_teacher_internals:

@@ -5,7 +5,13 @@ neurons and layers that shrinks the model (``structured_targets`` + ``structured
 from .callback import PruningCallback, prunable_linears
 from .config import PruningConfig, StructuredPruningConfig
 from .importance import block_influence, gradient_importance, magnitude_importance
-from .iterative import calibration_batches, structure, structured_prune, structured_targets
+from .iterative import (
+    calibration_batches,
+    lowest_influence_layers,
+    structure,
+    structured_prune,
+    structured_targets,
+)
 from .masks import masks_for_sparsity, sparsity_report
 from .recover import prune_and_recover
 from .schedules import cubic_sparsity
@@ -17,6 +23,7 @@ __all__ = [
     "StructuredPruningConfig",
     "block_influence",
     "calibration_batches",
+    "lowest_influence_layers",
     "cubic_sparsity",
     "gradient_importance",
     "magnitude_importance",

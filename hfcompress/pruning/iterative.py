@@ -141,6 +141,16 @@ def _lowest(scores: torch.Tensor, count: int) -> list[int]:
     return sorted(torch.argsort(scores, stable=True)[:count].tolist()) if count > 0 else []
 
 
+def lowest_influence_layers(model, count: int, batches) -> list[int]:
+    """The ``count`` layers of lowest block influence on the calibration ``batches`` (ShortGPT), the same on
+    every process."""
+    from .importance import block_influence
+
+    if count <= 0:
+        return []
+    return _same_on_all_ranks(_lowest(block_influence(model, list(batches)), count))
+
+
 def calibration_batches(dataset, tokenizer, batch_size: int, count: int, seed: int) -> list[dict]:
     """The first ``count`` padded batches of ``dataset`` shuffled with ``seed``: what head, neuron and layer
     importance are scored on."""

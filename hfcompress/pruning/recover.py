@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from ..distillation import DistillationConfig, DistillationTrainer
-from ..distillation.trainer import kept_layer_maps
+from ..distillation.layer_maps import kept_layer_maps
 from ..training_args import stage_args
 from .callback import PruningCallback
 from .config import StructuredPruningConfig

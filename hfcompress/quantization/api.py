@@ -16,18 +16,11 @@ import tempfile
 from pathlib import Path
 
 from ..errors import HfCompressError
+from ..modeling import is_causal_lm
 from .backends import require_backend
 from .config import METHODS, QuantizationConfig, causal_lm_refusal
 
 RECORD = "hfcompress_quantization.json"
-
-
-def is_causal_lm_folder(model_dir: str | os.PathLike) -> bool:
-    """A saved ``*ForCausalLM`` (by its config's ``architectures``)."""
-    config = Path(model_dir) / "config.json"
-    if not config.is_file():
-        return False
-    return any(a.endswith("ForCausalLM") for a in json.loads(config.read_text()).get("architectures") or [])
 
 
 def check_method_fits(model_dir: str | os.PathLike, config: QuantizationConfig) -> None:
@@ -36,7 +29,7 @@ def check_method_fits(model_dir: str | os.PathLike, config: QuantizationConfig) 
     can't take."""
     model_dir = Path(model_dir)
     model_config = json.loads((model_dir / "config.json").read_text())
-    if is_causal_lm_folder(model_dir) and causal_lm_refusal(config.method):
+    if is_causal_lm(model_dir) and causal_lm_refusal(config.method):
         raise HfCompressError(f"{config.method} {causal_lm_refusal(config.method)}")
     if config.backend == "gguf":
         from .gguf_export import check_gguf_source, check_gguf_tokenizer, gguf_type
@@ -128,7 +121,7 @@ def quantize(
     model_dir, output_dir = Path(model_dir), Path(output_dir)
     _check_source(model_dir)
     check_method_fits(model_dir, config)
-    causal = is_causal_lm_folder(model_dir)
+    causal = is_causal_lm(model_dir)
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise HfCompressError(
             f"{output_dir} already exists and is not empty; pass overwrite=True to replace it"
@@ -218,7 +211,7 @@ def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threa
     path = Path(path)
     record = json.loads((path / RECORD).read_text()) if (path / RECORD).exists() else {}
     method = record.get("method")
-    causal = record.get("causal_lm", False) or is_causal_lm_folder(path)
+    causal = record.get("causal_lm", False) or is_causal_lm(path)
     if method and method.startswith("onnx") and causal:
         require_backend(method)
         import torch

@@ -30,6 +30,7 @@ import json
 from pathlib import Path
 
 from ..errors import HfCompressError
+from ..modeling import is_causal_lm
 
 # method -> (compressed-tensors preset scheme, algorithm)
 SCHEMES = {"gptq-w4a16": ("W4A16", "gptq"), "awq-w4a16": ("W4A16_ASYM", "awq"), "gptq-w8a8": ("W8A8", "gptq")}
@@ -51,7 +52,7 @@ def linear_inputs(config: dict) -> dict[str, int]:
 def check_compressed_source(config: dict, method: str, group_size: int) -> None:
     """A one-line error for a model or a group size the method can't take, before any work."""
     architectures = config.get("architectures") or []
-    if not any(a.endswith("ForCausalLM") for a in architectures):
+    if not is_causal_lm(config):
         raise HfCompressError(
             f"{method} quantizes causal LMs (an *ForCausalLM model), got architectures {architectures or 'unknown'}"
         )

@@ -15,6 +15,7 @@ import json, sys
 import torch
 from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
                           AutoTokenizer)
+from hfcompress.modeling import is_causal_lm
 from hfcompress.quantization import load_quantized
 from hfcompress.quantization.api import RECORD
 from pathlib import Path
@@ -38,7 +39,7 @@ else:
     config = json.loads((Path(path) / "config.json").read_text())
     architectures = config.get("architectures") or []
     token = any("TokenClassification" in a for a in architectures)
-    causal = any(a.endswith("ForCausalLM") for a in architectures)
+    causal = is_causal_lm(config)
     auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
     auto = AutoModelForCausalLM if causal else auto
     model = auto.from_pretrained(path)

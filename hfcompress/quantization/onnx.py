@@ -55,17 +55,6 @@ def onnx_inputs(onnx_dir: str | Path) -> list[str]:
     return [i.name for i in graph.input]
 
 
-def is_quantized_onnx(path: str | Path) -> bool:
-    """True when an ONNX file already holds int8 operators."""
-    import onnx
-
-    ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-    return bool(
-        ops
-        & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "DequantizeLinear"}
-    )
-
-
 def quantize_onnx(
     onnx_dir: str | Path, out: str | Path, config: QuantizationConfig, calibration=None, nodes_to_exclude=None
 ) -> None:

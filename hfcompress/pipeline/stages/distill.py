@@ -1,25 +1,42 @@
 """``distill``: distil the teacher into the search's chosen student, or into the layers ``student_layers``
-names. An interrupted run resumes from its last checkpoint."""
+names. An interrupted run resumes from its last checkpoint. Its settings are ``DistillStageArguments`` and
+``DistillationConfig`` fields."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import set_seed
 
-from ...distillation import DistillationConfig, DistillationTrainer, create_student_from_teacher
-from ...distillation.trainer import kept_layer_maps
+from ...distillation import (
+    DistillationConfig,
+    DistillationTrainer,
+    create_student_from_teacher,
+    kept_layer_maps,
+)
 from ...modeling import select_layers
 from ...pruning import structure
-from ..config import DistillStageArguments
+from ..context import RunContext, check_distillation, train_figures
 from ..records import last_checkpoint
-from .base import ModelOutput, SearchOutput, StageSpec, refuse_soft_targets_for_multi_label, train_figures
+from ..settings import Stage
+from ..spec import Artifact, ModelOutput, SearchOutput, StageSpec
 
 logger = logging.getLogger(__name__)
 
 
-def run(ctx, stage, folder: Path):
+@dataclass
+class DistillStageArguments:
+    """Which student the distill stage trains when no search stage chose one."""
+
+    student_layers: str = field(
+        default="every_other",
+        metadata={"help": "Teacher layers the student keeps: 'every_other', a count like '3', or '0,2,4'."},
+    )
+
+
+def run(ctx: RunContext, stage: Stage, folder: Path):
     teacher = ctx.teacher()
     search = ctx.output(SearchOutput)
     set_seed(ctx.config.pipeline.seed)
@@ -40,10 +57,10 @@ def run(ctx, stage, folder: Path):
         model=student,
         teacher_model=teacher,
         args=args,
-        train_dataset=ctx.data["train"],
-        eval_dataset=ctx.data["validation"],
+        train_dataset=ctx.data.splits["train"],
+        eval_dataset=ctx.data.splits["validation"],
         processing_class=ctx.tokenizer,
-        compute_metrics=ctx.metrics,  # None for a causal LM: its evaluation loss is the LM loss
+        compute_metrics=ctx.data.metrics,  # None for a causal LM: its evaluation loss is the LM loss
         callbacks=list(ctx.callbacks),
     )
     trainer.train(resume_from_checkpoint=resume)
@@ -63,6 +80,6 @@ SPEC = StageSpec(
     run=run,
     output=output,
     training=True,
-    validate=refuse_soft_targets_for_multi_label,
-    artifacts=lambda out: {out.label: (str(out.folder), out.label)},
+    validate=check_distillation,
+    artifacts=lambda out: {out.label: Artifact(str(out.folder), out.label, "distilled")},
 )

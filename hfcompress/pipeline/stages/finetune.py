@@ -1,6 +1,7 @@
 """``finetune``: fine-tune model_name_or_path on the task (full, frozen layers, LoRA/QLoRA); the result is the
 teacher of every later stage. A causal LM is adapted (or instruction-tuned, on chat data) with the LM loss on
-the training rows. An interrupted run resumes from its last checkpoint."""
+the training rows. An interrupted run resumes from its last checkpoint. Its settings are ``FinetuneConfig`` and
+``TrainingArguments`` fields."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from pathlib import Path
 
 from transformers import TrainingArguments, set_seed
 
-from ...finetune import FinetuneConfig, check_early_stopping, finetune, save_finetuned
-from ...modeling import load_causal_lm, load_classifier
+from ...finetuning import FinetuneConfig, check_early_stopping, finetune, save_finetuned
 from ...training_args import stage_args
+from ..context import RunContext, train_figures
 from ..records import last_checkpoint
-from .base import StageSpec, TeacherOutput, train_figures
+from ..settings import Stage
+from ..spec import StageSpec, TeacherOutput
 
 logger = logging.getLogger(__name__)
 
@@ -26,28 +28,25 @@ def cpu_group() -> dict:
     return {"use_cpu": True} if multi_process_without_accelerator() else {}
 
 
-def run(ctx, stage, folder: Path):
+def run(ctx: RunContext, stage: Stage, folder: Path):
     config, args = stage.get(FinetuneConfig), stage.get(TrainingArguments)
     check_early_stopping(config, args)
     name = ctx.config.pipeline.model_name_or_path
     set_seed(args.seed)
     if config.qlora:
-        from ...finetune import load_qlora_base
-
-        model = load_qlora_base(name, ctx.labels, ctx.task)
-    elif ctx.is_lm:
-        model = load_causal_lm(name)
+        model = ctx.task.load_quantized_base(name, ctx.data)
     else:
-        model, _ = load_classifier(name, ctx.labels, ctx.task, dataset=ctx.raw)
+        model = ctx.task.load(name, ctx.data, for_training=True)
     checkpoints = folder / "checkpoints"
     resume = last_checkpoint(checkpoints)
     if resume:
         logger.info("Resuming the finetune stage from %s", resume)
-    trainer = finetune(model, ctx.tokenizer, ctx.data["train"], ctx.data["validation"],
-                       stage_args(args, output_dir=checkpoints, **cpu_group()), config, ctx.metrics, ctx.callbacks,
-                       task_type=ctx.task, resume_from_checkpoint=resume)  # fmt: skip
+    trainer = finetune(model, ctx.tokenizer, ctx.data.splits["train"], ctx.data.splits["validation"],
+                       stage_args(args, output_dir=checkpoints, **cpu_group()), config, ctx.data.metrics,
+                       ctx.callbacks, task_type=ctx.task.name, resume_from_checkpoint=resume)  # fmt: skip
+
     def full_precision_base():  # QLoRA's adapter is merged onto this
-        return load_causal_lm(name) if ctx.is_lm else load_classifier(name, ctx.labels, ctx.task)[0]
+        return ctx.task.load(name, ctx.data, for_training=True)
 
     saved = save_finetuned(trainer, ctx.tokenizer, config, folder, full_precision_base)
     return {"resumed_from": resume, **train_figures(trainer)}, str(saved)
@@ -59,4 +58,5 @@ SPEC = StageSpec(
     run=run,
     output=lambda record: TeacherOutput(Path(record["artifact"])),
     training=True,
+    provides_teacher=True,
 )

@@ -1,22 +1,40 @@
 """``prune``: prune the last model (the student, or the teacher when nothing was distilled), recovering by
 distillation from the teacher. An interrupted prune stage starts again from its beginning: a pruning
-iteration's structure depends on the model before it."""
+iteration's structure depends on the model before it. Its settings are ``PruneStageArguments``, the pruning
+config's and ``DistillationConfig`` fields."""
 
 from __future__ import annotations
 
 import copy
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import set_seed
 
 from ...distillation import DistillationConfig
+from ...errors import check_choice
 from ...pruning import PruningConfig, StructuredPruningConfig, prune_and_recover
-from ..config import PruneStageArguments
-from .base import ModelOutput, StageSpec, on_main, refuse_soft_targets_for_multi_label
+from ..context import RunContext, check_distillation
+from ..processes import on_main
+from ..settings import Stage
+from ..spec import Artifact, ModelOutput, StageSpec
 
 
-def run(ctx, stage, folder: Path):
+@dataclass
+class PruneStageArguments:
+    """Which kind of pruning the prune stage runs (its settings are the PruningConfig fields)."""
+
+    pruning: str = field(
+        default="structured",
+        metadata={"help": "'structured' (StructuredPruningConfig fields) or 'unstructured' (PruningConfig)."},
+    )
+
+    def __post_init__(self):
+        check_choice("pruning", self.pruning, ("structured", "unstructured"))
+
+
+def run(ctx: RunContext, stage: Stage, folder: Path):
     kind = stage.get(PruneStageArguments).pruning
     config = stage.get(StructuredPruningConfig) if kind == "structured" else stage.get(PruningConfig)
     on_main(ctx.group, shutil.rmtree, folder / "recovery", True)  # ignore_errors
@@ -26,8 +44,8 @@ def run(ctx, stage, folder: Path):
     layers = latest.teacher_layers if latest else None
     set_seed(ctx.config.pipeline.seed)
     args = ctx.distill_args(stage, folder / "recovery")
-    model, trainer, details = prune_and_recover(model, teacher, config, args, ctx.data, ctx.tokenizer, ctx.metrics,
-                                                folder / "recovery", teacher_layers=layers)  # fmt: skip
+    model, trainer, details = prune_and_recover(model, teacher, config, args, ctx.data.splits, ctx.tokenizer,
+                                                ctx.data.metrics, folder / "recovery", teacher_layers=layers)  # fmt: skip
     trainer.save_model(str(folder / "model"))
     figures = {"pruning": kind, "details": details, "teacher_layers": details.get("teacher_layers", layers)}
     return figures, str(folder / "model")
@@ -43,6 +61,6 @@ SPEC = StageSpec(
     run=run,
     output=output,
     training=True,
-    validate=refuse_soft_targets_for_multi_label,
-    artifacts=lambda out: {out.label: (str(out.folder), out.label)},
+    validate=check_distillation,
+    artifacts=lambda out: {out.label: Artifact(str(out.folder), out.label, "pruned")},
 )

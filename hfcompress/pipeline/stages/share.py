@@ -1,22 +1,42 @@
 """``share``: export and/or push the variant the evaluate stage chose, with a model card that carries its row,
-the teacher's and the rule that chose it. Nothing is shared when no variant met the rule."""
+the teacher's and the rule that chose it. Nothing is shared when no variant met the rule. Its settings are
+``ShareConfig`` fields."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
+from ...configs import ReportingArguments
 from ...errors import HfCompressError
-from ...hub import CompressionInfo, share_variant
-from ..config import ShareConfig
-from .base import ShareOutput, StageSpec
+from ...hub import CompressionInfo, check_sharing, share_variant
+from ..context import RunContext
+from ..settings import PipelineConfig, Stage
+from ..spec import ShareOutput, StageSpec
 
 logger = logging.getLogger(__name__)
-# the model card's kind of each report row's stage (quantized rows: onnx or quantized, by method)
-KINDS = {"teacher": "finetuned", "candidate": "distilled", "student": "distilled", "pruned": "pruned"}
 
 
-def run(ctx, stage, folder: Path):
+@dataclass
+class ShareConfig:
+    """Where the chosen variant goes (the share_* fields of the recipes)."""
+
+    share_namespace: Optional[str] = field(default=None, metadata={"help": "Push to <namespace>/<name>."})
+    share_export_dir: Optional[str] = field(
+        default=None, metadata={"help": "Write what would be pushed here."}
+    )
+    share_private: bool = field(default=False, metadata={"help": "Create pushed repos as private."})
+    share_revision: Optional[str] = field(default=None, metadata={"help": "Push to this branch."})
+
+    def __post_init__(self):
+        ReportingArguments(share_namespace=self.share_namespace)  # same namespace check as the recipes
+        if not (self.share_namespace or self.share_export_dir):
+            raise HfCompressError("the share stage needs share_namespace or share_export_dir")
+
+
+def run(ctx: RunContext, stage: Stage, folder: Path):
     """Export/push the variant the evaluate stage chose, with a card carrying its row and the teacher's."""
     config = stage.get(ShareConfig)
     report = ctx.outputs["evaluate"].report
@@ -25,25 +45,21 @@ def run(ctx, stage, folder: Path):
         return {"shared": None, "reason": "no variant met the rule"}, None
     rows = {r["model"]: r for r in report["results"]}
     row, teacher = rows[report["chosen"]], rows["teacher"]
-    method = report["chosen"].split(" ", 1)[-1]
-    kind = KINDS.get(row["stage"]) or ("onnx" if method.startswith("onnx") else "quantized")
     route = " -> ".join(s["stage"] for s in report["stages"] if s["stage"] not in ("evaluate", "share"))
-    lm = report.get("task_type") == "causal_lm"
-    task = {"task_name": "Text Generation", "task_type": "text-generation"} if lm else {}
+    pipeline, dataset = ctx.config.pipeline, ctx.config.data.dataset_name
     info = CompressionInfo(
-        kind=kind,
-        base_model=ctx.config.pipeline.model_name_or_path,
-        dataset=ctx.config.data.dataset_name,
+        kind=row["card_kind"],  # set by the stage that made the artifact (StageSpec.artifacts)
+        base_model=pipeline.model_name_or_path,
+        dataset=dataset,
         method=f"hfcompress pipeline ({route}); chosen: {report['chosen']} by the rule: {report['rule']}",
         settings={s.name: s.values for s in ctx.config.stages},
-        teacher=f"{ctx.config.pipeline.model_name_or_path} ({'adapted to' if lm else 'fine-tuned on'} "
-        f"{ctx.config.data.dataset_name})",
+        teacher=f"{pipeline.model_name_or_path} ({ctx.task.teacher_words} {dataset})",
         metrics=figures(row),
         reference=figures(teacher),
         command=f"hfcompress compress --config {ctx.config.path}",
         tasks=row.get("tasks") or {},
         reference_tasks=teacher.get("tasks") or {},
-        **task,
+        **ctx.task.card_task,
     )
     suffix = report["chosen"].replace("candidate ", "").split(" ")
     shared = share_variant(config, row["folder"], info, *suffix, owner=str(ctx.out.resolve()))
@@ -57,9 +73,7 @@ def figures(row: dict) -> dict:
     return {k: v for k, v in row.items() if "delta" not in k and isinstance(v, (int, float, str, type(None)))}
 
 
-def preflight(config, stage) -> None:
-    from ...hub import check_sharing
-
+def preflight(config: PipelineConfig, stage: Stage) -> None:
     check_sharing(stage.get(ShareConfig))
 
 

@@ -3,6 +3,9 @@ one's latency once on this machine (the candidates and the teacher taking turns)
 any training, give each remaining one the same short distillation and score it on the validation split. The
 rule (``selection``) keeps the fastest candidate whose score the best one does not beat beyond noise (a paired
 bootstrap over the validation examples), or the best score.
+
+The algorithm knows no stage and no config class: it reads a ``SearchConfig``'s fields, and the task object says
+how a candidate is timed and scored (a causal LM's in ms per token and on validation perplexity).
 """
 
 from __future__ import annotations
@@ -14,15 +17,16 @@ from pathlib import Path
 import torch
 
 from ..distillation import DistillationConfig, DistillationTrainer
-from ..distillation.trainer import kept_layer_maps
+from ..distillation.layer_maps import kept_layer_maps
 from ..errors import HfCompressError
-from ..evaluation import interleaved_latency, predict
 from ..evaluation.bootstrap import paired_bootstrap, share_below
 from ..modeling import count_parameters, find_layer_list, keep_layers, layer_style, select_layers
-from ..pruning import StructuredPruningConfig, structure, structured_prune
+from ..pruning import StructuredPruningConfig, lowest_influence_layers, structure, structured_prune
 from ..pruning.structured import bert_head_pruning_supported, prune_attention_heads
 from ..training_args import stage_args
-from .config import SearchConfig
+from .processes import on_main
+from .spec import Budget
+from .tasks import TaskData, TaskKind
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +55,8 @@ def cut_candidate(
     units, width = min(now["attention_units"]), now["intermediate_size"]
     kept = select_layers(layers, now["num_layers"])
     if layer_selection == "block_influence" and isinstance(layers, int):
-        kept = sorted(set(range(now["num_layers"])) - set(lowest_influence(teacher, now["num_layers"] - layers, batches)))
+        dropped = lowest_influence_layers(teacher, now["num_layers"] - layers, batches)
+        kept = sorted(set(range(now["num_layers"])) - set(dropped))
     target = {
         "num_layers": len(kept),
         "attention_units": max(1, round(head_fraction * units)),
@@ -64,17 +69,7 @@ def cut_candidate(
     return model, kept, name
 
 
-def lowest_influence(teacher, count: int, batches) -> list[int]:
-    """The ``count`` teacher layers of lowest block influence on the calibration batches (ShortGPT)."""
-    from ..pruning.importance import block_influence
-    from ..pruning.iterative import _lowest, _same_on_all_ranks
-
-    if count <= 0:
-        return []
-    return _same_on_all_ranks(_lowest(block_influence(teacher, list(batches)), count))
-
-
-def check_grid(teacher, config: SearchConfig) -> None:
+def check_grid(teacher, config) -> None:
     """Refuse a grid the teacher can't give before any work: too deep, or heads the installed transformers
     can't prune."""
     depth = teacher.config.num_hidden_layers
@@ -85,66 +80,15 @@ def check_grid(teacher, config: SearchConfig) -> None:
             prune_attention_heads(teacher, {})  # raises the explanation
 
 
-def within_budget(row: dict, config: SearchConfig) -> bool:
-    return (
-        (config.max_latency_ms is None or row["latency_ms"] <= config.max_latency_ms)
-        and (config.min_speedup is None or row["speedup"] >= config.min_speedup)
-        and (config.max_size_mb is None or row["size_mb"] <= config.max_size_mb)
-        and (config.max_parameters is None or row["parameters"] <= config.max_parameters)
-    )
-
-
-def speed_text(config: SearchConfig, lm: bool = False) -> str:
-    """What the latency and speed-up of the budget measure."""
-    if not lm:
-        return f"at batch {config.budget_batch_size}"
-    if config.speed == "generate":
-        return "per greedy token at batch 1"
-    return f"per prompt token at batch {config.budget_batch_size}"
-
-
-def budget_text(config: SearchConfig, lm: bool = False) -> str:
-    parts, where = [], speed_text(config, lm)
-    if config.max_latency_ms is not None:
-        parts.append(f"latency <= {config.max_latency_ms} ms {where}")
-    if config.min_speedup is not None:
-        parts.append(f"speed-up >= {config.min_speedup}x {where}")
-    if config.max_size_mb is not None:
-        parts.append(f"fp32 weights <= {config.max_size_mb} MB")
-    if config.max_parameters is not None:
-        parts.append(f"parameters <= {config.max_parameters:,}")
-    return " and ".join(parts) or "no budget"
-
-
-def lm_latency(models: dict, tokenizer, lm: dict, config: SearchConfig) -> tuple[dict, dict]:
-    """A causal LM's latency: ms per greedy token at batch 1, or per prompt token at budget_batch_size; and the
-    spread of that figure over the rounds, by model name."""
-    from .lm import lm_speeds
-
-    prompt_batch = config.budget_batch_size if config.speed == "prompt" else 1  # only the budget's figure matters
-    speeds = lm_speeds(models, tokenizer, lm["source"], lm["window"], config.generate_tokens, prompt_batch,
-                       config.latency_rounds)  # fmt: skip
-    return ({name: speed[f"{config.speed}_ms_per_token"] for name, speed in speeds.items()},
-            {name: speed[f"{config.speed}_spread"] for name, speed in speeds.items()})  # fmt: skip
-
-
-def measure_candidates(
-    teacher, candidates: dict, tokenizer, texts, max_length, config: SearchConfig, group=None, lm=None
-) -> list[dict]:
+def measure_candidates(teacher, candidates: dict, config, task: TaskKind, data: TaskData, data_args,
+                       group=None) -> list[dict]:  # fmt: skip
     """The candidate table: parameters, fp32 size, latency at the budget's batch size (causal LMs: ms per token,
     ``config.speed``), with the candidates and the teacher taking turns, speed-up against the teacher, and
     whether each is within the budget. Several processes: the main one measures while the others wait (so the
     cores are its own), and all get its figures."""
-    from .stages.base import on_main
-
     models = {"teacher": teacher, **{name: c["model"] for name, c in candidates.items()}}
-    spreads = {}
-    if lm is not None:
-        latency, spreads = on_main(group, lm_latency, models, tokenizer, lm, config)
-    else:
-        latency = on_main(group, interleaved_latency, models, tokenizer, texts, config.budget_batch_size, max_length,
-                          config.latency_rounds, config.latency_runs)  # fmt: skip
-    rows = []
+    latency, spreads = on_main(group, task.candidate_latency, models, data, data_args, config)
+    budget, rows = Budget.of(config), []
     for name, c in candidates.items():
         row = {
             "candidate": name,
@@ -157,20 +101,20 @@ def measure_candidates(
             "latency_ms": latency[name],
             "teacher_latency_ms": latency["teacher"],
             "speedup": latency["teacher"] / latency[name],
-            "batch_size": 1 if lm is not None and config.speed == "generate" else config.budget_batch_size,
+            "batch_size": task.timed_batch_size(budget),
             "torch_threads": torch.get_num_threads(),
         }
         if spreads:  # how far the rounds lay apart, the candidate's and the teacher's: what evaluate checks against
             row |= {"speed_spread": spreads[name], "teacher_speed_spread": spreads["teacher"]}
-        row["within_budget"] = within_budget(row, config)
+        row["within_budget"] = not budget.failures(row)
         rows.append(row)
     return rows
 
 
-def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConfig, data, tokenizer, metrics,
-                folder: Path, lm=None) -> tuple:  # fmt: skip
-    """The same short distillation for every candidate; returns its (logits, labels) on validation (causal LMs:
-    its per-row NLL sums and token counts)."""
+def proxy_train(candidate, teacher, args: DistillationConfig, config, task: TaskKind, data: TaskData,
+                folder: Path):  # fmt: skip
+    """The same short distillation for every candidate; returns what the task scores it from on validation
+    (classifiers: logits and labels; causal LMs: per-row NLL sums and token counts)."""
     stage = stage_args(
         args,
         cls=DistillationConfig,
@@ -184,64 +128,51 @@ def proxy_train(candidate, teacher, args: DistillationConfig, config: SearchConf
         model=candidate["model"],
         teacher_model=teacher,
         args=stage,
-        train_dataset=data["train"],
-        processing_class=tokenizer,
+        train_dataset=data.splits["train"],
+        processing_class=data.tokenizer,
     )
     trainer.train()
     trainer.save_model(str(folder))
-    if lm is not None:
-        import numpy as np
-
-        from ..evaluation.lm import rows_nll
-
-        return tuple(np.array(v) for v in rows_nll(candidate["model"], data["validation"], tokenizer))
-    from ..data import DistillationDataCollator
-
-    return predict(candidate["model"], data["validation"], DistillationDataCollator(tokenizer))
+    return task.proxy_predictions(candidate["model"], data)
 
 
-def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics, texts, max_length, folder,
-                   calibration, metric: str = "accuracy", group=None, lm=None) -> dict:  # fmt: skip
-    """Run the search, scoring candidates on the validation ``metric``; returns {"candidates": rows, "chosen":
+def search_student(teacher, config, args, task: TaskKind, data: TaskData, data_args, folder, calibration,
+                   metric: str = "accuracy", group=None) -> dict:  # fmt: skip
+    """Run the search (``config``: a ``SearchConfig``), scoring candidates on the validation ``metric`` (the
+    task's own proxy metric when it has one: perplexity for causal LMs); returns {"candidates": rows, "chosen":
     name, "rule": text, "chosen_model": the chosen candidate's cut before training, "teacher_layers": its kept
-    teacher layers}. ``group``: accelerate's state when launched as several processes. ``lm``: a causal LM's
-    speed source and window ({"source", "window"}): candidates are timed in tokens/s and scored on validation
-    perplexity (``metrics`` and ``metric`` are then ignored)."""
-    from ..evaluation.lm import perplexity_of
-
-    if lm is not None:
-        metrics, metric = perplexity_of, "perplexity"
+    teacher layers}. ``group``: accelerate's state when launched as several processes."""
+    metric = task.search_metric or metric
+    metrics = task.proxy_metrics(data)
+    budget = Budget.of(config)
+    where = task.speed_text(budget)
     folder = Path(folder)
     candidates = {}
     for layers, ffn, heads in config.grid:
         model, kept, name = cut_candidate(teacher, layers, ffn, heads, config.importance, calibration,
                                           config.layer_selection)  # fmt: skip
         candidates.setdefault(name, {"model": model, "kept": kept})
-    rows = measure_candidates(teacher, candidates, tokenizer, texts, max_length, config, group, lm)
+    rows = measure_candidates(teacher, candidates, config, task, data, data_args, group)
     within = [r for r in rows if r["within_budget"]]
-    where = speed_text(config, lm is not None)
     if not within:
         fastest = min(rows, key=lambda r: r["latency_ms"])
         raise HfCompressError(
-            f"no candidate meets the budget ({budget_text(config, lm is not None)}); the fastest, "
+            f"no candidate meets the budget ({budget.text(where)}); the fastest, "
             f"{fastest['candidate']}, takes {fastest['latency_ms']:.1f} ms {where} ({fastest['speedup']:.2f}x, "
             f"{fastest['size_mb']:.1f} MB, {fastest['parameters']:,} parameters): relax the budget or add smaller "
             "depths/fractions"
         )
-    logger.info(
-        "Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget_text(config, lm is not None)
-    )
+    logger.info("Search: %d of %d candidates within the budget (%s)", len(within), len(rows), budget.text(where))
     initial = {r["candidate"]: copy.deepcopy(candidates[r["candidate"]]["model"]) for r in within}
     predictions = {}
     for row in within:
         name = row["candidate"]
-        predictions[name] = proxy_train(
-            candidates[name], teacher, args, config, data, tokenizer, metrics, folder / "candidates" / name, lm
-        )
+        predictions[name] = proxy_train(candidates[name], teacher, args, config, task, data,
+                                        folder / "candidates" / name)  # fmt: skip
         row.update({f"validation_{k}": v for k, v in metrics(predictions[name]).items()})
         row["folder"] = str(folder / "candidates" / name)
         logger.info("Search: %s scored %.4f validation %s", name, row[f"validation_{metric}"], metric)
-    chosen, rule = choose_candidate(within, predictions, metrics, metric, config, lm is not None)
+    chosen, rule = choose_candidate(within, predictions, metrics, metric, config, task.lower_is_better(metric), where)
     return {
         "candidates": rows,
         "chosen": chosen["candidate"],
@@ -252,14 +183,13 @@ def search_student(teacher, config: SearchConfig, args, data, tokenizer, metrics
     }
 
 
-def choose_candidate(within: list[dict], predictions: dict, metrics, metric: str, config: SearchConfig,
-                     lm: bool = False):  # fmt: skip
+def choose_candidate(within: list[dict], predictions: dict, metrics, metric: str, config, lower: bool = False,
+                     where: str | None = None):  # fmt: skip
     """The rule of ``config.selection`` over the scored rows (each gains its bootstrap standard error, the share
     of draws in which it scores worse than the best, and whether that is within noise); returns (row, rule).
-    Perplexity (``lm``) is better when lower."""
-    from .config import LOWER_IS_BETTER
-
-    score, sign = f"validation_{metric}", -1 if metric in LOWER_IS_BETTER else 1
+    ``lower``: the metric is better when lower (perplexity); ``where``: what the budget's latency measures."""
+    score, sign = f"validation_{metric}", -1 if lower else 1
+    budget = Budget.of(config).text(where or f"at batch {config.budget_batch_size}")
     best = max(within, key=lambda r: (sign * r[score], -r["latency_ms"]))
     draws = paired_bootstrap(predictions, metrics, metric, config.bootstrap_samples)
     below = share_below(best["candidate"], {name: sign * values for name, values in draws.items()})
@@ -269,11 +199,11 @@ def choose_candidate(within: list[dict], predictions: dict, metrics, metric: str
         row["within_noise_of_best"] = below[row["candidate"]] < config.confidence
     steps = f"after {config.proxy_steps} distillation steps"
     if config.selection == "best":
-        return best, f"within the budget ({budget_text(config, lm)}), the best validation {metric} {steps} (ties: the faster)"
+        return best, f"within the budget ({budget}), the best validation {metric} {steps} (ties: the faster)"
     tied = [r for r in within if r["within_noise_of_best"]]
     chosen = min(tied, key=lambda r: (r["latency_ms"], -sign * r[score]))
     rule = (
-        f"within the budget ({budget_text(config, lm)}), the fastest candidate whose validation {metric} {steps} is "
+        f"within the budget ({budget}), the fastest candidate whose validation {metric} {steps} is "
         f"within noise of the best ({best['candidate']}, {best[score]:.4f}): it scores worse than the best in fewer than "
         f"{config.confidence:.0%} of {config.bootstrap_samples} paired bootstrap draws over the validation examples"
     )
