@@ -25,7 +25,18 @@ import time
 from pathlib import Path
 
 import torch
-from harness import ROOT, STRIDE, WINDOW, fmt, machine, perplexities, table, threads_line, write_benchmark
+from harness import (
+    ROOT,
+    STRIDE,
+    WINDOW,
+    fmt,
+    machine,
+    percent,
+    perplexities,
+    table,
+    threads_line,
+    write_benchmark,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
@@ -122,12 +133,11 @@ def main() -> None:
 
 def render(data: dict) -> str:
     """GPTQ/AWQ/W8A8 (compressed-tensors) variants against their own fp32; the W4A16 target and its rule."""
-    pct = lambda v: f"{v:+.2%}"  # noqa: E731
     text = table(
         data["rows"],
         [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("x_smaller", "x smaller", fmt),
          ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
-         ("validation_ppl_vs_fp32", "val vs fp32", pct), ("test_ppl_vs_fp32", "test vs fp32", pct),
+         ("validation_ppl_vs_fp32", "val vs fp32", percent), ("test_ppl_vs_fp32", "test vs fp32", percent),
          ("generate_tokens_per_s_b1", "gen tok/s b1", fmt), ("prompt_tokens_per_s", "prompt tok/s b8", fmt),
          ("write_s", "write s", fmt)],
     )  # fmt: skip

@@ -20,7 +20,18 @@ import time
 from pathlib import Path
 
 import torch
-from harness import ROOT, STRIDE, WINDOW, fmt, machine, perplexities, table, threads_line, write_benchmark
+from harness import (
+    ROOT,
+    STRIDE,
+    WINDOW,
+    fmt,
+    machine,
+    percent,
+    perplexities,
+    table,
+    threads_line,
+    write_benchmark,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
@@ -92,12 +103,11 @@ def main() -> None:
 
 def render(data: dict) -> str:
     """GGUF variants against their own fp32: perplexities, sizes, the targets."""
-    pct = lambda v: f"{v:+.2%}"  # noqa: E731
     text = table(
         data["rows"],
         [("variant", "variant", fmt), ("size_mb", "MB (10^6 bytes)", fmt), ("x_smaller", "x smaller", fmt),
          ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
-         ("validation_ppl_vs_fp32", "val vs fp32", pct), ("test_ppl_vs_fp32", "test vs fp32", pct),
+         ("validation_ppl_vs_fp32", "val vs fp32", percent), ("test_ppl_vs_fp32", "test vs fp32", percent),
          ("write_s", "write s", fmt)],
     )  # fmt: skip
     text += (

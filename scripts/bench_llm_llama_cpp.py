@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from harness import ROOT, fmt, machine, table, threads_line, write_benchmark
+from harness import ROOT, fmt, machine, percent, table, threads_line, write_benchmark
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
@@ -155,14 +155,13 @@ def seconds(call) -> float:
 
 def render(data: dict) -> str:
     """GGUF variants run in llama.cpp: perplexity from its logits, speeds against fp32 in transformers."""
-    pct = lambda v: f"{v:+.2%}"  # noqa: E731
     text = table(
         data["rows"],
         [("variant", "variant", fmt), ("runtime", "runs in", fmt), ("matrix_type", "matrices", fmt),
          ("embedding_type", "embedding", fmt), ("size_mb", "MB (10^6 bytes)", fmt),
          ("x_smaller", "x smaller", fmt), ("validation_perplexity", "val ppl", fmt),
-         ("test_perplexity", "test ppl", fmt), ("validation_ppl_vs_fp32", "val vs fp32", pct),
-         ("test_ppl_vs_fp32", "test vs fp32", pct), ("generate_tokens_per_s_b1", "gen tok/s b1", fmt),
+         ("test_perplexity", "test ppl", fmt), ("validation_ppl_vs_fp32", "val vs fp32", percent),
+         ("test_ppl_vs_fp32", "test vs fp32", percent), ("generate_tokens_per_s_b1", "gen tok/s b1", fmt),
          ("generate_vs_fp32", "gen x fp32", fmt), ("prompt_tokens_per_s_b1", "prompt tok/s b1", fmt),
          ("tokenizer_agrees", "same token ids", fmt)],
     )  # fmt: skip

@@ -190,6 +190,10 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def percent(value) -> str:
+    return f"{value:+.2%}"
+
+
 def points(value) -> str:
     return "-" if value is None else f"{value:+.2f}"
 
