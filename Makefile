@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 # Tests and the demo never reach the Hub: offline mode and a private HF_HOME, so a warm cache hides nothing.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: test-assets compress-llm bench-compress-llm setup setup-v5 setup-llmc test-llmc bench-llm-compressed setup-llama-cpp bench-llm-llama-cpp assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
+.PHONY: setup-llama-tools test-assets compress-llm bench-compress-llm setup setup-v5 setup-llmc test-llmc bench-llm-compressed setup-llama-cpp bench-llm-llama-cpp assets assets-llm llm-demo bench-llm-chat demo test test-v5 test-slow lint docs bench bench-torchao bench-compress bench-pair clean
 
 setup: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ LLAMA_CPP_FLAGS ?= -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DG
 setup-llama-cpp: setup
 	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install -q -c constraints.txt \
 		--no-binary llama-cpp-python "llama-cpp-python==0.3.36" diskcache
+
+# llama.cpp's own tools (convert_hf_to_gguf.py, llama-quantize, llama-imatrix, llama-perplexity) from the llama.cpp
+# the same sdist vendors, into the cache (about 10 minutes on 2 cores); the GGUF tests run when they are there
+setup-llama-tools: setup
+	$(PY) scripts/build_llama_cpp.py
 
 # what the demo and the real-model tests need; all-mpnet-base-v2 (440 MB) is fetched by bench-pair
 assets: setup
