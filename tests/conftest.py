@@ -32,6 +32,22 @@ def _isolated_hf_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
     monkeypatch.setenv("HFCOMPRESS_CACHE", str(tmp_path_factory.mktemp("hfc_cache")))
+    monkeypatch.delenv("HFCOMPRESS_LLAMA_CPP", raising=False)  # GGUF: the package's own writer unless a test asks
+
+
+# llama.cpp's own tools (make setup-llama-tools), found before the fixture above hides them
+USER_LLAMA_CPP = os.environ.get("HFCOMPRESS_LLAMA_CPP") or os.path.join(USER_ASSET_CACHE, "llama.cpp")
+
+
+@pytest.fixture
+def llama_cpp_tools(monkeypatch):
+    """llama.cpp's converter and tools for this test; skipped, with the install command, where they are missing."""
+    from hfcompress.quantization.llama_cpp_tools import tools_available
+
+    monkeypatch.setenv("HFCOMPRESS_LLAMA_CPP", USER_LLAMA_CPP)
+    if not tools_available():
+        pytest.skip(f"llama.cpp's tools are not built in {USER_LLAMA_CPP}: run `make setup-llama-tools`")
+    return USER_LLAMA_CPP
 
 
 def write_vocab(path, words=WORDS, shift=0):
@@ -361,6 +377,40 @@ def real_chat_tokenizer(vocab: str, template: str | None = None, extra_special: 
         tokenizer.chat_template = (root / "models" / "templates" / f"{template}.jinja").read_text()
         tokenizer.name_or_path = template
     return tokenizer
+
+
+def sentencepiece_model_from_gguf(vocab_gguf, out_file, size: int = 32000):
+    """A SentencePiece ``tokenizer.model`` of the first ``size`` pieces (the SentencePiece part; the later ids are
+    the model's added tokens, which its tokenizer.json holds) of one of llama.cpp's vocab-only GGUFs of an SPM
+    tokenizer, with their scores, as the released model ships it: what llama.cpp's converter reads for Phi-3 and
+    Llama 2-style models. Types as SentencePiece has them: <unk> unknown, <s> and </s> control, <0x..> bytes."""
+    import gguf
+    from sentencepiece import sentencepiece_model_pb2 as spm
+
+    reader = gguf.GGUFReader(vocab_gguf)
+
+    def values(key):
+        field = reader.fields[key]
+        return [field.parts[i] for i in field.data]
+
+    proto = spm.ModelProto()
+    for i, (token, score) in enumerate(zip(values("tokenizer.ggml.tokens")[:size], values("tokenizer.ggml.scores"))):
+        piece = proto.pieces.add()
+        piece.piece, piece.score = bytes(token).decode("utf-8"), float(score[0])
+        kind = spm.ModelProto.SentencePiece
+        piece.type = kind.UNKNOWN if i == 0 else kind.CONTROL if i in (1, 2) else kind.NORMAL
+        if piece.piece.startswith("<0x") and len(piece.piece) == 6:
+            piece.type = kind.BYTE
+    proto.trainer_spec.model_type = spm.TrainerSpec.BPE
+    proto.trainer_spec.vocab_size = len(proto.pieces)
+    proto.trainer_spec.byte_fallback = True
+    proto.normalizer_spec.name = "identity"
+    proto.normalizer_spec.add_dummy_prefix = True
+    proto.normalizer_spec.remove_extra_whitespaces = False
+    proto.normalizer_spec.escape_whitespaces = True
+    with open(out_file, "wb") as f:
+        f.write(proto.SerializeToString())
+    return out_file
 
 
 def llama_cpp_models_dir():

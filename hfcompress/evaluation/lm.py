@@ -105,6 +105,31 @@ def strided_perplexity(
 
 
 @torch.inference_mode()
+def chunked_perplexity(model, tokenizer, text: str, context: int, chunks: int | None = None) -> dict[str, float]:
+    """Perplexity as ``llama-perplexity`` scores it, computed with a transformers model: the text's tokens (with
+    the tokenizer's special tokens, as llama.cpp adds its BOS) cut into chunks of ``context``; each chunk's first
+    token is the BOS when the tokenizer adds one; each chunk's second half is scored. The same figure a GGUF of
+    the model gives in llama.cpp, up to the file's rounding."""
+    device = _device(model)
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
+    bos = ids[0].item() if tokenizer.bos_token_id is not None and ids[0].item() == tokenizer.bos_token_id else None
+    count = len(ids) // context if chunks is None else min(chunks, len(ids) // context)
+    if len(ids) < 2 * context:
+        raise ValueError(f"llama-perplexity needs at least {2 * context} tokens for a context of {context}, got {len(ids)}")
+    first, nll_sum, n_tokens = context // 2, 0.0, 0
+    for i in range(count):
+        chunk = ids[i * context : (i + 1) * context].clone()
+        if bos is not None:
+            chunk[0] = bos
+        chunk = chunk[None].to(device)
+        logits = model(input_ids=chunk, attention_mask=torch.ones_like(chunk)).logits.float()
+        log_probs = torch.log_softmax(logits[0, first : context - 1], dim=-1)
+        nll_sum -= log_probs.gather(-1, chunk[0, first + 1 :, None]).sum().item()
+        n_tokens += context - 1 - first
+    return {"perplexity": math.exp(nll_sum / n_tokens), "tokens": n_tokens, "chunks": count}
+
+
+@torch.inference_mode()
 def rows_nll(model, rows, tokenizer, batch_size: int = 8) -> tuple[list[float], list[int]]:
     """Per row of tokenized ``rows`` (``lm_examples``): the summed next-token NLL (nats) of its label tokens and
     how many there are; what a paired bootstrap over rows resamples."""

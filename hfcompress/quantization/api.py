@@ -33,9 +33,11 @@ def check_method_fits(model_dir: str | os.PathLike, config: QuantizationConfig) 
         raise HfCompressError(f"{config.method} {causal_lm_refusal(config.method)}")
     if config.backend == "gguf":
         from .gguf_export import check_gguf_source, check_gguf_tokenizer, gguf_type
+        from .gguf_llama_cpp import check_gguf_writer
 
-        check_gguf_source(model_config, gguf_type(config.method))
-        check_gguf_tokenizer(model_dir)
+        if check_gguf_writer(model_config, config) == "hfcompress":
+            check_gguf_source(model_config, gguf_type(config.method))
+            check_gguf_tokenizer(model_dir)
     if config.backend == "llmcompressor":
         from .compressed import check_compressed_source
 
@@ -131,11 +133,17 @@ def quantize(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    extra = {}  # what the record keeps besides the method and its settings
     try:
         if config.backend == "gguf":
             from .gguf_export import export_gguf, gguf_file_name, gguf_type
+            from .gguf_llama_cpp import gguf_writer, write_gguf_with_llama_cpp
 
-            export_gguf(model_dir, work / gguf_file_name(config.method), gguf_type(config.method))
+            if gguf_writer(config) == "llama.cpp":
+                extra = write_gguf_with_llama_cpp(model_dir, work, config, calibration_dataset, text_column, tokenizer)
+            else:
+                export_gguf(model_dir, work / gguf_file_name(config.method), gguf_type(config.method))
+                extra = {"writer": "hfcompress"}
         elif config.backend == "llmcompressor":
             from .compressed import quantize_compressed
 
@@ -182,7 +190,7 @@ def quantize(
             shutil.rmtree(exported)
         copy_tokenizer(model_dir, work, tokenizer)
         record = {"method": config.method, "settings": config.to_dict(), "source": str(model_dir),
-                  "causal_lm": causal}  # fmt: skip
+                  "causal_lm": causal, **extra}  # fmt: skip
         (work / RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if output_dir.exists():
             shutil.rmtree(output_dir)

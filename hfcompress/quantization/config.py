@@ -21,6 +21,14 @@ METHODS = {
     "gguf-q5_0": ("gguf", "gguf"),
     "gguf-q4_1": ("gguf", "gguf"),
     "gguf-q4_0": ("gguf", "gguf"),
+    # the K-quants and IQ types are written by llama.cpp's own quantizer (make setup-llama-tools)
+    "gguf-bf16": ("gguf", "gguf"),
+    "gguf-q6_k": ("gguf", "gguf"),
+    "gguf-q5_k_m": ("gguf", "gguf"),
+    "gguf-q4_k_m": ("gguf", "gguf"),
+    "gguf-q4_k_s": ("gguf", "gguf"),
+    "gguf-iq4_nl": ("gguf", "gguf"),
+    "gguf-iq4_xs": ("gguf", "gguf"),
     "gptq-w4a16": ("llmcompressor", "llmcompressor"),  # causal LMs: compressed-tensors for vLLM/SGLang
     "awq-w4a16": ("llmcompressor", "llmcompressor"),
     "gptq-w8a8": ("llmcompressor", "llmcompressor"),
@@ -59,6 +67,7 @@ def check_classifier_methods(methods: list[str]) -> None:
 
 
 PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+GGUF_WRITERS = ("auto", "llama.cpp", "hfcompress")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 CALIBRATION_METHODS = ("minmax", "percentiles", "entropy")
 
@@ -111,8 +120,22 @@ class QuantizationOptions:
                   "in fp32."},
     )
 
+    gguf_writer: str = field(
+        default="auto",
+        metadata={"help": "gguf-*: who writes the file: 'llama.cpp' (its converter and llama-quantize: every "
+                  "family, K-quants, IQ types, the importance matrix; needs `make setup-llama-tools`), 'hfcompress' "
+                  "(the package's own writer: Llama architecture, F16/Q8_0/Q5_0/Q4_1/Q4_0 only) or 'auto' "
+                  "(llama.cpp when its tools are installed, else hfcompress)."},
+    )
+    gguf_imatrix: bool = field(
+        default=False,
+        metadata={"help": "gguf-* through llama.cpp: quantize with an importance matrix that llama-imatrix computes "
+                  "from the calibration text (calibration_samples rows of it)."},
+    )
+
     def __post_init__(self):
         check_choice("preset", self.preset, PRESETS)
+        check_choice("gguf_writer", self.gguf_writer, GGUF_WRITERS)
         check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         if self.group_size < 1:
@@ -133,7 +156,9 @@ class QuantizationConfig(QuantizationOptions):
         metadata={
             "help": "bnb-int8 (LLM.int8), bnb-nf4, bnb-fp4 (bitsandbytes 4-bit); onnx-fp32 (export only), "
             "onnx-int8-dynamic, onnx-int8-static (ONNX Runtime through Optimum); torchao-int8 (int8 weight-only, "
-            "PyTorch-native, safetensors); gguf-f16, gguf-q8_0, gguf-q5_0, gguf-q4_1, gguf-q4_0 (causal LMs, llama.cpp); "
+            "PyTorch-native, safetensors); gguf-f16, gguf-bf16, gguf-q8_0, gguf-q6_k, gguf-q5_k_m, gguf-q5_0, "
+            "gguf-q4_k_m, gguf-q4_k_s, gguf-q4_1, gguf-q4_0, gguf-iq4_nl, gguf-iq4_xs (causal LMs, llama.cpp; the "
+            "K-quants and IQ types through llama.cpp's tools); "
             "gptq-w4a16, awq-w4a16, gptq-w8a8 (causal LMs, compressed-tensors for vLLM/SGLang, via llmcompressor)."
         },
     )

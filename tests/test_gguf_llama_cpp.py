@@ -1,0 +1,107 @@
+"""GGUF made by llama.cpp's own tools (its converter and ``llama-quantize``) for every decoder family we claim,
+and run in llama.cpp (``llama-perplexity``): tiny random models of each family's real shape, with real
+tokenizers, give in llama.cpp the perplexity transformers gives over the same chunks. Skipped, with the install
+command, where the tools aren't built (``make setup-llama-tools``)."""
+
+import json
+
+import pytest
+from conftest import (
+    FAMILY_CONFIGS,
+    held_out_text,
+    llama_cpp_models_dir,
+    make_decoder,
+    real_chat_tokenizer,
+    sentencepiece_model_from_gguf,
+)
+
+from hfcompress import HfCompressError
+from hfcompress.evaluation.lm import chunked_perplexity
+from hfcompress.quantization import quantize
+from hfcompress.quantization.llama_cpp_tools import convert_to_gguf, llama_perplexity
+
+CONTEXT = 64
+SENTENCEPIECE = ("phi-3", "llama-spm")  # tokenizers whose models ship a SentencePiece tokenizer.model
+# each family with the real tokenizer its released models use (llama.cpp's vocabularies)
+# (Gemma's own SentencePiece vocabulary is not among llama.cpp's test vocabularies, only Gemma 4's BPE one: the
+# Gemma models run on Llama 2's SentencePiece vocabulary, a stand-in; their architecture is what is tested)
+TOKENIZERS = {"llama": "llama-bpe", "llama-3.1": "llama-bpe", "mistral": "llama-spm", "qwen2": "qwen2",
+              "qwen2.5": "qwen2", "qwen3": "qwen2", "phi3": "phi-3", "phi-3.5": "phi-3", "granite": "starcoder",
+              "gemma2": "llama-spm", "gemma-2": "llama-spm", "gemma3_text": "llama-spm", "gemma-3": "llama-spm"}  # fmt: skip
+
+
+def tiny_model_dir(family: str, folder, tokenizer_name: str):
+    """A tiny random ``family`` model with a real tokenizer, saved as a user's fine-tuned model is."""
+    tokenizer = real_chat_tokenizer(tokenizer_name)
+    model = make_decoder(family, vocab_size=len(tokenizer))
+    for name in ("bos", "eos", "pad"):
+        token_id = getattr(tokenizer, f"{name}_token_id")
+        setattr(model.config, f"{name}_token_id", token_id if token_id is not None else tokenizer.eos_token_id)
+    model.generation_config.bos_token_id = model.config.bos_token_id
+    model.generation_config.eos_token_id = model.config.eos_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if tokenizer_name in SENTENCEPIECE:  # the released models ship tokenizer.model too; llama.cpp reads it
+        sentencepiece_model_from_gguf(llama_cpp_models_dir() / f"ggml-vocab-{tokenizer_name}.gguf", folder / "tokenizer.model")
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("family", sorted(TOKENIZERS))
+def test_a_family_converted_by_llama_cpp_runs_there_with_the_perplexity_transformers_gives(
+    family, llama_cpp_tools, tmp_path
+):
+    model, tokenizer = tiny_model_dir(family, tmp_path / "model", TOKENIZERS[family])
+    text = held_out_text(paragraphs=20)
+    (tmp_path / "text.txt").write_text(text)
+    gguf = convert_to_gguf(tmp_path / "model", tmp_path / "model-F32.gguf", "f32")
+    expected = chunked_perplexity(model, tokenizer, text, CONTEXT)
+    measured = llama_perplexity(gguf, tmp_path / "text.txt", CONTEXT, threads=2)
+    # fp32 both sides: the same to about 1e-5 (measured), except Gemma's GELU, which ggml's CPU backend computes
+    # from a table of fp16 inputs (GGML_GELU_FP16 in ggml/src/ggml-cpu/vec.h): 8e-4 to 3e-3 measured
+    tolerance = 5e-3 if family.startswith("gemma") else 1e-4
+    assert measured["perplexity"] == pytest.approx(expected["perplexity"], rel=tolerance), (family, expected, measured)
+
+
+def test_quantize_writes_k_quants_with_llama_cpp_and_records_the_fallbacks(llama_cpp_tools, tmp_path):
+    """SmolLM2-like rows of 576 columns don't divide by 256: llama-quantize falls back per tensor, and the record
+    lists what fell back to what; the file holds Q4_K where rows divide, and loads back in transformers."""
+    import gguf
+
+    model, tokenizer = tiny_model_dir("llama-3.1", tmp_path / "model", "llama-bpe")
+    out = quantize(tmp_path / "model", tmp_path / "q4km", method="gguf-q4_k_m")
+    record = json.loads((out / "hfcompress_quantization.json").read_text())
+    assert record["writer"] == "llama.cpp" and record["imatrix"] is None
+    reader = gguf.GGUFReader(out / "model-Q4_K_M.gguf")
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    fell_back = {f["tensor"]: f["used"].upper() for f in record["fallbacks"]}
+    assert fell_back  # 64 columns: no 256-element K-quant block fits
+    for tensor, used in fell_back.items():
+        assert types[tensor] == used, (tensor, types[tensor], used)
+
+
+def test_the_importance_matrix_comes_from_the_calibration_text(llama_cpp_tools, tmp_path):
+    from datasets import Dataset
+
+    tiny_model_dir("qwen2.5", tmp_path / "model", "qwen2")
+    rows = Dataset.from_dict({"text": [held_out_text(paragraphs=30, seed=s) for s in range(4)]})
+    out = quantize(tmp_path / "model", tmp_path / "iq4", method="gguf-iq4_nl", gguf_imatrix=True,
+                   calibration_dataset=rows, calibration_samples=4)  # fmt: skip
+    record = json.loads((out / "hfcompress_quantization.json").read_text())
+    assert record["imatrix"] == {"rows": 4, "characters": len("\n\n".join(rows["text"]))}
+    with pytest.raises(HfCompressError, match="gguf_imatrix needs calibration text"):
+        quantize(tmp_path / "model", tmp_path / "iq4b", method="gguf-iq4_nl", gguf_imatrix=True)
+    assert not (tmp_path / "iq4b").exists()
+
+
+def test_without_llama_cpp_the_k_quants_name_the_install_command(tmp_path):
+    model, tokenizer = tiny_model_dir("llama-3.1", tmp_path / "model", "llama-bpe")
+    with pytest.raises(HfCompressError, match="written by llama.cpp's quantizer, which is not installed: run `make"):
+        quantize(tmp_path / "model", tmp_path / "out", method="gguf-q4_k_m")
+    with pytest.raises(HfCompressError, match="llama.cpp's tools are not installed"):
+        quantize(tmp_path / "model", tmp_path / "out", method="gguf-q8_0", gguf_writer="llama.cpp")
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_family_we_claim_is_converted_here():
+    """A family added to FAMILY_CONFIGS without a tokenizer here would silently go untested in llama.cpp."""
+    assert sorted(set(FAMILY_CONFIGS) - set(TOKENIZERS)) == []
