@@ -150,6 +150,9 @@ def _prepare_smollm2(folder: Path) -> None:
     tokenizer.model_max_length = model.config.max_position_embeddings
     tokenizer.add_bos_token = False  # as the Hub's tokenizer: plain text starts without a special token
     tokenizer.save_pretrained(folder)
+    # with sentencepiece installed, the GGUF-read tokenizer saves its source file (the whole GGUF) as
+    # tokenizer.model; SmolLM2 is byte-level BPE and ships no SentencePiece model (nor does the Hub's copy)
+    (folder / "tokenizer.model").unlink(missing_ok=True)
     relabel_byte_level_tokenizer(folder)
     (folder / name).unlink()
 
@@ -158,15 +161,26 @@ def relabel_byte_level_tokenizer(folder: Path) -> None:
     """Label a saved byte-level BPE tokenizer ``PreTrainedTokenizerFast``, which loads its tokenizer.json as it is
     in transformers 4 and 5. transformers' GGUF reader labels SmolLM2's tokenizer ``LlamaTokenizer(Fast)``, and
     transformers 5.0-5.17 rebuild that class as a SentencePiece-style (Metaspace) tokenizer, silently giving
-    other token ids for the same text (5.23 detects it and warns)."""
+    other token ids for the same text (5.23 detects it and warns).
+
+    Its tokenizer.json is also put back in the Hub's byte-level form: no byte fallback and a plain ByteLevel
+    decoder, where the GGUF reader writes SentencePiece's (byte fallback, a ByteFallback/Fuse/Replace decoder
+    chain). Both give the same ids and text (a byte-level vocabulary has every byte, so nothing falls back), but
+    llama.cpp's converter reads the SentencePiece form as a Llama 2 vocabulary and writes a GGUF llama.cpp can't
+    tokenize with."""
     config_file = folder / "tokenizer_config.json"
     config = json.loads(config_file.read_text())
-    pre_tokenizer = json.loads((folder / "tokenizer.json").read_text()).get("pre_tokenizer") or {}
+    backend_file = folder / "tokenizer.json"
+    backend = json.loads(backend_file.read_text())
+    pre_tokenizer = backend.get("pre_tokenizer") or {}
     if pre_tokenizer.get("type") == "ByteLevel" or any(
         p.get("type") == "ByteLevel" for p in pre_tokenizer.get("pretokenizers", [])
     ):
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
         config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        backend["model"]["byte_fallback"] = False
+        backend["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+        backend_file.write_text(json.dumps(backend, indent=2, ensure_ascii=False) + "\n")
 
 
 def _prepare_austen(folder: Path) -> None:
@@ -285,6 +299,7 @@ ASSETS: dict[str, Asset] = {
             "parameters (Apache-2.0); dequantized from the package's GGUF Q4_1, so its weights went through "
             "4-bit quantization once",
             prepare=_prepare_smollm2,
+            layout=1,  # 1: tokenizer.json in the Hub's byte-level form (no byte fallback, a ByteLevel decoder)
         ),
         Asset(
             name="austen_novels",

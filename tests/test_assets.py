@@ -254,6 +254,35 @@ def test_a_byte_level_bpe_labelled_llama_is_relabelled_and_tokenizes_as_saved(tm
     assert (folder / "tokenizer_config.json").read_bytes() == before
 
 
+def test_the_gguf_readers_sentencepiece_form_of_a_byte_level_tokenizer_is_put_back_with_the_same_ids(tmp_path):
+    """transformers' GGUF reader writes SmolLM2's byte-level tokenizer.json with byte fallback and SentencePiece's
+    decoder chain, which llama.cpp's converter takes for a Llama 2 vocabulary. Put back in the Hub's form, it
+    gives the same ids and the same decoded text, and the converter reads it as byte-level BPE."""
+    import json
+
+    from conftest import shared_bpe_tokenizer
+    from transformers import AutoTokenizer
+
+    original = shared_bpe_tokenizer()
+    original.save_pretrained(tmp_path / "bpe")
+    backend_file = tmp_path / "bpe" / "tokenizer.json"
+    backend = json.loads(backend_file.read_text())
+    backend["model"]["byte_fallback"] = True  # as the GGUF reader writes it
+    backend["decoder"] = {"type": "Sequence", "decoders": [
+        {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}]}  # fmt: skip
+    backend_file.write_text(json.dumps(backend))
+    gguf_form = AutoTokenizer.from_pretrained(tmp_path / "bpe")
+    assets.relabel_byte_level_tokenizer(tmp_path / "bpe")
+    fixed = AutoTokenizer.from_pretrained(tmp_path / "bpe")
+    saved = json.loads(backend_file.read_text())
+    assert saved["model"]["byte_fallback"] is False and saved["decoder"]["type"] == "ByteLevel"
+    text = "Mr. Darcy's 10,000 a year — très café ☕ 🎉\n\n\ttabs  and  spaces ▁ end"
+    ids = gguf_form(text)["input_ids"]
+    assert fixed(text)["input_ids"] == ids
+    assert fixed.decode(ids) == gguf_form.decode(ids) == text
+
+
 def test_a_source_archive_asset_extracts_only_its_pinned_files(monkeypatch, tmp_path):
     import io
     import tarfile

@@ -29,6 +29,12 @@ FALLBACK = re.compile(
     r"(?P<wanted>\S+)\)\s+(?:\(WARNING: must use F16 due to unusual shape\) )?-> falling back to\s+(?P<used>\S+)"
 )
 PERPLEXITY = re.compile(r"Final estimate: PPL = (?P<ppl>[\d.]+) \+/- (?P<error>[\d.]+)")
+KL_FIGURES = {  # llama-perplexity --kl-divergence: its summary lines
+    "perplexity": re.compile(r"Mean PPL\(Q\)\s+: +(?P<value>[\d.]+) ± +(?P<error>[\d.]+)"),
+    "base_perplexity": re.compile(r"Mean PPL\(base\)\s+: +(?P<value>[\d.]+) ± +(?P<error>[\d.]+)"),
+    "kl_divergence": re.compile(r"Mean +KLD: +(?P<value>-?[\d.]+) ± +(?P<error>[\d.]+)"),
+    "same_top_p_percent": re.compile(r"Same top p: +(?P<value>[\d.]+) ± +(?P<error>[\d.]+) %"),
+}
 
 
 def llama_cpp_home() -> Path:
@@ -108,15 +114,35 @@ def compute_imatrix(gguf: str | os.PathLike, text_file: str | os.PathLike, out_f
 
 
 def llama_perplexity(gguf: str | os.PathLike, text_file: str | os.PathLike, context: int,
-                     threads: int | None = None, chunks: int | None = None) -> dict:  # fmt: skip
+                     threads: int | None = None, chunks: int | None = None,
+                     save_logits: str | os.PathLike | None = None) -> dict:  # fmt: skip
     """``llama-perplexity``: chunks of ``context`` tokens (BOS first when the model adds one), each scored on its
-    second half; returns {perplexity, error}."""
+    second half; returns {perplexity, error}. ``save_logits``: also write the file ``kl_divergence`` compares
+    another GGUF's logits with."""
     cmd = [find_tool("llama-perplexity"), "-m", gguf, "-f", text_file, "-c", context, "-b", context,
            "-t", threads or os.cpu_count() or 1]  # fmt: skip
     if chunks is not None:
         cmd += ["--chunks", chunks]
+    if save_logits is not None:
+        cmd += ["--kl-divergence-base", save_logits]
     output = _run(cmd, "llama-perplexity")
     found = PERPLEXITY.search(output)
     if not found:
         raise HfCompressError(f"llama-perplexity printed no final estimate for {gguf}")
     return {"perplexity": float(found["ppl"]), "error": float(found["error"])}
+
+
+def kl_divergence(gguf: str | os.PathLike, base_logits: str | os.PathLike, threads: int | None = None) -> dict:
+    """``llama-perplexity --kl-divergence`` of ``gguf`` against the logits another GGUF saved (``save_logits``)
+    over the same tokens: {perplexity, base_perplexity, kl_divergence, same_top_p_percent}, each with its
+    ``<name>_error``."""
+    cmd = [find_tool("llama-perplexity"), "-m", gguf, "--kl-divergence-base", base_logits, "--kl-divergence",
+           "-t", threads or os.cpu_count() or 1]  # fmt: skip
+    output = _run(cmd, "llama-perplexity --kl-divergence")
+    figures = {}
+    for name, pattern in KL_FIGURES.items():
+        found = pattern.search(output)
+        if not found:
+            raise HfCompressError(f"llama-perplexity --kl-divergence printed no {name} for {gguf}")
+        figures |= {name: float(found["value"]), f"{name}_error": float(found["error"])}
+    return figures
