@@ -55,6 +55,7 @@ setup-llama-cpp: setup
 # llama.cpp's own tools (convert_hf_to_gguf.py, llama-quantize, llama-imatrix, llama-perplexity) from the llama.cpp
 # the same sdist vendors, into the cache (about 10 minutes on 2 cores); the GGUF tests run when they are there
 setup-llama-tools: setup
+	$(PIP) install -q -c constraints.txt sentencepiece  # the converter reads SentencePiece models (the gguf extra)
 	$(PY) scripts/build_llama_cpp.py
 
 # what the demo and the real-model tests need; all-mpnet-base-v2 (440 MB) is fetched by bench-pair

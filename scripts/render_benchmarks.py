@@ -57,6 +57,7 @@ BLOCKS = {
     "llm-compressed": ("bench_llm_compressed", "render", "llm_compressed/smollm2-135m-instruct.json"),
     "llm-llama-cpp-student": ("bench_llm_llama_cpp", "render", "llm_llama_cpp/student.json"),
     "llm-llama-cpp": ("bench_llm_llama_cpp", "render", "llm_llama_cpp/smollm2-135m-instruct.json"),
+    "gguf-llama-cpp": ("bench_gguf", "render", "gguf/smollm2-135m-instruct.json"),
 }
 
 
