@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--imatrix_chunks", type=int, default=64)
     parser.add_argument("--types", default=",".join(TYPES))
+    parser.add_argument("--embedding_types", default="",
+                        help="comma-separated types for the token embedding and output matrix, each tried with every "
+                        "type ('' : llama-quantize's own choice only)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("HFC_THREADS", os.cpu_count() or 1)))
     parser.add_argument("--out", default=str(ROOT / "scripts/results/gguf"))
     opts = parser.parse_args()
@@ -84,8 +87,10 @@ def main() -> None:
     base_logits = work / "f16-test.logits"
     rows = []
 
-    def measure(variant: str, qtype: str, gguf: Path, with_imatrix: bool, fallbacks=(), seconds=None) -> None:
-        row = {"variant": variant, "type": qtype, "imatrix": with_imatrix, "size_mb": gguf.stat().st_size / 1e6,
+    def measure(variant: str, qtype: str, gguf: Path, with_imatrix: bool, fallbacks=(), seconds=None,
+                embedding=None) -> None:  # fmt: skip
+        row = {"variant": variant, "type": qtype, "imatrix": with_imatrix, "embedding_type": embedding,
+               "size_mb": gguf.stat().st_size / 1e6,
                "bits_per_weight": gguf.stat().st_size * 8 / count, "quantize_s": seconds,
                "fallbacks": len(fallbacks), "fallback_types": sorted({f["used"] for f in fallbacks})}  # fmt: skip
         row["validation_perplexity"] = llama_perplexity(gguf, texts["validation"], opts.context, opts.threads,
@@ -102,14 +107,17 @@ def main() -> None:
         print(row, flush=True)
 
     measure("F16", "F16", f16, False)
+    embeddings = [e.strip().upper() for e in opts.embedding_types.split(",") if e.strip()] or [None]
     for qtype in [t.strip() for t in opts.types.split(",") if t.strip()]:
-        for with_imatrix in (False, True):
-            out = work / f"model-{qtype}{'-imatrix' if with_imatrix else ''}.gguf"
-            start = time.time()
-            fallbacks = quantize_gguf(f32, out, qtype, imatrix if with_imatrix else None, opts.threads)
-            measure(f"{qtype}{' + imatrix' if with_imatrix else ''}", qtype, out, with_imatrix, fallbacks,
-                    time.time() - start)  # fmt: skip
-            out.unlink()
+        for embedding in embeddings:
+            for with_imatrix in (False, True):
+                out = work / f"model-{qtype}-{embedding}{'-imatrix' if with_imatrix else ''}.gguf"
+                start = time.time()
+                fallbacks = quantize_gguf(f32, out, qtype, imatrix if with_imatrix else None, opts.threads,
+                                          embedding)  # fmt: skip
+                name = qtype + (f", embedding {embedding}" if embedding else "") + (" + imatrix" if with_imatrix else "")
+                measure(name, qtype, out, with_imatrix, fallbacks, time.time() - start, embedding)
+                out.unlink()
     base = rows[0]
     for row in rows:
         for split in ("validation", "test"):
@@ -129,7 +137,8 @@ def main() -> None:
                       "test_vs_f16": q8 and q8["test_vs_f16"], "met": bool(q8 and q8["test_vs_f16"] <= Q8_TARGET)},
         "minutes": (time.time() - started) / 60, "machine": machine() | {"llama_cpp_threads": opts.threads},
         "command": "python scripts/bench_gguf.py" + ("" if opts.name == "smollm2-135m-instruct" else
-                                                     f" --model {opts.model} --name {opts.name}"),
+                                                     f" --model {opts.model} --name {opts.name}")
+        + (f" --types {opts.types} --embedding_types {opts.embedding_types}" if opts.embedding_types else ""),
     }  # fmt: skip
     print(write_benchmark(Path(opts.out), opts.name, data, render))
     shutil.rmtree(work)

@@ -58,6 +58,7 @@ BLOCKS = {
     "llm-llama-cpp-student": ("bench_llm_llama_cpp", "render", "llm_llama_cpp/student.json"),
     "llm-llama-cpp": ("bench_llm_llama_cpp", "render", "llm_llama_cpp/smollm2-135m-instruct.json"),
     "gguf-llama-cpp": ("bench_gguf", "render", "gguf/smollm2-135m-instruct.json"),
+    "gguf-llama-cpp-embedding": ("bench_gguf", "render", "gguf/smollm2-135m-instruct-embedding.json"),
 }
 
 

@@ -46,7 +46,7 @@ def llama_cpp_tools(monkeypatch):
 
     monkeypatch.setenv("HFCOMPRESS_LLAMA_CPP", USER_LLAMA_CPP)
     if not tools_available():
-        pytest.skip(f"llama.cpp's tools are not built in {USER_LLAMA_CPP}: run `make setup-llama-tools`")
+        pytest.skip(f"llama.cpp's tools (in {USER_LLAMA_CPP}) or sentencepiece are missing: run `make setup-llama-tools`")
     return USER_LLAMA_CPP
 
 

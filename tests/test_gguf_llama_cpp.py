@@ -79,6 +79,20 @@ def test_quantize_writes_k_quants_with_llama_cpp_and_records_the_fallbacks(llama
         assert types[tensor] == used, (tensor, types[tensor], used)
 
 
+def test_the_embedding_and_output_types_are_a_setting(llama_cpp_tools, tmp_path):
+    """llama-quantize keeps the token embedding and the output matrix at 6-8 bits, most of a small model's file;
+    gguf_embedding_type sets them."""
+    import gguf
+
+    tiny_model_dir("llama-3.1", tmp_path / "model", "llama-bpe")  # untied: token_embd and output
+    out = quantize(tmp_path / "model", tmp_path / "q4", method="gguf-q4_0", gguf_embedding_type="q4_0")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out / "model-Q4_0.gguf").tensors}
+    assert types["token_embd.weight"] == types["output.weight"] == "Q4_0"
+    default = quantize(tmp_path / "model", tmp_path / "q4d", method="gguf-q4_0")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(default / "model-Q4_0.gguf").tensors}
+    assert types["output.weight"] != "Q4_0"
+
+
 def test_the_importance_matrix_comes_from_the_calibration_text(llama_cpp_tools, tmp_path):
     from datasets import Dataset
 
@@ -99,6 +113,8 @@ def test_without_llama_cpp_the_k_quants_name_the_install_command(tmp_path):
         quantize(tmp_path / "model", tmp_path / "out", method="gguf-q4_k_m")
     with pytest.raises(HfCompressError, match="llama.cpp's tools are not installed"):
         quantize(tmp_path / "model", tmp_path / "out", method="gguf-q8_0", gguf_writer="llama.cpp")
+    with pytest.raises(HfCompressError, match="gguf_embedding_type is llama-quantize's setting"):
+        quantize(tmp_path / "model", tmp_path / "out", method="gguf-q8_0", gguf_embedding_type="Q4_0")
     assert not (tmp_path / "out").exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ..errors import HfCompressError, check_choice
 
@@ -68,6 +69,7 @@ def check_classifier_methods(methods: list[str]) -> None:
 
 PRESETS = ("avx512_vnni", "avx512", "avx2", "arm64")
 GGUF_WRITERS = ("auto", "llama.cpp", "hfcompress")
+GGUF_EMBEDDING_TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 CALIBRATION_METHODS = ("minmax", "percentiles", "entropy")
 
@@ -127,6 +129,12 @@ class QuantizationOptions:
                   "(the package's own writer: Llama architecture, F16/Q8_0/Q5_0/Q4_1/Q4_0 only) or 'auto' "
                   "(llama.cpp when its tools are installed, else hfcompress)."},
     )
+    gguf_embedding_type: Optional[str] = field(
+        default=None,
+        metadata={"help": "gguf-* through llama.cpp: the type of the token embedding and the output matrix (e.g. "
+                  "Q4_0, IQ4_NL, Q5_0, Q8_0); None: llama-quantize's choice (6 to 8 bits, which dominates the "
+                  "size of a small model with a large vocabulary)."},
+    )
     gguf_imatrix: bool = field(
         default=False,
         metadata={"help": "gguf-* through llama.cpp: quantize with an importance matrix that llama-imatrix computes "
@@ -136,6 +144,9 @@ class QuantizationOptions:
     def __post_init__(self):
         check_choice("preset", self.preset, PRESETS)
         check_choice("gguf_writer", self.gguf_writer, GGUF_WRITERS)
+        if self.gguf_embedding_type is not None:
+            check_choice("gguf_embedding_type", self.gguf_embedding_type.upper(), GGUF_EMBEDDING_TYPES)
+            self.gguf_embedding_type = self.gguf_embedding_type.upper()
         check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
         if self.group_size < 1:

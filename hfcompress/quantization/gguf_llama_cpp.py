@@ -38,6 +38,11 @@ def check_gguf_writer(model_config: dict, config) -> str:
             raise HfCompressError(f"{config.method} is written by llama.cpp's quantizer, which is not installed: {INSTALL}")
         if config.gguf_imatrix:
             raise HfCompressError(f"gguf_imatrix needs llama.cpp's llama-imatrix, which is not installed: {INSTALL}")
+        if config.gguf_embedding_type is not None:
+            raise HfCompressError(
+                f"gguf_embedding_type is llama-quantize's setting, which is not installed: {INSTALL} (the package's "
+                "own writer keeps the embedding at Q8_0 under 4- and 5-bit types)"
+            )
         return writer
     if not tools_available():
         raise HfCompressError(f"gguf_writer llama.cpp: llama.cpp's tools are not installed: {INSTALL}")
@@ -82,6 +87,6 @@ def write_gguf_with_llama_cpp(model_dir: str | os.PathLike, work: Path, config, 
             text = calibration_text(calibration_dataset, tokenizer, text_column, config.calibration_samples)
             (Path(tmp) / "calibration.txt").write_text(text)
             imatrix = compute_imatrix(source, Path(tmp) / "calibration.txt", Path(tmp) / "imatrix.gguf", IMATRIX_CONTEXT)
-        fallbacks = quantize_gguf(source, out, qtype, imatrix)
+        fallbacks = quantize_gguf(source, out, qtype, imatrix, embedding_type=config.gguf_embedding_type)
     record = {"rows": config.calibration_samples, "characters": len(text)} if config.gguf_imatrix else None
     return {"writer": "llama.cpp", "imatrix": record, "fallbacks": fallbacks}

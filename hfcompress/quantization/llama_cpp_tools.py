@@ -57,12 +57,15 @@ def find_tool(name: str) -> Path:
 
 
 def tools_available() -> bool:
+    """llama.cpp's programs and converter are installed, with the sentencepiece package the converter imports."""
+    import importlib.util
+
     try:
         for name in (*TOOLS, "convert_hf_to_gguf.py"):
             find_tool(name)
     except HfCompressError:
         return False
-    return True
+    return importlib.util.find_spec("sentencepiece") is not None
 
 
 def _run(cmd: list, what: str, env: dict | None = None) -> str:
@@ -81,7 +84,14 @@ def convert_to_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike, o
     """``model_dir`` (a saved transformers causal LM with its tokenizer) as one GGUF file of ``outtype`` (f32,
     f16, bf16 or q8_0), written by llama.cpp's converter: its architecture table, its tokenizer and
     pre-tokenizer detection, the chat template, rope scaling (Llama 3's ``rope_freqs``) and special ids."""
+    import importlib.util
+
     converter = find_tool("convert_hf_to_gguf.py")
+    if importlib.util.find_spec("sentencepiece") is None:
+        raise HfCompressError(
+            "llama.cpp's converter imports sentencepiece, which is not installed: pip install sentencepiece "
+            "(make setup-llama-tools installs it)"
+        )
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # its own gguf-py, not the installed one
     _run([sys.executable, converter, model_dir, "--outfile", out_file, "--outtype", outtype],
          f"llama.cpp's converter on {model_dir}", env)  # fmt: skip
@@ -89,13 +99,17 @@ def convert_to_gguf(model_dir: str | os.PathLike, out_file: str | os.PathLike, o
 
 
 def quantize_gguf(source: str | os.PathLike, out_file: str | os.PathLike, qtype: str,
-                  imatrix: str | os.PathLike | None = None, threads: int | None = None) -> list[dict]:  # fmt: skip
+                  imatrix: str | os.PathLike | None = None, threads: int | None = None,
+                  embedding_type: str | None = None) -> list[dict]:  # fmt: skip
     """``llama-quantize`` of an F16/F32 GGUF to ``qtype`` (Q4_K_M, IQ4_XS, ...), with an importance matrix when
-    given; returns the tensors that fell back to another type because their rows don't divide by the type's
-    block ({tensor, ncols, wanted, used})."""
+    given, and ``embedding_type`` for the token embedding and the output matrix (None: llama-quantize's choice,
+    6 to 8 bits); returns the tensors that fell back to another type because their rows don't divide by the
+    type's block ({tensor, ncols, wanted, used})."""
     cmd = [find_tool("llama-quantize")]
     if imatrix is not None:
         cmd += ["--imatrix", imatrix]
+    if embedding_type is not None:
+        cmd += ["--token-embedding-type", embedding_type, "--output-tensor-type", embedding_type]
     cmd += [source, out_file, qtype, threads or os.cpu_count() or 1]
     output = _run(cmd, f"llama-quantize {qtype}")
     return [{"tensor": m["tensor"], "ncols": int(m["ncols"]), "wanted": m["wanted"], "used": m["used"]}
