@@ -63,8 +63,9 @@ def test_a_family_converted_by_llama_cpp_runs_there_with_the_perplexity_transfor
 
 
 def test_quantize_writes_k_quants_with_llama_cpp_and_records_the_fallbacks(llama_cpp_tools, tmp_path):
-    """SmolLM2-like rows of 576 columns don't divide by 256: llama-quantize falls back per tensor, and the record
-    lists what fell back to what; the file holds Q4_K where rows divide, and loads back in transformers."""
+    """Rows that don't divide by 256 (SmolLM2's 576 columns; 32 here) can't take a K-quant: llama-quantize falls
+    back per tensor, the record lists what fell back to what, the file holds those types, and it reads back in
+    transformers (which dequantizes it)."""
     import gguf
 
     model, tokenizer = tiny_model_dir("llama-3.1", tmp_path / "model", "llama-bpe")
@@ -77,6 +78,9 @@ def test_quantize_writes_k_quants_with_llama_cpp_and_records_the_fallbacks(llama
     assert fell_back  # 64 columns: no 256-element K-quant block fits
     for tensor, used in fell_back.items():
         assert types[tensor] == used, (tensor, types[tensor], used)
+    from hfcompress.quantization import load_quantized
+
+    assert load_quantized(out).config.num_hidden_layers == model.config.num_hidden_layers
 
 
 def test_the_embedding_and_output_types_are_a_setting(llama_cpp_tools, tmp_path):
