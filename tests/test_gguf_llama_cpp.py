@@ -125,3 +125,35 @@ def test_without_llama_cpp_the_k_quants_name_the_install_command(tmp_path):
 def test_every_family_we_claim_is_converted_here():
     """A family added to FAMILY_CONFIGS without a tokenizer here would silently go untested in llama.cpp."""
     assert sorted(set(FAMILY_CONFIGS) - set(TOKENIZERS)) == []
+
+
+@pytest.mark.slow
+def test_smollm2_converted_by_llama_cpp_gives_transformers_perplexity_and_q8_0_stays_close(
+    llama_cpp_tools, tmp_path, monkeypatch
+):
+    """The real model (the offline asset, `make assets-llm`): llama.cpp's converter and its tokenizer inside the
+    file give, on Pride and Prejudice, the perplexity transformers gives over the same chunks; Q8_0 by
+    llama-quantize stays within 1% of it."""
+    from conftest import USER_ASSET_CACHE
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hfcompress.quantization.llama_cpp_tools import kl_divergence
+
+    monkeypatch.setenv("HFCOMPRESS_CACHE", USER_ASSET_CACHE)
+    from hfcompress.assets import resolve_model
+    from hfcompress.data.causal_lm import load_lm_texts, split_text
+
+    folder = resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
+    if folder == "HuggingFaceTB/SmolLM2-135M-Instruct":
+        pytest.skip("the SmolLM2 asset is not fetched: run `make assets-llm`")
+    text = split_text(load_lm_texts("austen_novels"), "test")[:60000]
+    (tmp_path / "test.txt").write_text(text)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    expected = chunked_perplexity(model, AutoTokenizer.from_pretrained(folder), text, 256, chunks=8)
+    f32 = convert_to_gguf(folder, tmp_path / "model-F32.gguf", "f32")
+    measured = llama_perplexity(f32, tmp_path / "test.txt", 256, threads=2, chunks=8,
+                                save_logits=tmp_path / "f32.logits")  # fmt: skip
+    assert measured["perplexity"] == pytest.approx(expected["perplexity"], rel=1e-4)
+    out = quantize(folder, tmp_path / "q8", method="gguf-q8_0")
+    kl = kl_divergence(out / "model-Q8_0.gguf", tmp_path / "f32.logits", threads=2)
+    assert kl["perplexity"] == pytest.approx(measured["perplexity"], rel=0.01) and kl["kl_divergence"] < 0.01
