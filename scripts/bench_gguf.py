@@ -16,6 +16,7 @@ No speed is measured here (llama-bench is not among the tools built).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import tempfile
@@ -44,15 +45,8 @@ def parameters(model_dir: Path) -> int:
     total = 0
     for file in model_dir.glob("*.safetensors"):
         with safe_open(file, "pt") as f:
-            total += sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+            total += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     return total
-
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def main() -> None:

@@ -181,3 +181,17 @@ def test_rope_base_and_scaling_are_read_as_transformers_4_and_5_write_them(tmp_p
     with pytest.raises(HfCompressError, match="GGUF export with rope scaling .*llama3.* is not supported"):
         quantize(tmp_path / "scaled", tmp_path / "out2", method="gguf-f16")
     assert not (tmp_path / "out2").exists()
+
+
+def test_per_layer_shapes_are_refused_by_every_exporter_that_writes_one_value(tmp_path):
+    from hfcompress.modeling import per_layer_shapes
+    from hfcompress.quantization.compressed import check_compressed_source
+    from hfcompress.quantization.gguf_export import check_gguf_source
+
+    config = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64,
+              "intermediate_size": [128, 96], "num_attention_heads": 4, "num_key_value_heads": 2}  # fmt: skip
+    assert per_layer_shapes(config) == {"intermediate_size": [128, 96]}
+    with pytest.raises(HfCompressError, match=r"intermediate_size differs per layer \(\[128, 96\]\)"):
+        check_gguf_source(config, "Q8_0")
+    with pytest.raises(HfCompressError, match="gptq-w4a16 needs every layer to have the same shape; intermediate_size"):
+        check_compressed_source(config, "gptq-w4a16", 32)

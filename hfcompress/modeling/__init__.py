@@ -18,6 +18,7 @@ from .layers import (
     layer_style,
     matching_linears,
     neuron_rows,
+    per_layer_shapes,
     select_layers,
     stop_token_ids,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "matching_linears",
     "model_type",
     "neuron_rows",
+    "per_layer_shapes",
     "rope_settings",
     "saved_tokenizer",
     "select_layers",

@@ -198,3 +198,12 @@ def matching_linears(model: nn.Module, pattern: str) -> dict[str, nn.Linear]:
             f"target_modules {pattern!r} matches no nn.Linear; Linear layers are named like {examples}"
         )
     return found
+
+
+PER_LAYER_KEYS = ("intermediate_size", "num_attention_heads", "num_key_value_heads")
+
+
+def per_layer_shapes(config: dict) -> dict[str, list]:
+    """The shape keys of a ``config.json`` that hold one value per layer (a pruned model whose layers differ):
+    what exporters that write one value per model refuse."""
+    return {key: config[key] for key in PER_LAYER_KEYS if isinstance(config.get(key), list)}

@@ -30,7 +30,7 @@ import json
 from pathlib import Path
 
 from ..errors import HfCompressError
-from ..modeling import is_causal_lm
+from ..modeling import is_causal_lm, per_layer_shapes
 
 # method -> (compressed-tensors preset scheme, algorithm)
 SCHEMES = {"gptq-w4a16": ("W4A16", "gptq"), "awq-w4a16": ("W4A16_ASYM", "awq"), "gptq-w8a8": ("W8A8", "gptq")}
@@ -56,9 +56,8 @@ def check_compressed_source(config: dict, method: str, group_size: int) -> None:
         raise HfCompressError(
             f"{method} quantizes causal LMs (an *ForCausalLM model), got architectures {architectures or 'unknown'}"
         )
-    for key, value in config.items():
-        if key in ("intermediate_size", "num_attention_heads", "num_key_value_heads") and isinstance(value, list):
-            raise HfCompressError(f"{method} needs every layer to have the same shape; {key} differs per layer")
+    for key in per_layer_shapes(config):
+        raise HfCompressError(f"{method} needs every layer to have the same shape; {key} differs per layer")
     if method in GROUPED:
         if group_size < 1:
             raise HfCompressError(f"group_size must be >= 1, got {group_size}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import HfCompressError
-from ..modeling import stop_token_ids
+from ..modeling import per_layer_shapes, stop_token_ids
 from ..modeling.families import rope_settings
 
 GGUF_TYPES = ("F32", "F16", "Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")  # the gguf package's numpy quantizers
@@ -40,11 +40,10 @@ def check_gguf_source(config: dict, qtype: str) -> None:
         raise HfCompressError(
             f"GGUF export supports the {', '.join(ARCHITECTURES)} architecture, got model_type {kind!r}"
         )
-    for key, value in config.items():  # a per-layer list would mean layers of different shapes
-        if key in ("intermediate_size", "num_attention_heads", "num_key_value_heads") and isinstance(value, list):
-            raise HfCompressError(
-                f"GGUF needs every layer to have the same shape; this model's {key} differs per layer ({value})"
-            )
+    for key, value in per_layer_shapes(config).items():
+        raise HfCompressError(
+            f"GGUF needs every layer to have the same shape; this model's {key} differs per layer ({value})"
+        )
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise HfCompressError("GGUF export of Llama models with attention or MLP biases is not supported")
     scaling = rope_settings(config)[1]

@@ -15,12 +15,12 @@ import tempfile
 from pathlib import Path
 
 from ..errors import HfCompressError
+from ..modeling import per_layer_shapes
 from .gguf_export import GGUF_TYPES, gguf_file_name, gguf_type
 from .llama_cpp_tools import INSTALL, compute_imatrix, convert_to_gguf, quantize_gguf, tools_available
 
 CONVERTER_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}  # written by the converter itself
 IMATRIX_CONTEXT = 512  # tokens per llama-imatrix chunk (llama.cpp's default)
-PER_LAYER_KEYS = ("intermediate_size", "num_attention_heads", "num_key_value_heads")
 
 
 def gguf_writer(config) -> str:
@@ -46,12 +46,11 @@ def check_gguf_writer(model_config: dict, config) -> str:
         return writer
     if not tools_available():
         raise HfCompressError(f"gguf_writer llama.cpp: llama.cpp's tools are not installed: {INSTALL}")
-    for key in PER_LAYER_KEYS:  # llama.cpp reads one value for these from a Llama-style config
-        if isinstance(model_config.get(key), list):
-            raise HfCompressError(
-                f"GGUF needs every layer to have the same shape; this model's {key} differs per layer "
-                f"({model_config[key]}), which llama.cpp's converter can't write for {model_config.get('model_type')}"
-            )
+    for key, value in per_layer_shapes(model_config).items():  # the converter writes one value per model
+        raise HfCompressError(
+            f"GGUF needs every layer to have the same shape; this model's {key} differs per layer ({value}), "
+            f"which llama.cpp's converter can't write for {model_config.get('model_type')}"
+        )
     return writer
 
 
