@@ -4,11 +4,11 @@ the cache (``$HFCOMPRESS_CACHE/llama.cpp``, else ``~/.cache/hfcompress/llama.cpp
     python scripts/build_llama_cpp.py          # make setup-llama-tools
 
 - ``convert_hf_to_gguf.py`` with its ``conversion/`` and ``gguf-py/`` (the converter llama.cpp users run);
-- ``bin/llama-quantize``, ``bin/llama-imatrix``, ``bin/llama-perplexity`` (CMake targets), built without the
+- ``bin/llama-quantize``, ``bin/llama-imatrix``, ``bin/llama-perplexity``, ``bin/llama-bench`` (CMake targets), built without the
   AMX/AVX512 paths in which quantized GGUFs crashed on the Xeon CPUs this was written on
   (``$LLAMA_CPP_CMAKE_ARGS`` replaces those flags).
 
-Idempotent: a finished build (``BUILT``, which names the archive's sha256) is kept. About 10 minutes on 2 cores.
+Idempotent: a finished build (``BUILT``, which names the archive's sha256 and the tools) is kept. About 10 minutes on 2 cores.
 hfcompress finds the tools there, or in ``$HFCOMPRESS_LLAMA_CPP`` (any llama.cpp checkout with its tools built).
 """
 
@@ -37,7 +37,8 @@ def run(cmd: list[str], **kwargs) -> None:
 
 def main() -> int:
     out = cache_dir() / "llama.cpp"
-    if (out / BUILT).is_file() and (out / BUILT).read_text().strip() == ARCHIVE_SHA256:
+    marker = " ".join((ARCHIVE_SHA256, *TOOLS))
+    if (out / BUILT).is_file() and (out / BUILT).read_text().strip() == marker:
         print(f"llama.cpp tools already built in {out}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +67,7 @@ def main() -> int:
         (staging / "bin").mkdir()
         for tool in TOOLS:
             shutil.copy2(build / "bin" / tool, staging / "bin" / tool)
-        (staging / BUILT).write_text(ARCHIVE_SHA256 + "\n")
+        (staging / BUILT).write_text(marker + "\n")
         shutil.rmtree(out, ignore_errors=True)
         staging.rename(out)
     print(f"llama.cpp tools in {out}")

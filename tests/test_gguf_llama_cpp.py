@@ -157,3 +157,73 @@ def test_smollm2_converted_by_llama_cpp_gives_transformers_perplexity_and_q8_0_s
     out = quantize(folder, tmp_path / "q8", method="gguf-q8_0")
     kl = kl_divergence(out / "model-Q8_0.gguf", tmp_path / "f32.logits", threads=2)
     assert kl["perplexity"] == pytest.approx(measured["perplexity"], rel=0.01) and kl["kl_divergence"] < 0.01
+
+
+def test_the_pipeline_quantizes_the_teacher_too_and_measures_gguf_in_llama_cpp(llama_cpp_tools, tmp_path):
+    """quantize with ``sources: latest,teacher`` makes a GGUF of the pruned model and of the teacher; evaluate
+    measures both in llama.cpp: llama-perplexity's figure over chunks of block_size, kept against the teacher's
+    perplexity over those same chunks, llama-bench's speeds; the shipped GGUF's card says how to run it."""
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from hfcompress.pipeline import run_pipeline
+
+    teacher, tokenizer = tiny_model_dir("llama", tmp_path / "teacher", "llama-bpe")
+    (tmp_path / "text").mkdir()
+    for split, count, seed in (("train", 30, 0), ("validation", 20, 1), ("test", 20, 2)):
+        (tmp_path / "text" / f"{split}.txt").write_text(held_out_text(count, seed))
+    stages = [
+        {"prune": {"prune_ffn_fraction": 0.5, "max_steps": 1}},
+        {"quantize": {"methods": "gguf-q8_0", "sources": "latest,teacher"}},
+        # the smallest variant whatever its perplexity, so the card of a GGUF is checked
+        {"evaluate": {"objective": "size", "min_kept": 0.01, "latency_rounds": 1, "generate_tokens": 4,
+                      "prompt_batch_size": 2, "memory": False, "plots": False, "gguf_engine": "llama.cpp"}},
+        {"share": {"share_export_dir": str(tmp_path / "shipped")}},
+    ]  # fmt: skip
+    config = {"output_dir": str(tmp_path / "out"), "model_name_or_path": str(tmp_path / "teacher"),
+              "task_type": "causal_lm",
+              "data": {"dataset_name": str(tmp_path / "text"), "block_size": 32, "eval_stride": 32,
+                       "max_eval_tokens": 256},
+              "training": {"per_device_train_batch_size": 4, "report_to": "none", "disable_tqdm": True},
+              "stages": stages}  # fmt: skip
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    report = run_pipeline(tmp_path / "pipeline.yaml")
+    rows = {r["model"]: r for r in report["results"]}
+    assert list(rows) == ["teacher", "pruned", "pruned gguf-q8_0", "teacher gguf-q8_0"]
+    assert [rows[m]["engine"] for m in rows] == ["transformers", "transformers", "llama.cpp", "llama.cpp"]
+    out = tmp_path / "out" / "quantize"
+    assert (out / "gguf-q8_0" / "model-Q8_0.gguf").is_file() and (out / "teacher" / "gguf-q8_0" / "model-Q8_0.gguf").is_file()
+
+    test_text = (tmp_path / "text" / "test.txt").read_text()
+    chunks = 256 // 32
+    # the teacher over llama-perplexity's chunks, in transformers: the reference the GGUF rows are kept against
+    reference = chunked_perplexity(teacher.eval(), tokenizer, test_text, 32, chunks)
+    assert rows["teacher"]["test_perplexity_llama_cpp_windows"] == pytest.approx(reference["perplexity"], rel=1e-5)
+    (tmp_path / "test.txt").write_text(test_text)
+    for name, folder in (("teacher gguf-q8_0", out / "teacher" / "gguf-q8_0"), ("pruned gguf-q8_0", out / "gguf-q8_0")):
+        row = rows[name]
+        again = llama_perplexity(folder / "model-Q8_0.gguf", tmp_path / "test.txt", 32, threads=row["torch_threads"],
+                                 chunks=chunks)  # fmt: skip
+        assert row["test_perplexity"] == pytest.approx(again["perplexity"], rel=1e-6)
+        assert row["test_perplexity_reference"] == rows["teacher"]["test_perplexity_llama_cpp_windows"]
+        assert row["kept_test"] == pytest.approx(row["test_perplexity_reference"] / row["test_perplexity"])
+        assert row["test_tokens"] == reference["tokens"] == chunks * (32 - 1 - 16)
+        assert len(row["generate_tokens_per_s_rounds"]) == 3  # llama-bench repetitions: at least 3
+        assert row["speedup_generate"] == pytest.approx(row["generate_tokens_per_s_b1"] / rows["teacher"]["generate_tokens_per_s_b1"])
+    # Q8_0 of the teacher: within 1% of the teacher over the same chunks (the tiny model's logits are small)
+    assert rows["teacher gguf-q8_0"]["kept_test"] == pytest.approx(1.0, abs=0.01)
+    # the GGUF holds every weight of the model (the tied embedding once)
+    assert rows["teacher gguf-q8_0"]["parameters"] == sum(p.numel() for p in teacher.parameters())
+    assert "Measured in llama.cpp: pruned gguf-q8_0, teacher gguf-q8_0." in (tmp_path / "out" / "report.md").read_text()
+
+    assert report["chosen"] == "pruned gguf-q8_0"  # the smallest on disk
+    shipped = next((tmp_path / "shipped").iterdir())
+    card = (shipped / "README.md").read_text()
+    assert f"llama-cli --hf-repo local/{shipped.name} --hf-file model-Q8_0.gguf" in card
+    assert f"ollama run hf.co/local/{shipped.name}" in card
+    chosen = rows["pruned gguf-q8_0"]
+    # the card's perplexity line compares the GGUF with the teacher over the same chunks
+    assert f"| test_perplexity | {chosen['test_perplexity']:.4g} | {chosen['test_perplexity_reference']:.4g} |" in card
+    assert f"| test_tokens | {chosen['test_tokens']} | {chosen['test_tokens']} |" in card
+    reloaded = AutoModelForCausalLM.from_pretrained(shipped, gguf_file="model-Q8_0.gguf")
+    assert reloaded.config.intermediate_size == teacher.config.intermediate_size // 2

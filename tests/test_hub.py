@@ -108,6 +108,19 @@ def test_an_lm_card_names_the_engines_that_serve_its_format():
     assert "Runs in: transformers with bitsandbytes." in nf4 and "compressed-tensors" not in nf4
 
 
+def test_a_gguf_card_says_how_to_run_it_in_llama_cpp_and_ollama_and_where_it_was_measured():
+    lm = dict(kind="quantized", task_type="text-generation", task_name="Text Generation", base_model="HuggingFaceTB/x",
+              metrics={"test_perplexity": 12.5, "size_mb": 90.0, "engine": "llama.cpp"})  # fmt: skip
+    card = str(build_model_card(info(method="gguf-q4_k_m", gguf_file="model-Q4_K_M.gguf", **lm), "me/x-q4"))
+    assert '#   llama-cli --hf-repo me/x-q4 --hf-file model-Q4_K_M.gguf -p "Hello"' in card
+    assert "#   ollama run hf.co/me/x-q4" in card
+    assert 'AutoModelForCausalLM.from_pretrained("me/x-q4", gguf_file="model-Q4_K_M.gguf")' in card
+    assert "Measured in llama.cpp: perplexity by `llama-perplexity`" in card
+    plain = str(build_model_card(info(method="bnb-nf4", **{**lm, "metrics": {"test_perplexity": 12.5, "size_mb": 9.0}}),
+                                 "me/x-nf4"))  # fmt: skip
+    assert "llama-cli" not in plain and "Measured in llama.cpp" not in plain
+
+
 def test_an_lm_card_carries_the_task_table_and_the_test_figures_only():
     lm = dict(kind="distilled", task_type="text-generation", task_name="Text Generation", base_model="HuggingFaceTB/x",
               metrics={"test_perplexity": 12.5, "test_tokens": 2048, "size_mb": 90.0})  # fmt: skip

@@ -297,6 +297,8 @@ def test_other_task_types(assets, tmp_path, task, dataset, distill):
         ([{"distill": {}}, {"distill": {}}], "stage 'distill' is listed twice"),
         ([{"search": {"min_speedup": 0}}, {"distill": {}}], "min_speedup must be > 0"),
         ([{"quantize": {"methods": "gguf"}}], "each of methods must be one of"),
+        ([{"quantize": {"sources": "student"}}], "each of sources must be one of latest, teacher"),
+        ([{"evaluate": {"gguf_engine": "ollama"}}], "gguf_engine must be one of auto, llama.cpp, transformers"),
     ],
 )
 def test_bad_stage_lists(assets, tmp_path, stages, message):

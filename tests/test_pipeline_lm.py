@@ -233,3 +233,25 @@ def test_bad_lm_input_is_refused_before_any_work(assets, tmp_path, monkeypatch):
         run_pipeline(path)
     for folder in ("a", "b", "c"):
         assert not (tmp_path / folder / "out").exists()
+
+
+def test_gguf_engine_llama_cpp_is_refused_before_any_work_where_it_cant_measure(assets, tmp_path, monkeypatch):
+    """``gguf_engine: llama.cpp`` needs its tools, plain text and two chunks of block_size in every text."""
+    import hfcompress.quantization.llama_cpp_tools as tools
+
+    evaluate = {"evaluate": {**FAST_EVAL, "gguf_engine": "llama.cpp"}}
+    monkeypatch.setattr(tools, "tools_available", lambda: False)
+    with pytest.raises(HfCompressError, match="gguf_engine llama.cpp needs llama.cpp's tools, which are not installed: run `make setup-llama-tools`"):
+        run_pipeline(write_config(tmp_path / "a", assets, [evaluate]))
+    monkeypatch.setattr(tools, "tools_available", lambda: True)
+    with pytest.raises(HfCompressError, match="gguf_engine llama.cpp scores plain text, and this data is messages"):
+        run_pipeline(write_config(tmp_path / "b", assets, [evaluate], dataset="chat"))
+    (tmp_path / "short").mkdir()
+    for split in ("train", "validation", "test"):
+        (tmp_path / "short" / f"{split}.txt").write_text((assets / "text" / f"{split}.txt").read_text())
+    (tmp_path / "short" / "validation.txt").write_text(held_out_text(2, 1)[:90])  # about 55 tokens
+    path = write_config(tmp_path / "c", tmp_path, [evaluate], dataset="short", model_name_or_path=str(assets / "teacher"))
+    with pytest.raises(HfCompressError, match=r"the validation text has \d+ tokens, and llama-perplexity needs at least 64 \(2 x block_size\)"):
+        run_pipeline(path)
+    for folder in ("a", "b", "c"):
+        assert not (tmp_path / folder / "out").exists()

@@ -47,6 +47,7 @@ class CompressionInfo:
     notes: str = ""  # a paragraph the card must carry (e.g. where the base weights came from)
     tasks: dict = field(default_factory=dict)  # harness scores: {task: {metric: value, metric_stderr: ...}}
     reference_tasks: dict = field(default_factory=dict)  # the uncompressed model's, same shape
+    gguf_file: str | None = None  # the GGUF file the variant is: the card says how to run it in llama.cpp and Ollama
 
     def __post_init__(self):
         check_choice("kind", self.kind, RELATIONS)
@@ -108,6 +109,20 @@ def _figure(value) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def gguf_usage(repo_name: str, gguf_file: str) -> str:
+    """How to run a GGUF variant: llama.cpp, Ollama, and transformers (which dequantizes it)."""
+    return (
+        "# llama.cpp\n"
+        f'#   llama-cli --hf-repo {repo_name} --hf-file {gguf_file} -p "Hello"\n'
+        f"#   llama-server --hf-repo {repo_name} --hf-file {gguf_file}\n"
+        "# Ollama\n"
+        f"#   ollama run hf.co/{repo_name}\n"
+        "# transformers (dequantized to full precision)\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f'model = AutoModelForCausalLM.from_pretrained("{repo_name}", gguf_file="{gguf_file}")'
+    )
+
+
 def _card_body(info: CompressionInfo, repo_name: str) -> str:
     keys = [k for k in info.metrics if k.startswith(CARD_FIGURES)]
     rows = "\n".join(
@@ -115,7 +130,9 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
     )
     settings = "\n".join(f"- `{k}`: {v}" for k, v in info.settings.items()) or "- (defaults)"
     teacher = f"Teacher: `{info.teacher}`.\n\n" if info.teacher else ""
-    if info.kind == "onnx":
+    if info.gguf_file:
+        how = gguf_usage(repo_name, info.gguf_file)
+    elif info.kind == "onnx":
         onnx_file = "model.onnx" if info.method == "onnx-fp32" else "model_quantized.onnx"
         ort = "ORTModelForCausalLM" if info.task_type == "text-generation" else "ORTModelForSequenceClassification"
         how = (
@@ -138,6 +155,10 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
     notes = f"{info.notes}\n\n" if info.notes else ""
     if info.method in METHODS:
         notes += f"Runs in: {ENGINES[METHODS[info.method][0]]}.\n\n"
+    if info.metrics.get("engine") == "llama.cpp":
+        notes += ("Measured in llama.cpp: perplexity by `llama-perplexity` (chunks of the text, each chunk's second "
+                  "half scored; the uncompressed column is the teacher over the same chunks), tokens/s by "
+                  "`llama-bench`.\n\n")  # fmt: skip
     return f"""# {repo_name}
 
 A {info.kind} variant of [`{info.base_model}`](https://huggingface.co/{info.base_model}) for

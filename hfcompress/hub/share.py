@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import HfCompressError
 from .card import build_model_card
 
-WEIGHT_FILES = ("*.safetensors", "*.onnx")
+WEIGHT_FILES = ("*.safetensors", "*.onnx", "*.gguf")
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 SHIPPED = (
     "config.json",
@@ -68,13 +68,14 @@ def check_model_folder(folder: str | os.PathLike) -> list[Path]:
     if not folder.is_dir():
         raise HfCompressError(f"{folder} is not a folder")
     weights = [p for pattern in WEIGHT_FILES for p in folder.glob(pattern)]
-    adapter = (folder / "adapter_config.json").exists()
-    if not ((folder / "config.json").exists() or adapter) or not weights:
+    described = (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
+    gguf = any(p.suffix == ".gguf" for p in weights)  # a GGUF file holds its own config and tokenizer
+    if not (described or gguf) or not weights:
         pickled = [p.name for pattern in PICKLED for p in folder.glob(pattern)]
         hint = f" (it has pickled weights {pickled}: save with safetensors)" if pickled else ""
         raise HfCompressError(
             f"{folder} is not a saved model: it needs config.json (or adapter_config.json) and .safetensors or "
-            f".onnx weights{hint}"
+            f".onnx weights, or a .gguf file{hint}"
         )
     return sorted(set(weights) | {folder / name for name in SHIPPED if (folder / name).exists()})
 

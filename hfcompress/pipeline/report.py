@@ -39,9 +39,12 @@ def choose(rows: list[dict], config, metric: str, cost: tuple[str, str], lower: 
 
 def add_kept(row: dict, teacher: dict, metric: str, lower: bool = False) -> None:
     """``kept_test`` and ``kept_validation``: the share of the teacher's ``metric`` the row keeps (its score / the
-    teacher's; ``lower`` is better, as perplexity: the teacher's / its own). None where a figure is missing or 0."""
+    teacher's; ``lower`` is better, as perplexity: the teacher's / its own). None where a figure is missing or 0.
+    A row measured over other windows than the teacher's row (a GGUF in llama.cpp) carries the teacher's figure
+    over its windows as ``<split>_<metric>_reference``, and is kept against that."""
     for split in ("test", "validation"):
-        mine, base = row.get(f"{split}_{metric}"), teacher.get(f"{split}_{metric}")
+        base = row.get(f"{split}_{metric}_reference", teacher.get(f"{split}_{metric}"))
+        mine = row.get(f"{split}_{metric}")
         if lower:
             mine, base = base, mine
         row[f"kept_{split}"] = mine / base if mine is not None and base else None

@@ -111,10 +111,9 @@ class ModelOutput:
 
 @dataclass(frozen=True)
 class QuantizedOutput:
-    """Quantized artifacts (method -> folder) of the model called ``base`` in the report."""
+    """Quantized artifacts: the model's name in the report ("student", "teacher") -> method -> folder."""
 
-    base: str
-    artifacts: dict[str, Path]
+    artifacts: dict[str, dict[str, Path]]
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,17 @@ def quantize(
     return output_dir
 
 
+def gguf_file(path: str | os.PathLike) -> Path | None:
+    """The GGUF file of a ``quantize`` artifact, or None when ``path`` holds another format."""
+    record_file = Path(path) / RECORD
+    method = json.loads(record_file.read_text()).get("method") if record_file.exists() else None
+    if not (method and method.startswith("gguf")):
+        return None
+    from .gguf_export import gguf_file_name
+
+    return Path(path) / gguf_file_name(method)
+
+
 def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threads: int | None = None):
     """Load an artifact written by ``quantize`` (a PyTorch or ONNX Runtime sequence classifier or causal LM; a GGUF causal LM,
     dequantized by transformers; a compressed-tensors causal LM, which transformers runs compressed).

@@ -17,7 +17,15 @@ from pathlib import Path
 from ..errors import HfCompressError
 from ..modeling import per_layer_shapes
 from .gguf_export import GGUF_TYPES, gguf_file_name, gguf_type
-from .llama_cpp_tools import INSTALL, compute_imatrix, convert_to_gguf, quantize_gguf, tools_available
+from .llama_cpp_tools import (
+    INSTALL,
+    compute_imatrix,
+    convert_to_gguf,
+    llama_bench,
+    llama_perplexity,
+    quantize_gguf,
+    tools_available,
+)
 
 CONVERTER_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16"}  # written by the converter itself
 IMATRIX_CONTEXT = 512  # tokens per llama-imatrix chunk (llama.cpp's default)
@@ -89,3 +97,26 @@ def write_gguf_with_llama_cpp(model_dir: str | os.PathLike, work: Path, config, 
         fallbacks = quantize_gguf(source, out, qtype, imatrix, embedding_type=config.gguf_embedding_type)
     record = {"rows": config.calibration_samples, "characters": len(text)} if config.gguf_imatrix else None
     return {"writer": "llama.cpp", "imatrix": record, "fallbacks": fallbacks}
+
+
+def gguf_parameters(gguf: str | os.PathLike) -> int:
+    """The number of weights the GGUF file holds (every tensor's elements)."""
+    import gguf as gguf_py
+
+    return sum(int(t.n_elements) for t in gguf_py.GGUFReader(str(gguf)).tensors)
+
+
+def measure_gguf(gguf: str | os.PathLike, texts: dict[str, str], context: int, chunks: int | None,
+                 generate_tokens: int, repetitions: int, threads: int) -> dict:  # fmt: skip
+    """A GGUF file measured in llama.cpp: ``<split>_perplexity`` per text by ``llama-perplexity`` (chunks of
+    ``context`` tokens, BOS first when the model adds one, each chunk's second half scored: what
+    ``evaluation.lm.chunked_perplexity`` computes in transformers) with ``<split>_tokens`` scored, and
+    ``llama-bench``'s prompt tokens/s (``context`` tokens) and greedy generation tokens/s at batch 1."""
+    row = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, text in texts.items():
+            text_file = Path(tmp) / f"{split}.txt"
+            text_file.write_text(text, encoding="utf-8")
+            result = llama_perplexity(gguf, text_file, context, threads=threads, chunks=chunks)
+            row |= {f"{split}_perplexity": result["perplexity"], f"{split}_perplexity_error": result["error"]}
+    return row | llama_bench(gguf, context, generate_tokens, repetitions, threads)

@@ -1,6 +1,6 @@
 """llama.cpp's own tools, run as separate processes: its converter (``convert_hf_to_gguf.py``, the one llama.cpp
-users run), its quantizer (``llama-quantize``: K-quants, IQ types, the importance matrix), ``llama-imatrix`` and
-``llama-perplexity``.
+users run), its quantizer (``llama-quantize``: K-quants, IQ types, the importance matrix), ``llama-imatrix``,
+``llama-perplexity`` and ``llama-bench``.
 
 They are found in ``$HFCOMPRESS_LLAMA_CPP`` (a llama.cpp checkout with its tools built: ``build/bin/`` or
 ``bin/``), else in the cache (``$HFCOMPRESS_CACHE/llama.cpp``), where ``make setup-llama-tools`` builds them
@@ -20,8 +20,8 @@ from ..errors import HfCompressError
 
 LLAMA_CPP_PYTHON = "0.3.36"  # the llama-cpp-python source archive whose vendored llama.cpp is built
 ARCHIVE_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
-TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity")
-BUILT = "BUILT"  # the build's marker in the cache folder: the archive's sha256
+TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity", "llama-bench")
+BUILT = "BUILT"  # the build's marker in the cache folder: the archive's sha256 and the tools built
 INSTALL = "run `make setup-llama-tools`, or set HFCOMPRESS_LLAMA_CPP to a llama.cpp checkout with its tools built"
 # llama-quantize's line for a tensor whose row length doesn't divide by the type's block
 FALLBACK = re.compile(
@@ -159,4 +159,32 @@ def kl_divergence(gguf: str | os.PathLike, base_logits: str | os.PathLike, threa
         if not found:
             raise HfCompressError(f"llama-perplexity --kl-divergence printed no {name} for {gguf}")
         figures |= {name: float(found["value"]), f"{name}_error": float(found["error"])}
+    return figures
+
+
+def llama_bench(gguf: str | os.PathLike, prompt_tokens: int, generate_tokens: int, repetitions: int = 3,
+                threads: int | None = None) -> dict:  # fmt: skip
+    """``llama-bench``: prompt processing of ``prompt_tokens`` tokens and generation of ``generate_tokens``
+    tokens at batch 1, each ``repetitions`` times. Returns the medians ``prompt_tokens_per_s`` and
+    ``generate_tokens_per_s_b1``, their spreads over the repetitions ((largest - smallest) / median) and the
+    repetitions' figures."""
+    import json
+    import statistics
+
+    cmd = [find_tool("llama-bench"), "-m", gguf, "-p", prompt_tokens, "-n", generate_tokens, "-r", repetitions,
+           "-t", threads or os.cpu_count() or 1, "-o", "json"]  # fmt: skip
+    output = _run(cmd, "llama-bench")
+    try:
+        tests = json.loads(output[output.index("[") : output.rindex("]") + 1])
+    except ValueError as err:
+        raise HfCompressError(f"llama-bench printed no JSON results for {gguf}") from err
+    figures = {}
+    for name, kind in (("prompt", "n_prompt"), ("generate", "n_gen")):
+        samples = next((t["samples_ts"] for t in tests if t.get(kind)), None)
+        if not samples:
+            raise HfCompressError(f"llama-bench printed no {name} test for {gguf}")
+        median = statistics.median(samples)
+        key = "prompt_tokens_per_s" if name == "prompt" else "generate_tokens_per_s_b1"
+        figures |= {key: median, f"{name}_spread": (max(samples) - min(samples)) / median,
+                    f"{name}_tokens_per_s_rounds": list(samples)}  # fmt: skip
     return figures

@@ -20,6 +20,7 @@ from ..spec import Artifact, ReportOutput, SearchOutput, StageSpec
 
 logger = logging.getLogger(__name__)
 OBJECTIVES = ("latency", "size")
+GGUF_ENGINES = ("auto", "llama.cpp", "transformers")
 
 
 @dataclass
@@ -70,6 +71,15 @@ class EvaluateConfig:
     prompt_batch_size: int = field(
         default=8, metadata={"help": "causal_lm: batch of the prompt tokens/s figure (rows of block_size)."}
     )
+    gguf_engine: str = field(
+        default="auto",
+        metadata={
+            "help": "causal_lm: where GGUF artifacts are measured over plain text: 'llama.cpp' (llama-perplexity "
+            "over chunks of block_size, the teacher's reference over the same chunks; llama-bench tokens/s), "
+            "'transformers' (dequantized to fp32, the strided windows of every other row), or 'auto' (llama.cpp "
+            "when its tools are installed)."
+        },
+    )
     memory: bool = field(
         default=True, metadata={"help": "Measure peak memory of a fresh process per artifact."}
     )
@@ -86,6 +96,7 @@ class EvaluateConfig:
         if not 0 < self.min_kept <= 1:
             raise HfCompressError(f"min_kept must be in (0, 1], got {self.min_kept}")
         check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("gguf_engine", self.gguf_engine, GGUF_ENGINES)
         if self.task_limit is not None and self.task_limit < 1:
             raise HfCompressError(f"task_limit must be >= 1 or null, got {self.task_limit}")
 
@@ -124,5 +135,5 @@ SPEC = StageSpec(
     run=run,
     output=lambda record: ReportOutput(record["figures"]["report"]),
     always=True,  # every run ends with its report (and share takes the variant it chose)
-    check_data=lambda ctx, stage: ctx.task.check_evaluation(stage.get(EvaluateConfig), ctx.data),
+    check_data=lambda ctx, stage: ctx.task.check_evaluation(stage.get(EvaluateConfig), ctx.data, ctx.config.data),
 )

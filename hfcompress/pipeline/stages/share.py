@@ -55,10 +55,11 @@ def run(ctx: RunContext, stage: Stage, folder: Path):
         settings={s.name: s.values for s in ctx.config.stages},
         teacher=f"{pipeline.model_name_or_path} ({ctx.task.teacher_words} {dataset})",
         metrics=figures(row),
-        reference=figures(teacher),
+        reference=figures(teacher) | references(row),
         command=f"hfcompress compress --config {ctx.config.path}",
         tasks=row.get("tasks") or {},
         reference_tasks=teacher.get("tasks") or {},
+        gguf_file=gguf_name(row["folder"]),
         **ctx.task.card_task,
     )
     suffix = report["chosen"].replace("candidate ", "").split(" ")
@@ -69,8 +70,22 @@ def run(ctx: RunContext, stage: Stage, folder: Path):
 
 
 def figures(row: dict) -> dict:
-    """A report row's figures for the card: numbers, without the differences."""
-    return {k: v for k, v in row.items() if "delta" not in k and isinstance(v, (int, float, str, type(None)))}
+    """A report row's figures for the card: numbers, without the differences and the references."""
+    return {k: v for k, v in row.items()
+            if "delta" not in k and not k.endswith("_reference") and isinstance(v, (int, float, str, type(None)))}  # fmt: skip
+
+
+def references(row: dict) -> dict:
+    """The teacher's figures over the windows a row was measured on, where they differ from the teacher's row
+    (a GGUF measured in llama.cpp): ``test_perplexity_reference`` -> ``test_perplexity``."""
+    return {k.removesuffix("_reference"): v for k, v in row.items() if k.endswith("_reference")}
+
+
+def gguf_name(folder: str) -> str | None:
+    from ...quantization.api import gguf_file
+
+    found = gguf_file(folder)
+    return found.name if found else None
 
 
 def preflight(config: PipelineConfig, stage: Stage) -> None:

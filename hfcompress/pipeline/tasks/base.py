@@ -134,7 +134,7 @@ class TaskKind:
         """predictions -> metrics of ``proxy_predictions`` (what the paired bootstrap resamples)."""
         raise NotImplementedError
 
-    def check_evaluation(self, config, data: TaskData) -> None:
+    def check_evaluation(self, config, data: TaskData, data_args) -> None:
         """Refuse evaluate settings this task and data can't run (before any work)."""
 
     # -- the report ----------------------------------------------------------------------------------------

@@ -101,8 +101,9 @@ def load_lm(folder: str | Path):
 def engine(model) -> dict:
     """What a row was measured with: the dtype and device of a PyTorch model, or ONNX Runtime on the CPU."""
     if isinstance(model, torch.nn.Module):
-        return {"dtype": str(model.dtype).replace("torch.", ""), "device": str(next(model.parameters()).device)}
-    return {"dtype": "onnx", "device": "cpu (onnxruntime)"}
+        return {"engine": "transformers", "dtype": str(model.dtype).replace("torch.", ""),
+                "device": str(next(model.parameters()).device)}  # fmt: skip
+    return {"engine": "onnxruntime", "dtype": "onnx", "device": "cpu (onnxruntime)"}
 
 
 def speed_source(data: TaskData, split: str):
@@ -157,8 +158,18 @@ def measure_lm_artifacts(data: TaskData, data_args, artifacts: dict[str, str], c
 
     tokenizer = data.tokenizer
     tasks, include = build_tasks(data, config, folder / TASKS_FOLDER, seed)
+    in_llama_cpp = llama_cpp_artifacts(artifacts, config, data)
     rows = []
     for name, path in artifacts.items():  # one artifact in memory at a time
+        if name in in_llama_cpp:
+            rows.append(llama_cpp_row(name, path, in_llama_cpp[name], data, data_args, config, rows[0]))
+            if tasks:
+                model = load_lm(path)
+                rows[-1]["tasks"] = harness_scores(model, tokenizer, tasks, include, config.task_limit,
+                                                   config.task_batch_size)  # fmt: skip
+                rows[-1]["tasks_note"] = "scored in transformers, on the GGUF's weights dequantized to fp32"
+                del model
+            continue
         model = load_lm(path)
         pytorch = isinstance(model, torch.nn.Module)
         row = {"model": name, "parameters": count_parameters(model) if pytorch else None,
@@ -171,6 +182,8 @@ def measure_lm_artifacts(data: TaskData, data_args, artifacts: dict[str, str], c
             for split in ("validation", "test"):
                 result = rows_perplexity(model, data.splits[split], tokenizer)
                 row |= {f"{split}_{k}": result[k] for k in ("perplexity", "tokens")}
+        if in_llama_cpp and not rows:  # the teacher, also in the windows llama.cpp scores
+            row |= llama_windows_perplexity(model, data, data_args)
         if config.memory:
             row |= peak_memory_mb(artifacts[name], [speed_prompt_text(data)], data_args.block_size)
         if tasks and name in proxies:
@@ -183,11 +196,90 @@ def measure_lm_artifacts(data: TaskData, data_args, artifacts: dict[str, str], c
             row["tasks_note"] = "not scored: the harness runs PyTorch models, and this is an ONNX Runtime model"
         rows.append(row)
         del model
-    speeds = measure_speeds(data, data_args, artifacts, config)
+    speeds = measure_speeds(data, data_args, {k: v for k, v in artifacts.items() if k not in in_llama_cpp}, config)
+    teacher = speeds[rows[0]["model"]]
     for row in rows:
-        row |= speeds[row["model"]]
+        row |= speeds.get(row["model"], {})
         row["size_ratio"] = rows[0]["size_mb"] / row["size_mb"]
+        if row["model"] in in_llama_cpp:
+            row["generate_ms_per_token"] = 1000 / row["generate_tokens_per_s_b1"]
+            row["prompt_ms_per_token"] = 1000 / row["prompt_tokens_per_s"]
+            row["speedup_generate"] = row["generate_tokens_per_s_b1"] / teacher["generate_tokens_per_s_b1"]
+            row["speedup_prompt"] = row["prompt_tokens_per_s"] / teacher["prompt_tokens_per_s"]
     return rows
+
+
+def llama_cpp_artifacts(artifacts: dict[str, str], config, data: TaskData) -> dict[str, Path]:
+    """name -> GGUF file of the artifacts llama.cpp measures: GGUF ``quantize`` artifacts, under
+    ``gguf_engine`` llama.cpp (or auto, with llama.cpp's tools installed), over plain text (llama-perplexity
+    scores a text; chat rows' completion perplexity is measured in transformers)."""
+    from ...quantization.api import gguf_file
+    from ...quantization.llama_cpp_tools import tools_available
+
+    if config.gguf_engine == "transformers" or data.fmt != "text":
+        return {}
+    if config.gguf_engine == "auto" and not tools_available():
+        return {}
+    files = {name: gguf_file(path) for name, path in list(artifacts.items())[1:]}  # never the teacher
+    return {name: file for name, file in files.items() if file is not None}
+
+
+def check_llama_cpp_engine(data: TaskData, data_args) -> None:
+    """``gguf_engine: llama.cpp`` needs llama.cpp's tools, plain text, and two chunks of every text."""
+    from ...quantization.llama_cpp_tools import INSTALL, tools_available
+
+    if not tools_available():
+        raise HfCompressError(f"gguf_engine llama.cpp needs llama.cpp's tools, which are not installed: {INSTALL}")
+    if data.fmt != "text":
+        raise HfCompressError(
+            f"gguf_engine llama.cpp scores plain text, and this data is {data.fmt}: use gguf_engine transformers or auto"
+        )
+    for split, text in data.texts.items():
+        tokens = len(data.tokenizer(text)["input_ids"])
+        if tokens < 2 * data_args.block_size:
+            raise HfCompressError(
+                f"gguf_engine llama.cpp: the {split} text has {tokens} tokens, and llama-perplexity needs at least "
+                f"{2 * data_args.block_size} (2 x block_size): use a longer text or gguf_engine transformers"
+            )
+
+
+def llama_windows_perplexity(model, data: TaskData, data_args) -> dict:
+    """``<split>_perplexity_llama_cpp_windows`` (and the tokens scored) of a transformers model over the chunks
+    llama-perplexity scores (``chunked_perplexity``): the reference a GGUF row measured in llama.cpp is kept
+    against, since llama-perplexity can't score the strided windows."""
+    from ...evaluation.lm import chunked_perplexity
+
+    row = {}
+    for split, text in data.texts.items():
+        result = chunked_perplexity(model, data.tokenizer, text, data_args.block_size, llama_chunks(data_args))
+        row |= {f"{split}_perplexity_llama_cpp_windows": result["perplexity"],
+                f"{split}_tokens_llama_cpp_windows": result["tokens"]}  # fmt: skip
+    return row
+
+
+def llama_chunks(data_args) -> int | None:
+    """Chunks of ``block_size`` llama-perplexity scores: as many as ``max_eval_tokens`` holds (None: all)."""
+    return None if data_args.max_eval_tokens is None else max(2, data_args.max_eval_tokens // data_args.block_size)
+
+
+def llama_cpp_row(name: str, path: str, gguf, data: TaskData, data_args, config, teacher: dict) -> dict:
+    """A GGUF artifact measured in llama.cpp (``measure_gguf``): perplexity per text with the teacher's
+    perplexity over the same chunks as the reference its ``kept`` figures divide by, prompt and greedy
+    tokens/s from llama-bench, size, and the weights the file holds."""
+    from ...evaluation import gzip_size_on_disk, size_on_disk
+    from ...quantization.gguf_llama_cpp import gguf_parameters, measure_gguf
+
+    figures = measure_gguf(gguf, data.texts, data_args.block_size, llama_chunks(data_args), config.generate_tokens,
+                           max(3, config.latency_rounds), torch.get_num_threads())  # fmt: skip
+    row = {"model": name, "parameters": gguf_parameters(gguf), "size_mb": size_on_disk(path) / 2**20,
+           "gzip_size_mb": gzip_size_on_disk(path) / 2**20, "engine": "llama.cpp",
+           "dtype": f"gguf {gguf.stem.rsplit('-', 1)[-1]}", "device": "cpu (llama.cpp)", **figures,
+           "torch_threads": torch.get_num_threads(), "prompt_batch_size": 1,
+           "memory_note": "not measured: llama.cpp runs outside this process"}  # fmt: skip
+    for split in data.texts:
+        row[f"{split}_perplexity_reference"] = teacher[f"{split}_perplexity_llama_cpp_windows"]
+        row[f"{split}_tokens"] = row[f"{split}_tokens_reference"] = teacher[f"{split}_tokens_llama_cpp_windows"]
+    return row
 
 
 def measure_speeds(data: TaskData, data_args, artifacts: dict[str, str], config) -> dict[str, dict]:
@@ -289,7 +381,7 @@ def lm_columns(data: TaskData, metric: str) -> list[tuple[str, str]]:
     """Perplexity of each split: strided over text (with bits per byte), completion perplexity over chat or
     prompt/completion rows (validation and test), and over an out-of-domain text when there is one."""
     columns = [("model", "model"), ("stage", "stage"), ("parameters", "parameters"), ("size_mb", "MB"),
-               ("dtype", "dtype"), ("device", "device")]  # fmt: skip
+               ("engine", "engine"), ("dtype", "dtype"), ("device", "device")]  # fmt: skip
     if data.fmt != "text":
         columns += [(f"{split}_perplexity", f"{split} completion ppl") for split in ("validation", "test")]
     for split in data.texts:
@@ -365,8 +457,10 @@ class CausalLMTask(TaskKind):
 
         return perplexity_of
 
-    def check_evaluation(self, config, data: TaskData) -> None:
+    def check_evaluation(self, config, data: TaskData, data_args) -> None:
         check_tasks(config.task_list, data.fmt)
+        if config.gguf_engine == "llama.cpp":
+            check_llama_cpp_engine(data, data_args)
 
     def measure(self, ctx, artifacts: dict, config, folder: Path, search) -> Measurement:
         """``measure_lm_artifacts`` for every model of the run; variants whose speed-up disagrees with the
@@ -386,7 +480,8 @@ class CausalLMTask(TaskKind):
             "tasks": {"names": config.task_list, "limit": config.task_limit, "examples": config.task_examples},
             "lm": {"data_format": data.fmt, "block_size": data_args.block_size, "eval_stride": data_args.eval_stride,
                    "max_eval_tokens": data_args.max_eval_tokens, "ood_dataset": data_args.ood_dataset_name,
-                   "generate_tokens": config.generate_tokens, "prompt_batch_size": config.prompt_batch_size},
+                   "generate_tokens": config.generate_tokens, "prompt_batch_size": config.prompt_batch_size,
+                   "gguf_engine": config.gguf_engine, "llama_cpp_chunks": llama_chunks(data_args)},
         }  # fmt: skip
         cost = ("generate_ms_per_token", "the fastest in greedy tokens/s at batch 1")
         return Measurement(rows, cost, lm_columns(data, ctx.config.pipeline.selection_metric), report)
@@ -413,6 +508,17 @@ class CausalLMTask(TaskKind):
 
     def report_sections(self, report: dict) -> list[str]:
         lines = []
+        in_llama_cpp = [r["model"] for r in report["results"] if r.get("engine") == "llama.cpp"]
+        if in_llama_cpp:
+            lm = report["lm"]
+            chunks = f"the first {lm['llama_cpp_chunks']} chunks" if lm["llama_cpp_chunks"] else "every chunk"
+            lines += ["", f"Measured in llama.cpp: {', '.join(in_llama_cpp)}. Their perplexity is llama-perplexity's, "
+                      f"over {chunks} of {lm['block_size']} tokens of each text (BOS first where the model adds one, "
+                      "each chunk's second half scored), and their kept figures divide by the teacher's perplexity "
+                      "over those same chunks (transformers); the other rows' perplexity is over strided windows. "
+                      f"Their speeds are llama-bench's: greedy tokens/s at batch 1 and {lm['block_size']} prompt "
+                      "tokens at batch 1, with as many threads as the other rows; the teacher's prompt figure is at "
+                      f"batch {lm['prompt_batch_size']}. Peak memory is not measured for them."]  # fmt: skip
         for c in report.get("speed_checks") or []:
             after = "agrees with the search now" if c["agrees_after_remeasure"] else "**still disagrees with the search**"
             lines += ["", f"Speed check: {c['variant']} measured {c['evaluate_speedup']:.2f}x the teacher here and "
