@@ -10,7 +10,8 @@ Perplexity is llama-perplexity's own: chunks of ``--context`` tokens, a BOS firs
 the first ``--chunks`` chunks of each text. Bits per weight: the file's bytes x 8 / the model's parameters. Rule
 (validation split): among the types at most 4.6 bits per weight, the lowest validation perplexity; its test
 perplexity against F16 is the target's (issue 30: within +8%); Q8_0 within +0.5% on test. Every row is kept.
-No speed is measured here (llama-bench is not among the tools built).
+Speeds: ``llama-bench``, prompt tokens/s over ``--context`` tokens and greedy generation tokens/s at batch 1
+(``--generate_tokens``), medians of 3 repetitions, each file in turn, on ``--threads`` threads.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hfcompress.quantization.llama_cpp_tools import (
     compute_imatrix,
     convert_to_gguf,
     kl_divergence,
+    llama_bench,
     llama_perplexity,
     quantize_gguf,
 )
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--chunks", type=int, default=16)
     parser.add_argument("--imatrix_chunks", type=int, default=64)
+    parser.add_argument("--generate_tokens", type=int, default=64)
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--embedding_types", default="",
                         help="comma-separated types for the token embedding and output matrix, each tried with every "
@@ -97,6 +100,9 @@ def main() -> None:
             kl = kl_divergence(gguf, base_logits, opts.threads)
             row |= {"test_perplexity": kl["perplexity"], "kl_divergence": kl["kl_divergence"],
                     "kl_divergence_error": kl["kl_divergence_error"], "same_top_p_percent": kl["same_top_p_percent"]}
+        speed = llama_bench(gguf, opts.context, opts.generate_tokens, 3, opts.threads)
+        row |= {k: speed[k] for k in ("prompt_tokens_per_s", "generate_tokens_per_s_b1", "prompt_spread",
+                                      "generate_spread")}  # fmt: skip
         rows.append(row)
         print(row, flush=True)
 
@@ -116,12 +122,15 @@ def main() -> None:
     for row in rows:
         for split in ("validation", "test"):
             row[f"{split}_vs_f16"] = row[f"{split}_perplexity"] / base[f"{split}_perplexity"] - 1
+        if "generate_tokens_per_s_b1" in base:
+            row["generate_vs_f16"] = row["generate_tokens_per_s_b1"] / base["generate_tokens_per_s_b1"]
     eligible = [r for r in rows if r["bits_per_weight"] <= MAX_BPW]
     chosen = min(eligible, key=lambda r: r["validation_perplexity"]) if eligible else None
     q8 = next((r for r in rows if r["type"] == "Q8_0" and not r["imatrix"]), None)
     data = {
         "model": opts.model, "parameters": count, "context": opts.context, "chunks": opts.chunks,
         "imatrix_chunks": opts.imatrix_chunks, "imatrix_seconds": imatrix_s, "rows": rows,
+        "generate_tokens": opts.generate_tokens,
         "rule": f"among the types at most {MAX_BPW} bits per weight, the lowest validation perplexity",
         "chosen": chosen and chosen["variant"],
         "target": {"text": f"a GGUF of at most {MAX_BPW} bits per weight within +{TARGET:.0%} test perplexity of F16",
@@ -145,7 +154,9 @@ def render(data: dict) -> str:
         [("variant", "variant", str), ("bits_per_weight", "bits/weight", fmt), ("size_mb", "MB", fmt),
          ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
          ("test_vs_f16", "test vs F16", percent), ("kl_divergence", "KLD vs F16 (test)", fmt),
-         ("same_top_p_percent", "same top token %", fmt), ("fallbacks", "tensors fallen back", fmt),
+         ("same_top_p_percent", "same top token %", fmt), ("prompt_tokens_per_s", "prompt tok/s", fmt),
+         ("generate_tokens_per_s_b1", "generate tok/s b1", fmt), ("generate_vs_f16", "generate vs F16", fmt),
+         ("fallbacks", "tensors fallen back", fmt),
          ("fallback_types", "to", lambda v: ", ".join(v) if v else "-")],
     )  # fmt: skip
     target, q8 = data["target"], data["q8_target"]
@@ -153,7 +164,10 @@ def render(data: dict) -> str:
     return (
         f"{text}\nModel: {data['model']} ({data['parameters']:,} parameters); llama-perplexity, chunks of "
         f"{data['context']} tokens, the first {data['chunks']} of each text; importance matrix from "
-        f"{data['imatrix_chunks']} chunks of the training text ({data['imatrix_seconds']:.0f} s).\n\n"
+        f"{data['imatrix_chunks']} chunks of the training text ({data['imatrix_seconds']:.0f} s)"
+        + (f"; llama-bench: {data['context']} prompt tokens and {data['generate_tokens']} generated, median of 3, "
+           f"{data['machine']['llama_cpp_threads']} threads" if "generate_tokens" in data else "; no speeds measured")
+        + ".\n\n"
         f"Rule (validation): {data['rule']}. Chosen: **{chosen}**"
         + (f", {target['chosen_test_vs_f16']:+.2%} test perplexity against F16" if data["chosen"] else "")
         + f". Target ({target['text']}): **{'met' if target['met'] else 'not met'}**. {q8['text']}: "

@@ -28,11 +28,32 @@ SENTENCEPIECE = ("phi-3", "llama-spm")  # tokenizers whose models ship a Sentenc
 TOKENIZERS = {"llama": "llama-bpe", "llama-3.1": "llama-bpe", "mistral": "llama-spm", "qwen2": "qwen2",
               "qwen2.5": "qwen2", "qwen3": "qwen2", "phi3": "phi-3", "phi-3.5": "phi-3", "granite": "starcoder",
               "gemma2": "llama-spm", "gemma-2": "llama-spm", "gemma3_text": "llama-spm", "gemma-3": "llama-spm"}  # fmt: skip
+# the chat template a released model of the family ships (llama.cpp's copies), where one is among them
+TEMPLATES = {"llama-3.1": "meta-llama-Llama-3.1-8B-Instruct", "qwen2.5": "Qwen-Qwen2.5-7B-Instruct",
+             "qwen3": "Qwen-Qwen3-0.6B", "phi-3.5": "microsoft-Phi-3.5-mini-instruct", "gemma-2": "google-gemma-2-2b-it",
+             "granite": "ibm-granite-granite-3.3-2B-Instruct"}  # fmt: skip
+
+
+def gguf_fields(path, *keys):
+    """The values of metadata ``keys`` in a GGUF file (None where absent): strings decoded, one-value arrays
+    unwrapped."""
+    import gguf
+
+    reader, values = gguf.GGUFReader(path), []
+    for key in keys:
+        field = reader.fields.get(key)
+        if field is None:
+            values.append(None)
+            continue
+        value = field.parts[field.data[0]]
+        values.append(bytes(value).decode() if field.types[0] == gguf.GGUFValueType.STRING else value.tolist()[0])
+    return values
 
 
 def tiny_model_dir(family: str, folder, tokenizer_name: str):
-    """A tiny random ``family`` model with a real tokenizer, saved as a user's fine-tuned model is."""
-    tokenizer = real_chat_tokenizer(tokenizer_name)
+    """A tiny random ``family`` model with a real tokenizer (and its released models' chat template), saved as a
+    user's fine-tuned model is."""
+    tokenizer = real_chat_tokenizer(tokenizer_name, TEMPLATES.get(family))
     model = make_decoder(family, vocab_size=len(tokenizer))
     for name in ("bos", "eos", "pad"):
         token_id = getattr(tokenizer, f"{name}_token_id")
@@ -60,6 +81,20 @@ def test_a_family_converted_by_llama_cpp_runs_there_with_the_perplexity_transfor
     # from a table of fp16 inputs (GGML_GELU_FP16 in ggml/src/ggml-cpu/vec.h): 8e-4 to 3e-3 measured
     tolerance = 5e-3 if family.startswith("gemma") else 1e-4
     assert measured["perplexity"] == pytest.approx(expected["perplexity"], rel=tolerance), (family, expected, measured)
+    # the tokenizer as llama.cpp's own file of that tokenizer has it (its pre-tokenizer decides the token ids),
+    # the special ids as the model has them, and the chat template as the tokenizer has it
+    keys = ("tokenizer.ggml.model", "tokenizer.ggml.pre")
+    vocab = llama_cpp_models_dir() / f"ggml-vocab-{TOKENIZERS[family]}.gguf"
+    assert gguf_fields(gguf, *keys) == gguf_fields(vocab, *keys)
+    bos, eos, template = gguf_fields(gguf, "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                     "tokenizer.chat_template")  # fmt: skip
+    assert (bos, eos) == (model.config.bos_token_id, model.config.eos_token_id)
+    assert template == tokenizer.chat_template and (template is not None) == (family in TEMPLATES)
+    # and through quantize(), as users make it: Q8_0 by llama-quantize, close to the same chunks' figure
+    out = quantize(tmp_path / "model", tmp_path / "q8", method="gguf-q8_0")
+    assert json.loads((out / "hfcompress_quantization.json").read_text())["writer"] == "llama.cpp"
+    q8 = llama_perplexity(out / "model-Q8_0.gguf", tmp_path / "text.txt", CONTEXT, threads=2)
+    assert q8["perplexity"] == pytest.approx(expected["perplexity"], rel=0.01), (family, expected, q8)
 
 
 def test_quantize_writes_k_quants_with_llama_cpp_and_records_the_fallbacks(llama_cpp_tools, tmp_path):
@@ -227,3 +262,20 @@ def test_the_pipeline_quantizes_the_teacher_too_and_measures_gguf_in_llama_cpp(l
     assert f"| test_tokens | {chosen['test_tokens']} | {chosen['test_tokens']} |" in card
     reloaded = AutoModelForCausalLM.from_pretrained(shipped, gguf_file="model-Q8_0.gguf")
     assert reloaded.config.intermediate_size == teacher.config.intermediate_size // 2
+
+
+def test_llama_perplexity_reads_the_running_estimate_when_it_prints_no_final_line(monkeypatch):
+    """llama-perplexity prints "Unexpected negative standard deviation" instead of its final line when the
+    log-probabilities' variance rounds to <= 0 (seen on tiny near-uniform models): its last running estimate
+    is then the figure."""
+    import hfcompress.quantization.llama_cpp_tools as tools
+
+    monkeypatch.setattr(tools, "find_tool", lambda name: name)
+    printed = "[1]31965.2346,[2]31581.8730,[3]31766.7733,\nUnexpected negative standard deviation of log(prob)\n"
+    monkeypatch.setattr(tools, "_run", lambda cmd, what, env=None: printed)
+    assert tools.llama_perplexity("m.gguf", "t.txt", 64) == {"perplexity": 31766.7733, "error": None}
+    printed = "[1]23.5,[2]23.4,\nFinal estimate: PPL = 23.4000 +/- 0.51000\n"
+    assert tools.llama_perplexity("m.gguf", "t.txt", 64) == {"perplexity": 23.4, "error": 0.51}
+    printed = "failed to tokenize\n"
+    with pytest.raises(HfCompressError, match="llama-perplexity printed no perplexity for m.gguf"):
+        tools.llama_perplexity("m.gguf", "t.txt", 64)

@@ -29,6 +29,9 @@ FALLBACK = re.compile(
     r"(?P<wanted>\S+)\)\s+(?:\(WARNING: must use F16 due to unusual shape\) )?-> falling back to\s+(?P<used>\S+)"
 )
 PERPLEXITY = re.compile(r"Final estimate: PPL = (?P<ppl>[\d.]+) \+/- (?P<error>[\d.]+)")
+# its running estimate after each chunk ("[3]23.4512,"); the last one is the final figure, which it prints
+# without the line above when the log-probabilities' variance rounds to <= 0 (a near-uniform model)
+RUNNING = re.compile(r"\[\d+\](?P<ppl>\d+\.\d+),")
 KL_FIGURES = {  # llama-perplexity --kl-divergence: its summary lines
     "perplexity": re.compile(r"Mean PPL\(Q\)\s+: +(?P<value>[\d.]+) ± +(?P<error>[\d.]+)"),
     "base_perplexity": re.compile(r"Mean PPL\(base\)\s+: +(?P<value>[\d.]+) ± +(?P<error>[\d.]+)"),
@@ -141,9 +144,12 @@ def llama_perplexity(gguf: str | os.PathLike, text_file: str | os.PathLike, cont
         cmd += ["--kl-divergence-base", save_logits]
     output = _run(cmd, "llama-perplexity")
     found = PERPLEXITY.search(output)
-    if not found:
-        raise HfCompressError(f"llama-perplexity printed no final estimate for {gguf}")
-    return {"perplexity": float(found["ppl"]), "error": float(found["error"])}
+    if found:
+        return {"perplexity": float(found["ppl"]), "error": float(found["error"])}
+    running = RUNNING.findall(output)
+    if not running:
+        raise HfCompressError(f"llama-perplexity printed no perplexity for {gguf}")
+    return {"perplexity": float(running[-1]), "error": None}
 
 
 def kl_divergence(gguf: str | os.PathLike, base_logits: str | os.PathLike, threads: int | None = None) -> dict:
