@@ -59,6 +59,7 @@ BLOCKS = {
     "llm-llama-cpp": ("bench_llm_llama_cpp", "render", "llm_llama_cpp/smollm2-135m-instruct.json"),
     "gguf-llama-cpp": ("bench_gguf", "render", "gguf/smollm2-135m-instruct.json"),
     "gguf-llama-cpp-embedding": ("bench_gguf", "render", "gguf/smollm2-135m-instruct-embedding.json"),
+    "gguf-llama-cpp-student": ("bench_gguf", "render", "gguf/student.json"),
 }
 
 
