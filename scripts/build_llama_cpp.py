@@ -8,7 +8,7 @@ the cache (``$HFCOMPRESS_CACHE/llama.cpp``, else ``~/.cache/hfcompress/llama.cpp
   AMX/AVX512 paths in which quantized GGUFs crashed on the Xeon CPUs this was written on
   (``$LLAMA_CPP_CMAKE_ARGS`` replaces those flags).
 
-Idempotent: a finished build (``BUILT``, which names the archive's sha256 and the tools) is kept. About 10 minutes on 2 cores.
+Idempotent: a finished build (``BUILT``, which names the archive's sha256 and the tools) is kept. About 7 minutes on 2 cores.
 hfcompress finds the tools there, or in ``$HFCOMPRESS_LLAMA_CPP`` (any llama.cpp checkout with its tools built).
 """
 
