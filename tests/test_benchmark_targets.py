@@ -78,8 +78,11 @@ def test_chat_target_needs_every_seed():
     assert bench_llm_chat.summarise({"runs": arms(42, 100.0, 90.0)}, [42, 43])["target_met"] is False  # a seed missing
 
 
-def lm_row(model, stage, val, test, speed, smaller, acc=0.5, se=0.05):
+def lm_row(model, stage, val, test, speed, smaller, acc=0.5, se=0.05, reference=(20.0, 20.0)):
+    """A variant's medians; ``kept_*`` as the report computes them: the teacher's perplexity over the same
+    windows (``reference``: the teacher's validation and test figures there) / the variant's."""
     return {"variant": model, "stage": stage, "validation_perplexity": val, "test_perplexity": test,
+            "kept_validation": reference[0] / val, "kept_test": reference[1] / test,
             "speedup_generate": speed, "size_ratio": smaller,
             "tasks": {"hfc_test_cloze": {"acc": acc, "acc_stderr": se}}}  # fmt: skip
 
@@ -99,3 +102,9 @@ def test_lm_compress_target_is_judged_on_the_validation_choice():
     slow = lm_row("student", "student", 21.0, 21.0, 1.8, 3.5)
     result = bench.summary([teacher, slow])
     assert result["chosen"] is None and not result["met"] and "1.80x faster" in result["why"]
+    # a GGUF row measured in llama.cpp: its perplexity is over other windows, and it is judged by its kept
+    # figures, against the teacher over those windows (30 / 26 on validation: 1.15x; 1.1x on test)
+    gguf = lm_row("teacher gguf-q8_0", "quantized", 26.0, 22.0, 8.0, 3.7, acc=0.6, reference=(30.0, 20.0))
+    result = bench.summary([teacher, gguf])
+    assert result["chosen"] == "teacher gguf-q8_0" and result["met"]
+    assert result["test_perplexity_ratio"] == pytest.approx(1.1)

@@ -265,9 +265,10 @@ def test_the_chat_report_has_validation_and_test_completion_perplexity_columns()
 
     chat = TaskData(raw=None, tokenizer=None, splits=None, fmt="messages", texts={"ood": "Hamlet"})
     columns = [key for key, _ in lm_columns(chat, "perplexity")]
-    assert columns[6:10] == ["validation_perplexity", "test_perplexity", "ood_perplexity", "ood_bits_per_byte"]
+    assert columns[4:7] == ["engine", "dtype", "device"]  # what measured each row
+    assert columns[7:11] == ["validation_perplexity", "test_perplexity", "ood_perplexity", "ood_bits_per_byte"]
     text = TaskData(raw=None, tokenizer=None, splits=None, fmt="text", texts={"validation": "a", "test": "b"})
-    assert [k for k, _ in lm_columns(text, "perplexity")][6:10] == [
+    assert [k for k, _ in lm_columns(text, "perplexity")][7:11] == [
         "validation_perplexity", "validation_bits_per_byte", "test_perplexity", "test_bits_per_byte"]
 
 
