@@ -110,7 +110,7 @@ def measure_gguf(gguf: str | os.PathLike, texts: dict[str, str], context: int, c
                  generate_tokens: int, repetitions: int, threads: int) -> dict:  # fmt: skip
     """A GGUF file measured in llama.cpp: ``<split>_perplexity`` per text by ``llama-perplexity`` (chunks of
     ``context`` tokens, BOS first when the model adds one, each chunk's second half scored: what
-    ``evaluation.lm.chunked_perplexity`` computes in transformers) with ``<split>_tokens`` scored, and
+    ``evaluation.lm.chunked_perplexity`` computes in transformers) with its ``<split>_perplexity_error``, and
     ``llama-bench``'s prompt tokens/s (``context`` tokens) and greedy generation tokens/s at batch 1."""
     row = {}
     with tempfile.TemporaryDirectory() as tmp:

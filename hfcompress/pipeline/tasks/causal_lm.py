@@ -122,12 +122,20 @@ def lm_speeds(models: dict, tokenizer, source, window: int, generate_tokens: int
 
     speeds = interleaved_speeds(list(models.values()), tokenizer, source, window, generate_tokens,
                                 prompt_batch_size, rounds, reload)  # fmt: skip
-    out = {}
-    for name, speed in zip(models, speeds):
-        speed["generate_ms_per_token"] = 1000 / speed["generate_tokens_per_s_b1"]
-        speed["prompt_ms_per_token"] = 1000 / speed["prompt_tokens_per_s"]
-        out[name] = speed
-    return out
+    return {name: add_ms_per_token(speed) for name, speed in zip(models, speeds)}
+
+
+def add_ms_per_token(speed: dict) -> dict:
+    """``generate_ms_per_token`` and ``prompt_ms_per_token`` (1000 / tokens per s) added to a speed row."""
+    speed["generate_ms_per_token"] = 1000 / speed["generate_tokens_per_s_b1"]
+    speed["prompt_ms_per_token"] = 1000 / speed["prompt_tokens_per_s"]
+    return speed
+
+
+def add_speedups(speed: dict, teacher: dict) -> None:
+    """``speedup_generate`` and ``speedup_prompt``: a speed row's tokens/s over the teacher's."""
+    speed["speedup_generate"] = speed["generate_tokens_per_s_b1"] / teacher["generate_tokens_per_s_b1"]
+    speed["speedup_prompt"] = speed["prompt_tokens_per_s"] / teacher["prompt_tokens_per_s"]
 
 
 def build_tasks(data: TaskData, config, folder: Path, seed: int) -> tuple[list[str], str | None]:
@@ -201,11 +209,8 @@ def measure_lm_artifacts(data: TaskData, data_args, artifacts: dict[str, str], c
     for row in rows:
         row |= speeds.get(row["model"], {})
         row["size_ratio"] = rows[0]["size_mb"] / row["size_mb"]
-        if row["model"] in in_llama_cpp:
-            row["generate_ms_per_token"] = 1000 / row["generate_tokens_per_s_b1"]
-            row["prompt_ms_per_token"] = 1000 / row["prompt_tokens_per_s"]
-            row["speedup_generate"] = row["generate_tokens_per_s_b1"] / teacher["generate_tokens_per_s_b1"]
-            row["speedup_prompt"] = row["prompt_tokens_per_s"] / teacher["prompt_tokens_per_s"]
+        if row["model"] in in_llama_cpp:  # llama-bench's figures, against the teacher's in transformers
+            add_speedups(add_ms_per_token(row), teacher)
     return rows
 
 
@@ -290,8 +295,7 @@ def measure_speeds(data: TaskData, data_args, artifacts: dict[str, str], config)
                        config.generate_tokens, config.prompt_batch_size, config.latency_rounds, reload=True)  # fmt: skip
     teacher = speeds[next(iter(artifacts))]
     for speed in speeds.values():
-        speed["speedup_generate"] = speed["generate_tokens_per_s_b1"] / teacher["generate_tokens_per_s_b1"]
-        speed["speedup_prompt"] = speed["prompt_tokens_per_s"] / teacher["prompt_tokens_per_s"]
+        add_speedups(speed, teacher)
     return speeds
 
 
