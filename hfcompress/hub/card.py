@@ -145,7 +145,7 @@ def _card_body(info: CompressionInfo, repo_name: str) -> str:
         )
     else:
         needs = {"torchao": "# needs: pip install torchao\n", "llmcompressor": "# needs: pip install compressed-tensors\n"}
-        needs = needs.get(METHODS.get(info.method, ("",))[0], "")
+        needs = needs.get("llmcompressor" if info.method == "qad-w4a16" else METHODS.get(info.method, ("",))[0], "")
         auto = (
             "AutoModelForCausalLM"
             if info.task_type == "text-generation"

@@ -9,6 +9,7 @@ ONNX.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 from ..errors import HfCompressError
 from ..modeling import is_causal_lm
 from .backends import require_backend
-from .config import METHODS, QuantizationConfig, causal_lm_refusal
+from .config import QuantizationConfig, causal_lm_refusal, compressed_tensors_method, gguf_method
 
 RECORD = "hfcompress_quantization.json"
 
@@ -31,6 +32,12 @@ def check_method_fits(model_dir: str | os.PathLike, config: QuantizationConfig) 
     model_config = json.loads((model_dir / "config.json").read_text())
     if is_causal_lm(model_dir) and causal_lm_refusal(config.method):
         raise HfCompressError(f"{config.method} {causal_lm_refusal(config.method)}")
+    if config.backend == "qad":
+        from .qad import check_qad_source
+
+        check_qad_source(model_dir, model_config, config)
+        if gguf_method(config.method):  # the GGUF writer's own checks, on the method that writes the file
+            config = dataclasses.replace(config, method=gguf_method(config.method))
     if config.backend == "gguf":
         from .gguf_export import check_gguf_source, check_gguf_tokenizer, gguf_type
         from .gguf_llama_cpp import check_gguf_writer
@@ -135,7 +142,11 @@ def quantize(
     work = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     extra = {}  # what the record keeps besides the method and its settings
     try:
-        if config.backend == "gguf":
+        if config.backend == "qad":
+            from .qad import quantize_qad
+
+            extra = quantize_qad(model_dir, work, config, calibration_dataset, text_column, max_length)
+        elif config.backend == "gguf":
             from .gguf_export import export_gguf, gguf_file_name, gguf_type
             from .gguf_llama_cpp import gguf_writer, write_gguf_with_llama_cpp
 
@@ -205,11 +216,11 @@ def gguf_file(path: str | os.PathLike) -> Path | None:
     """The GGUF file of a ``quantize`` artifact, or None when ``path`` holds another format."""
     record_file = Path(path) / RECORD
     method = json.loads(record_file.read_text()).get("method") if record_file.exists() else None
-    if not (method and method.startswith("gguf")):
+    if not (method and gguf_method(method)):
         return None
     from .gguf_export import gguf_file_name
 
-    return Path(path) / gguf_file_name(method)
+    return Path(path) / gguf_file_name(gguf_method(method))
 
 
 def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threads: int | None = None):
@@ -257,15 +268,13 @@ def load_quantized(path: str | os.PathLike, denormal_as_zero: bool = True, threa
         if denormal_as_zero:
             torch.set_flush_denormal(True)  # process-wide, on purpose: see the docstring
         return model
-    if method and method.startswith("gguf"):  # a causal LM, dequantized to fp32 by transformers
+    if method and gguf_method(method):  # a causal LM, dequantized to fp32 by transformers
         require_backend(method)
         import torch
         from transformers import AutoModelForCausalLM
 
-        from .gguf_export import gguf_file_name
-
-        return AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file_name(method), dtype=torch.float32)
-    if method and METHODS[method][0] == "llmcompressor":
+        return AutoModelForCausalLM.from_pretrained(path, gguf_file=gguf_file(path).name, dtype=torch.float32)
+    if method and compressed_tensors_method(method):
         from .backends import is_compressed_tensors_available
 
         if not is_compressed_tensors_available():

@@ -41,6 +41,7 @@ AVAILABLE = {
     "bitsandbytes": is_bitsandbytes_available,
     "optimum-onnx": is_optimum_onnx_available,
     "torchao": is_torchao_available,
+    "qad": lambda: True,  # torch alone; qad-gguf-q4_0 also needs gguf (require_backend)
 }
 
 
@@ -53,6 +54,8 @@ def transformers_major() -> int:
 def require_backend(method: str) -> None:
     """Raise a one-line error naming the extra to install when ``method``'s backend is missing."""
     backend, extra = METHODS[method]
+    if backend == "qad" and extra == "gguf":
+        backend = "gguf"
     if not AVAILABLE[backend]():
         raise HfCompressError(
             f"method {method!r} needs {backend}, which is not installed: pip install 'hfcompress[{extra}]'"

@@ -64,14 +64,14 @@ def check_compressed_source(config: dict, method: str, group_size: int) -> None:
         sizes = linear_inputs(config)
         bad = {k: v for k, v in sizes.items() if v % group_size}
         if bad:
-            common = _divisors_of_all(list(sizes.values()))
+            common = divisors_of_all(list(sizes.values()))
             raise HfCompressError(
                 f"{method} with group_size {group_size}: {', '.join(f'{k} {v}' for k, v in bad.items())} doesn't "
                 f"divide by it; group sizes that divide every layer: {', '.join(map(str, common))}"
             )
 
 
-def _divisors_of_all(values: list[int]) -> list[int]:
+def divisors_of_all(values: list[int]) -> list[int]:
     """Powers of two (16 and up) dividing every value, largest first: the group sizes kernels support."""
     return [g for g in (256, 128, 64, 32, 16) if all(v % g == 0 for v in values)]
 

@@ -33,6 +33,9 @@ METHODS = {
     "gptq-w4a16": ("llmcompressor", "llmcompressor"),  # causal LMs: compressed-tensors for vLLM/SGLang
     "awq-w4a16": ("llmcompressor", "llmcompressor"),
     "gptq-w8a8": ("llmcompressor", "llmcompressor"),
+    # quantization-aware distillation (qad.py): trained through the format's own 4-bit grid, then exported to it
+    "qad-w4a16": ("qad", "llm"),  # compressed-tensors pack-quantized, as gptq-w4a16
+    "qad-gguf-q4_0": ("qad", "gguf"),  # GGUF Q4_0, written by the gguf-q4_0 writer
 }
 # what serves each backend's artifacts: the model card says it
 ENGINES = {
@@ -41,12 +44,26 @@ ENGINES = {
     "torchao": "transformers 5 with torchao",
     "gguf": "llama.cpp, Ollama and LM Studio; transformers with `gguf_file=`",
     "llmcompressor": "vLLM and SGLang (compressed-tensors), as it is; transformers with `pip install compressed-tensors`",
+    "qad": "vLLM and SGLang (qad-w4a16: compressed-tensors; transformers with `pip install compressed-tensors`) or "
+    "llama.cpp, Ollama and LM Studio (qad-gguf-q4_0: GGUF; transformers with `gguf_file=`)",
 }
-LM_ONLY_BACKENDS = {"gguf": "GGUF", "llmcompressor": "compressed-tensors"}  # formats that hold causal LMs only
+LM_ONLY_BACKENDS = {"gguf": "GGUF", "llmcompressor": "compressed-tensors", "qad": "compressed-tensors or GGUF"}  # formats that hold causal LMs only
 CLASSIFIER_METHODS = tuple(m for m, (backend, _) in METHODS.items() if backend not in LM_ONLY_BACKENDS)
 # what a causal LM can go through: bitsandbytes, ONNX int8 with the KV cache, and the LM-only formats
 CAUSAL_LM_METHODS = ("bnb-int8", "bnb-nf4", "bnb-fp4", "onnx-int8-dynamic",
                      *(m for m, (backend, _) in METHODS.items() if backend in LM_ONLY_BACKENDS))  # fmt: skip
+
+
+def gguf_method(method: str) -> str | None:
+    """The ``gguf-*`` method whose file ``method`` writes (itself, or a QAD method's), or None."""
+    if method.startswith("gguf-"):
+        return method
+    return method[len("qad-"):] if method.startswith("qad-gguf-") else None
+
+
+def compressed_tensors_method(method: str) -> bool:
+    """Whether ``method`` writes a compressed-tensors checkpoint (reloaded with ``pip install compressed-tensors``)."""
+    return METHODS[method][0] == "llmcompressor" or method == "qad-w4a16"
 
 
 def causal_lm_refusal(method: str) -> str | None:
@@ -92,7 +109,7 @@ class QuantizationOptions:
     )
     group_size: int = field(
         default=128,
-        metadata={"help": "gptq-w4a16, awq-w4a16: weight columns that share one scale; must divide every linear "
+        metadata={"help": "gptq-w4a16, awq-w4a16, qad-w4a16: weight columns that share one scale; must divide every linear "
                   "layer's input size (SmolLM2's 576 takes 64)."},
     )
     calibration_method: str = field(
@@ -109,7 +126,7 @@ class QuantizationOptions:
     compute_dtype: str = field(
         default="float32",
         metadata={"help": "bnb 4-bit: dtype of the matmuls; gptq-*/awq-*: dtype the model is calibrated and saved "
-                  "in (what stays unquantized): float32, bfloat16, float16."},
+                  "in (what stays unquantized); qad-w4a16: the dtype of the saved scales and unquantized weights: float32, bfloat16, float16."},
     )
     keep_fp32: str = field(
         default="",
@@ -141,8 +158,30 @@ class QuantizationOptions:
                   "from the calibration text (calibration_samples rows of it)."},
     )
 
+    qad_steps: int = field(
+        default=200,
+        metadata={"help": "qad-*: training steps through the 4-bit grid, distilling from the unquantized model; >= 1."},
+    )
+    qad_batch_size: int = field(
+        default=4, metadata={"help": "qad-*: training rows per step (each at most max_length tokens); >= 1."}
+    )
+    qad_learning_rate: float = field(
+        default=1e-5,
+        metadata={"help": "qad-*: peak learning rate (AdamW, 5% warm-up, cosine decay); > 0."},
+    )
+    qad_bf16: bool = field(
+        default=False,
+        metadata={"help": "qad-*: train under bfloat16 autocast (teacher included); weights, grid and export stay "
+                  "fp32. About 1.5x faster on CPUs with AMX; docs/quantization.md gives the measured difference."},
+    )
+
     def __post_init__(self):
         check_choice("preset", self.preset, PRESETS)
+        for name in ("qad_steps", "qad_batch_size"):
+            if getattr(self, name) < 1:
+                raise HfCompressError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.qad_learning_rate <= 0:
+            raise HfCompressError(f"qad_learning_rate must be > 0, got {self.qad_learning_rate}")
         check_choice("gguf_writer", self.gguf_writer, GGUF_WRITERS)
         if self.gguf_embedding_type is not None:
             check_choice("gguf_embedding_type", self.gguf_embedding_type.upper(), GGUF_EMBEDDING_TYPES)
@@ -170,7 +209,9 @@ class QuantizationConfig(QuantizationOptions):
             "PyTorch-native, safetensors); gguf-f16, gguf-bf16, gguf-q8_0, gguf-q6_k, gguf-q5_k_m, gguf-q5_0, "
             "gguf-q4_k_m, gguf-q4_k_s, gguf-q4_1, gguf-q4_0, gguf-iq4_nl, gguf-iq4_xs (causal LMs, llama.cpp; the "
             "K-quants and IQ types through llama.cpp's tools); "
-            "gptq-w4a16, awq-w4a16, gptq-w8a8 (causal LMs, compressed-tensors for vLLM/SGLang, via llmcompressor)."
+            "gptq-w4a16, awq-w4a16, gptq-w8a8 (causal LMs, compressed-tensors for vLLM/SGLang, via llmcompressor); "
+            "qad-w4a16, qad-gguf-q4_0 (causal LMs: quantization-aware distillation into compressed-tensors W4A16 or "
+            "GGUF Q4_0, trained on the calibration data)."
         },
     )
 

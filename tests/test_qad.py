@@ -1,0 +1,259 @@
+"""Quantization-aware distillation: the grids equal the formats' own quantizers; a model trained through a grid
+exports onto it exactly (the compressed-tensors checkpoint reloads, in transformers, with the logits of the
+fake-quantized model; the GGUF Q4_0 tensors dequantize to its weights) for tiny Llama, Qwen2 and Gemma2 models;
+training through the grid brings the quantized model closer to the teacher than rounding alone."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_decoder, shared_bpe_tokenizer
+from safetensors import safe_open
+
+from hfcompress import HfCompressError
+from hfcompress.quantization import QuantizationConfig, load_quantized, quantize
+from hfcompress.quantization.backends import is_compressed_tensors_available, is_gguf_available
+from hfcompress.quantization.grids import Grid, dequantize_weight, fake_quantize, quantize_weight
+from hfcompress.quantization.qad import (
+    attach_grid,
+    detach_grid,
+    export_trained,
+    grid_linears,
+    pack_int4,
+    train_through_grid,
+    unpack_int4,
+)
+
+needs_gguf = pytest.mark.skipif(not is_gguf_available(), reason="needs gguf (pip install 'hfcompress[gguf]')")
+pytestmark = pytest.mark.llmcompressor  # make test-llmc reloads the checkpoints with compressed-tensors
+FAMILIES = ("llama", "qwen2", "gemma2")  # untied head; q/k/v biases; softcaps, head_dim apart from hidden / heads
+
+
+def model_dir(tmp_path, family, seed=0, sharpen=1.0):
+    """A tiny ``family`` model saved with a real BPE tokenizer; ``sharpen`` scales its linear weights, so that its
+    next-token distributions are far from uniform and rounding them to 4 bits visibly changes them."""
+    tokenizer = shared_bpe_tokenizer()
+    model = make_decoder(family, vocab_size=len(tokenizer), hidden=64, intermediate=128, heads=4, kv_heads=2,
+                         num_layers=2, seed=seed)  # fmt: skip
+    with torch.no_grad():
+        for module in grid_linears(model).values():
+            module.weight.mul_(sharpen)
+    folder = tmp_path / family
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def training_rows(count=8, length=32, seed=0):
+    import datasets
+
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, len(shared_bpe_tokenizer()), (count, length), generator=generator).tolist()
+    return datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * length] * count, "labels": ids})
+
+
+def sample_ids():
+    return torch.randint(5, len(shared_bpe_tokenizer()), (2, 24), generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def grid_logits(model, grid, ids):
+    attach_grid(model, grid)
+    try:
+        return model(ids).logits
+    finally:
+        detach_grid(model)
+
+
+# -- the grids --------------------------------------------------------------------------------------------------
+
+
+@needs_gguf
+def test_q4_0_is_the_gguf_quantizer_and_is_idempotent():
+    import gguf
+
+    weight = torch.randn(16, 128) * 0.05
+    weight[3, 40] = 0.0  # a block whose magnitudes tie
+    weight[3, 32:64] = 0.25 * torch.sign(torch.randn(32))
+    kind = gguf.GGMLQuantizationType.Q4_0
+    reference = gguf.quants.dequantize(gguf.quants.quantize(weight.numpy(), kind), kind)
+    q, scale = quantize_weight(weight, Grid("q4_0"))
+    on_grid = dequantize_weight(q, scale, Grid("q4_0"), torch.float32)
+    assert torch.equal(on_grid, torch.from_numpy(reference))
+    assert q.min() >= 0 and q.max() <= 15 and scale.dtype == torch.float16
+    again = dequantize_weight(*quantize_weight(on_grid, Grid("q4_0")), Grid("q4_0"), torch.float32)
+    assert torch.equal(again, on_grid)  # what lets llama-quantize reproduce a trained model
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_scales_are_absmax_over_7_5_in_the_stored_dtype_and_round_half_to_even(dtype):
+    weight = torch.tensor([[7.5, 2.5, -1.5, 0.5, 3.0, -7.5, 0.0, 1.0]])
+    q, scale = quantize_weight(weight, Grid("int4", 4, dtype))
+    assert scale.dtype == dtype and scale.tolist() == [[1.0, 1.0]]
+    # 7.5 rounds to 8 and clamps to 7; 2.5 -> 2, -1.5 -> -2, 0.5 -> 0 (half to even); -7.5 -> -8
+    assert q.tolist() == [[7, 2, -2, 0, 3, -8, 0, 1]]
+    zero = quantize_weight(torch.zeros(1, 4), Grid("int4", 4, dtype))[1]
+    assert zero.item() == torch.finfo(dtype).eps  # compressed-tensors' guard against a zero scale
+
+
+def test_the_rounding_passes_the_gradient_straight_through():
+    weight = torch.randn(4, 32, requires_grad=True)
+    upstream = torch.randn(4, 32)
+    (fake_quantize(weight, Grid("int4", 32)) * upstream).sum().backward()
+    assert torch.equal(weight.grad, upstream)
+
+
+def test_int4_packing_is_compressed_tensors_layout():
+    q = torch.tensor([[-8, -7, 0, 1, 2, 3, 6, 7] * 2], dtype=torch.int8)
+    packed = pack_int4(q)
+    # offset by 8, first value in the lowest nibble: 0,1,8,9,10,11,14,15 -> 0xFEBA9810 as a signed int32
+    assert packed.dtype == torch.int32 and packed.shape == (1, 2)
+    assert packed[0, 0].item() == 0xFEBA9810 - 2**32
+    assert torch.equal(unpack_int4(packed, 16), q)
+
+
+# -- exact export -----------------------------------------------------------------------------------------------
+
+
+def trained(tmp_path, family, method, steps=3, sharpen=1.0, **settings):
+    config = QuantizationConfig(method=method, qad_steps=steps, qad_batch_size=4, qad_learning_rate=3e-4,
+                                group_size=32, **settings)  # fmt: skip
+    from hfcompress.quantization.qad import method_grid
+
+    grid = method_grid(method, config.group_size, config.compute_dtype)
+    folder = model_dir(tmp_path, family, sharpen=sharpen)
+    model, facts = train_through_grid(folder, grid, training_rows(), config, tmp_path / "work")
+    return folder, config, grid, model, facts
+
+
+def dequantized_checkpoint(folder) -> dict:
+    """The weights a pack-quantized checkpoint stands for, read by hand: q * scale per group."""
+    state = {}
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        for key in f.keys():
+            if key.endswith("weight_packed"):
+                base = key.removesuffix("_packed")
+                rows, columns = f.get_tensor(base + "_shape").tolist()
+                q, scale = unpack_int4(f.get_tensor(key), columns), f.get_tensor(base + "_scale")
+                assert q.min() >= -8 and q.max() <= 7
+                state[base] = (q.reshape(rows, -1, 32).to(scale.dtype) * scale[..., None]).reshape(rows, columns)
+            elif not key.endswith(("_scale", "_shape")):
+                state[key] = f.get_tensor(key)
+    return state
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_compressed_tensors_export_holds_the_trained_grid_and_reloads_with_its_logits(family, tmp_path):
+    folder, config, grid, model, facts = trained(tmp_path, family, "qad-w4a16")
+    out = tmp_path / "out"
+    out.mkdir()
+    export_trained(model, folder, out, config)
+    state = dequantized_checkpoint(out)
+    linears = grid_linears(model)
+    assert facts["modules"] == len(linears) == 14
+    for name, module in linears.items():
+        expected = dequantize_weight(*quantize_weight(module.weight, grid), grid, torch.float32)
+        assert torch.equal(state[f"{name}.weight"].float(), expected), name
+    written = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert written["format"] == "pack-quantized" and written["config_groups"]["group_0"]["weights"]["group_size"] == 32
+    assert written["ignore"] == ["lm_head"]
+    ids = sample_ids()
+    expected_logits = grid_logits(model, grid, ids)
+    if is_compressed_tensors_available():  # transformers' own reader (make test-llmc)
+        from transformers import AutoModelForCausalLM
+
+        reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    else:  # the same weights, loaded by hand
+        reloaded = make_decoder(family, vocab_size=model.config.vocab_size, hidden=64, intermediate=128, heads=4,
+                                kv_heads=2, num_layers=2)  # fmt: skip
+        missing = reloaded.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        assert set(missing.missing_keys) <= {"lm_head.weight"} and not missing.unexpected_keys
+    with torch.no_grad():
+        got = reloaded(ids).logits
+    assert torch.allclose(got, expected_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_scales_are_stored_in_bf16_and_the_rest_of_the_checkpoint_too(tmp_path):
+    folder, config, grid, model, _ = trained(tmp_path, "llama", "qad-w4a16", steps=1, compute_dtype="bfloat16")
+    out = tmp_path / "out"
+    out.mkdir()
+    export_trained(model, folder, out, config)
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("model.layers.0.mlp.up_proj.weight_scale").dtype == torch.bfloat16
+        assert f.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
+    state = dequantized_checkpoint(out)
+    up = model.model.layers[0].mlp.up_proj.weight
+    assert torch.equal(state["model.layers.0.mlp.up_proj.weight"].float(),
+                       dequantize_weight(*quantize_weight(up, grid), grid, torch.float32))  # fmt: skip
+
+
+@needs_gguf
+def test_the_gguf_q4_0_export_holds_the_trained_weights_exactly(tmp_path):
+    import gguf
+
+    from hfcompress.quantization.gguf_export import permute_rotary
+
+    folder, config, grid, model, _ = trained(tmp_path, "llama", "qad-gguf-q4_0", gguf_writer="hfcompress")
+    expected = {name: dequantize_weight(*quantize_weight(m.weight, grid), grid, torch.float32)
+                for name, m in grid_linears(model).items()}  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    export_trained(model, folder, out, config)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    tensors = {t.name: t for t in gguf.GGUFReader(out / "model-Q4_0.gguf").tensors}
+    for name, weight in expected.items():
+        tensor = tensors[names.get_name(f"{name}.weight", try_suffixes=(".weight",))]
+        assert tensor.tensor_type == gguf.GGMLQuantizationType.Q4_0, name
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        heads = {"q_proj": 4, "k_proj": 2}.get(name.rsplit(".", 1)[-1])
+        target = permute_rotary(weight.numpy(), heads) if heads else weight.numpy()
+        assert (values == target).all(), name
+
+
+def test_training_through_the_grid_brings_the_quantized_model_closer_to_the_teacher(tmp_path):
+    """KL(teacher || quantized) on the training rows: after QAD below what rounding the teacher's weights gives."""
+    from hfcompress.modeling import load_causal_lm
+
+    folder, config, grid, model, facts = trained(tmp_path, "llama", "qad-w4a16", steps=30, sharpen=8.0)
+    teacher = load_causal_lm(str(folder))
+    ids = torch.tensor(training_rows()["input_ids"])
+
+    def divergence(student):
+        with torch.no_grad():
+            target = torch.log_softmax(teacher(ids).logits, -1)
+            own = torch.log_softmax(grid_logits(student, grid, ids), -1)
+        return torch.sum(target.exp() * (target - own), -1).mean().item()
+
+    rounded = load_causal_lm(str(folder))
+    assert divergence(model) < 0.5 * divergence(rounded)  # measured: 0.24x
+    assert facts["kd_loss_last"] < facts["kd_loss_first"]
+
+
+# -- quantize() -------------------------------------------------------------------------------------------------
+
+
+def test_quantize_runs_qad_and_records_what_it_trained(tmp_path):
+    folder = model_dir(tmp_path, "qwen2")
+    rows = training_rows()
+    out = quantize(folder, tmp_path / "qad", method="qad-w4a16", group_size=32, calibration_dataset=rows,
+                   qad_steps=2, qad_batch_size=4, max_length=32)  # fmt: skip
+    record = json.loads((out / "hfcompress_quantization.json").read_text())
+    assert record["method"] == "qad-w4a16"
+    assert record["qad"]["steps"] == 2 and record["qad"]["rows"] == 8 and record["qad"]["tokens_seen"] == 2 * 4 * 32
+    assert record["qad"]["grid"] == {"kind": "int4", "group_size": 32, "scale_dtype": "torch.float32"}
+    assert (out / "tokenizer.json").is_file()
+    if is_compressed_tensors_available():
+        assert load_quantized(out).config.quantization_config is not None
+
+
+def test_what_qad_cant_take_is_refused_before_any_work(tmp_path):
+    folder = model_dir(tmp_path, "llama")
+    rows = training_rows()
+    with pytest.raises(HfCompressError, match=r"groups of 48 input columns; hidden_size 64, intermediate_size 128 "
+                                              r"doesn't divide by it; group sizes that divide every layer: 64, 32, 16"):
+        quantize(folder, tmp_path / "a", method="qad-w4a16", group_size=48, calibration_dataset=rows)
+    with pytest.raises(HfCompressError, match="can't take gguf_imatrix"):
+        quantize(folder, tmp_path / "b", method="qad-gguf-q4_0", gguf_imatrix=True, calibration_dataset=rows)
+    with pytest.raises(HfCompressError, match="qad_steps must be >= 1, got 0"):
+        QuantizationConfig(method="qad-w4a16", qad_steps=0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
