@@ -257,3 +257,41 @@ def test_what_qad_cant_take_is_refused_before_any_work(tmp_path):
     with pytest.raises(HfCompressError, match="qad_steps must be >= 1, got 0"):
         QuantizationConfig(method="qad-w4a16", qad_steps=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@needs_gguf
+def test_the_pipeline_runs_qad_next_to_round_to_nearest_on_the_training_text(tmp_path):
+    """A quantize stage with gguf-q4_0 and qad-gguf-q4_0 on the run's own training rows; evaluate measures both
+    (here in transformers, from the GGUF files)."""
+    import gguf
+    import yaml
+    from conftest import held_out_text
+
+    from hfcompress.pipeline import run_pipeline
+
+    folder = model_dir(tmp_path, "llama", sharpen=4.0)
+    (tmp_path / "text").mkdir()
+    for split, count, seed in (("train", 30, 0), ("validation", 10, 1), ("test", 10, 2)):
+        (tmp_path / "text" / f"{split}.txt").write_text(held_out_text(count, seed))
+    stages = [
+        {"quantize": {"methods": "gguf-q4_0,qad-gguf-q4_0", "sources": "teacher", "gguf_writer": "hfcompress",
+                      "calibration_samples": 6, "qad_steps": 3, "qad_batch_size": 2, "qad_learning_rate": 3e-4}},
+        {"evaluate": {"objective": "size", "min_kept": 0.01, "latency_rounds": 1, "generate_tokens": 4,
+                      "prompt_batch_size": 2, "memory": False, "plots": False, "gguf_engine": "transformers"}},
+    ]  # fmt: skip
+    config = {"output_dir": str(tmp_path / "out"), "model_name_or_path": str(folder), "task_type": "causal_lm",
+              "data": {"dataset_name": str(tmp_path / "text"), "block_size": 32, "eval_stride": 32,
+                       "max_eval_tokens": 128},
+              "training": {"per_device_train_batch_size": 2, "report_to": "none", "disable_tqdm": True},
+              "stages": stages}  # fmt: skip
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(config))
+    report = run_pipeline(tmp_path / "pipeline.yaml")
+    rows = {r["model"]: r for r in report["results"]}
+    assert list(rows) == ["teacher", "teacher gguf-q4_0", "teacher qad-gguf-q4_0"]
+    out = tmp_path / "out" / "quantize"
+    record = json.loads((out / "qad-gguf-q4_0" / "hfcompress_quantization.json").read_text())
+    assert record["qad"]["steps"] == 3 and record["qad"]["rows"] == 6 and record["writer"] == "hfcompress"
+    tensors = gguf.GGUFReader(out / "qad-gguf-q4_0" / "model-Q4_0.gguf").tensors
+    assert {t.tensor_type.name for t in tensors if t.name.endswith(("_proj.weight", "attn_q.weight", "ffn_up.weight"))} <= {"Q4_0"}
+    assert sum(t.tensor_type.name == "Q4_0" for t in tensors) == 14  # every linear of the 2 layers
+    assert rows["teacher qad-gguf-q4_0"]["size_mb"] == pytest.approx(rows["teacher gguf-q4_0"]["size_mb"], rel=1e-3)
