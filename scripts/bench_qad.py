@@ -31,7 +31,18 @@ import time
 from pathlib import Path
 
 import torch
-from harness import ROOT, STRIDE, WINDOW, fmt, machine, percent, perplexities, table, threads_line, write_benchmark
+from harness import (
+    ROOT,
+    STRIDE,
+    WINDOW,
+    fmt,
+    machine,
+    percent,
+    perplexities,
+    table,
+    threads_line,
+    write_benchmark,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
