@@ -88,11 +88,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
     parser.add_argument("--name", default="smollm2-135m-instruct")
-    parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--block", type=int, default=256)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--learning_rate", type=float, default=1e-5)
+    parser.add_argument("--learning_rate", type=float, default=2e-5)
     parser.add_argument("--bf16", action="store_true", help="QAD under bfloat16 autocast")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--group_size", type=int, default=64)  # SmolLM2's 576 columns don't divide by 128

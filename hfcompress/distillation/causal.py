@@ -109,12 +109,95 @@ def _position_losses(
     if topk_indices is not None:
         student = losses.topk_student_log_probs(student_logits, topk_indices, temperature)
         divergence = losses.divergence_from_log_probs(student, topk_log_probs, kind, beta) * temperature**2
+    elif kind == "forward_kl":  # both terms from one pass over the logits, closed-form gradients
+        divergence, cross_entropy = losses.forward_kl_and_cross_entropy(
+            student_logits, teacher_logits[..., :vocab_size], targets, temperature
+        )
+        return divergence.sum(), cross_entropy.sum()
     else:
         divergence = losses.token_divergence(
             student_logits, teacher_logits[..., :vocab_size], kind, beta, temperature
         )
     cross_entropy = F.cross_entropy(student_logits.float(), targets, reduction="sum")
     return divergence.sum(), cross_entropy
+
+
+def plain_head_weight(head: torch.nn.Module) -> torch.Tensor | None:
+    """The weight of an ``OutputHead`` that is a bias-free Linear with nothing after it, which the fused forward-KL
+    path can multiply itself; None for any other head."""
+    inner = getattr(head, "head", None)
+    if isinstance(head, OutputHead) and head.transform is None and type(inner) is torch.nn.Linear and inner.bias is None:
+        return inner.weight
+    return None
+
+
+class _FusedHeadForwardKL(torch.autograd.Function):
+    """``kd_weight * T² KL(teacher || student) + ce_weight * CE`` summed over positions, from the final hidden states
+    and the two heads' weights, chunk by chunk. Each chunk's logits exist only while it is processed: their gradient
+    (closed form, ``losses.forward_kl_logit_grads``) goes straight into the hidden states' and the weight's gradients,
+    which backward only scales (Liger's fused linear cross-entropy, for KD). Against the checkpointed path this runs
+    each head once per chunk instead of twice. Returns ``(combined, kd, ce)``; only ``combined`` is differentiable."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, teacher_hidden, teacher_weight, targets, vocab_size, temperature, kd_weight,
+                ce_weight, chunk_size):  # fmt: skip
+        grad_hidden = torch.zeros_like(hidden)
+        grad_weight = torch.zeros_like(weight)
+        kd_sum = hidden.new_zeros((), dtype=torch.float32)
+        ce_sum = kd_sum.clone()
+        for start in range(0, targets.numel(), chunk_size):
+            part = slice(start, start + chunk_size)
+            chunk = hidden[part]
+            logits = F.linear(chunk, weight[:vocab_size])
+            teacher_logits = F.linear(teacher_hidden[part], teacher_weight[:vocab_size])
+            kd, ce, log_student, teacher, log_plain = losses.forward_kl_parts(
+                logits, teacher_logits, targets[part], temperature
+            )
+            del logits, teacher_logits
+            kd_sum += kd.sum()
+            ce_sum += ce.sum()
+            grad = losses.forward_kl_logit_grads(log_student, teacher, targets[part], log_plain, temperature,
+                                                 kd_weight, ce_weight).to(weight.dtype)  # fmt: skip
+            del log_student, teacher, log_plain
+            grad_hidden[part] = grad @ weight[:vocab_size]
+            grad_weight[:vocab_size] += grad.T @ chunk
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        combined = kd_weight * kd_sum + ce_weight * ce_sum
+        ctx.mark_non_differentiable(kd_sum, ce_sum)
+        return combined, kd_sum, ce_sum
+
+    @staticmethod
+    def backward(ctx, grad_combined, _grad_kd, _grad_ce):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (grad_hidden * grad_combined.to(grad_hidden.dtype), grad_weight * grad_combined.to(grad_weight.dtype),
+                None, None, None, None, None, None, None, None)  # fmt: skip
+
+
+def fused_lm_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    targets: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    teacher_weight: torch.Tensor,
+    *,
+    vocab_size: int,
+    kd_weight: float,
+    ce_weight: float,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(kd_weight * KD + ce_weight * CE, KD, CE)``, each a mean over the ``N`` positions, for the forward KL through
+    plain heads (``plain_head_weight``): the value and gradients of ``lm_distillation_losses`` combined with those
+    weights, with each head run once per chunk. Only the first is differentiable."""
+    count = max(int(targets.numel()), 1)
+    with torch.no_grad():
+        teacher_hidden = teacher_hidden.to(student_hidden.dtype)
+        teacher_weight = teacher_weight.to(student_hidden.dtype)
+    combined, kd, ce = _FusedHeadForwardKL.apply(
+        student_hidden, student_weight, teacher_hidden, teacher_weight, targets, vocab_size, temperature, kd_weight,
+        ce_weight, max(chunk_size, 1),
+    )  # fmt: skip
+    return combined / count, kd / count, ce / count
 
 
 def lm_distillation_losses(

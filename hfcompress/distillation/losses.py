@@ -199,3 +199,67 @@ def with_tail(top_log_probs: torch.Tensor, vocab_size: int) -> torch.Tensor:
         return top_log_probs
     covered = torch.logsumexp(top_log_probs, dim=-1, keepdim=True).clamp(max=-1e-7)
     return torch.cat([top_log_probs, torch.log(-torch.expm1(covered))], dim=-1)
+
+
+def forward_kl_parts(student_logits, teacher_logits, targets, temperature: float):
+    """What ``forward_kl_and_cross_entropy`` computes from logits ``(N, V)``, plus what its gradient needs:
+    ``(T² KL per position, cross-entropy per position, student log-probs at T, teacher probs at T, student
+    log-probs at 1 or None when T = 1)``."""
+    logits = student_logits.float()
+    log_student = F.log_softmax(logits / temperature if temperature != 1 else logits, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    difference = teacher - log_student
+    teacher = teacher.exp_()  # now the teacher's probabilities
+    divergence = (teacher * difference).sum(-1)
+    if not torch.isfinite(divergence).all():  # a probability of 0 (a -inf logit): 0 * log 0 counts as 0
+        divergence = torch.where(teacher > 0, teacher * difference, 0.0).sum(-1)
+    del difference
+    log_plain = None if temperature == 1 else F.log_softmax(logits, dim=-1)
+    cross_entropy = -(log_student if log_plain is None else log_plain).gather(-1, targets[:, None])[:, 0]
+    return divergence * temperature**2, cross_entropy, log_student, teacher, log_plain
+
+
+def forward_kl_logit_grads(log_student, teacher, targets, log_plain, temperature: float, kd_scale, ce_scale):
+    """The gradient on the student logits of ``kd_scale * T² KL + ce_scale * CE`` (scales: scalars or one per
+    position): ``kd_scale T (softmax(z/T) - p_teacher) + ce_scale (softmax(z) - onehot)``."""
+    kd_scale, ce_scale = torch.as_tensor(kd_scale), torch.as_tensor(ce_scale)
+    kd_scale = kd_scale[:, None] if kd_scale.ndim else kd_scale
+    ce_scale = ce_scale[:, None] if ce_scale.ndim else ce_scale
+    student = log_student.exp()
+    grad = (student - teacher).mul_(kd_scale * temperature)
+    grad.add_((student if log_plain is None else log_plain.exp()) * ce_scale)
+    grad.scatter_add_(-1, targets[:, None], (-ce_scale).expand(targets.shape[0], 1).to(grad.dtype))
+    return grad
+
+
+class _ForwardKLAndCrossEntropy(torch.autograd.Function):
+    """``forward_kl_parts``' two per-position terms, with the closed-form gradient ``forward_kl_logit_grads``: the same
+    values and gradients as ``token_divergence`` + ``F.cross_entropy``, in about half the passes over the ``(N, V)``
+    logits (one log-softmax per model, the student's shared by both terms when T = 1, and no autograd graph through
+    the element-wise steps)."""
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, targets, temperature):
+        divergence, cross_entropy, log_student, teacher, log_plain = forward_kl_parts(
+            student_logits, teacher_logits, targets, temperature
+        )
+        ctx.temperature, ctx.logits_dtype = temperature, student_logits.dtype
+        ctx.save_for_backward(log_student, teacher, targets, log_plain)
+        return divergence, cross_entropy
+
+    @staticmethod
+    def backward(ctx, grad_divergence, grad_cross_entropy):
+        log_student, teacher, targets, log_plain = ctx.saved_tensors
+        grad = forward_kl_logit_grads(log_student, teacher, targets, log_plain, ctx.temperature, grad_divergence,
+                                      grad_cross_entropy)  # fmt: skip
+        return grad.to(ctx.logits_dtype), None, None, None
+
+
+def forward_kl_and_cross_entropy(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(token_divergence(..., 'forward_kl', temperature=T), F.cross_entropy(student_logits, targets))`` per position
+    for logits ``(N, V)`` and targets ``(N,)``, computed in one pass with closed-form gradients."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return _ForwardKLAndCrossEntropy.apply(student_logits, teacher_logits, targets, temperature)

@@ -410,6 +410,7 @@ class DistillationTrainer(Trainer):
         if self.teacher_logits is not None and indices is not None:
             rows = causal.cached_topk_rows(self.teacher_logits, indices.cpu(), int(mask.sum()))
             teacher = {name: value.to(mask.device) for name, value in rows.items()}
+        fused = None
         if args.lm_chunk_size > 0:
             hidden = causal.final_hidden_states(model, model_inputs)[:, :-1][mask]
             if not teacher:
@@ -419,6 +420,18 @@ class DistillationTrainer(Trainer):
                     "teacher_hidden": states[:, :-1][mask],
                     "teacher_head": causal.OutputHead(self.teacher),
                 }
+                heads = (causal.plain_head_weight(causal.OutputHead(model)), causal.plain_head_weight(teacher["teacher_head"]))
+                if args.divergence == "forward_kl" and None not in heads and targets.numel() > 0:
+                    fused = causal.fused_lm_distillation_loss(
+                        hidden, heads[0], targets, teacher["teacher_hidden"], heads[1], vocab_size=self.vocab_size,
+                        kd_weight=args.alpha, ce_weight=1 - args.alpha, temperature=args.temperature,
+                        chunk_size=args.lm_chunk_size,
+                    )  # fmt: skip
+        if fused is not None:  # each head once per chunk; the loss is already alpha * KD + (1 - alpha) * CE
+            combined, kd, ce = fused
+            self._record({f"kd_{args.divergence}": (args.alpha, kd), **({"lm_ce": (1 - args.alpha, ce)} if args.alpha < 1 else {})})
+            return combined * weight
+        if args.lm_chunk_size > 0:
             kd, ce = causal.lm_distillation_losses(
                 hidden, causal.OutputHead(model), targets, vocab_size=self.vocab_size, kind=args.divergence, beta=args.beta,
                 temperature=args.temperature, chunk_size=args.lm_chunk_size, **teacher,

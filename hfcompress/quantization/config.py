@@ -166,13 +166,14 @@ class QuantizationOptions:
         default=4, metadata={"help": "qad-*: training rows per step (each at most max_length tokens); >= 1."}
     )
     qad_learning_rate: float = field(
-        default=1e-5,
+        default=2e-5,
         metadata={"help": "qad-*: peak learning rate (AdamW, 5% warm-up, cosine decay); > 0."},
     )
     qad_bf16: bool = field(
         default=False,
         metadata={"help": "qad-*: train under bfloat16 autocast (teacher included); weights, grid and export stay "
-                  "fp32. About 1.5x faster on CPUs with AMX; docs/quantization.md gives the measured difference."},
+                  "fp32. For GPUs and CPUs with AMX/avx512_bf16; refused on a CPU without them, where bf16 matmuls "
+                  "are far slower than fp32."},
     )
 
     def __post_init__(self):

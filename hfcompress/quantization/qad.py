@@ -17,8 +17,9 @@ divergence from the unquantized model's next-token distribution (``DistillationT
 chunked through the LM head). The scales follow the weights (absmax per group, as the formats' own writers
 compute them); they are not separate parameters. The output projection (the tied embedding) stays as the format
 keeps it: unquantized in W4A16, llama-quantize's 6 or 8 bits (or ``gguf_embedding_type``) in GGUF; it trains like
-every other weight. ``qad_bf16`` runs the forward and backward passes (the teacher's too) under bfloat16 autocast,
-which CPUs with AMX run about 1.5x faster than fp32; the weights, the grid and the export stay in fp32.
+every other weight. ``qad_bf16`` runs the forward and backward passes (the teacher's too) under bfloat16 autocast;
+the weights, the grid and the export stay in fp32. It pays on a GPU or a CPU with AMX / avx512_bf16, and is refused
+on a CPU without them, where PyTorch's bf16 matmuls run 30 to 250x slower than fp32 (measured on an AVX2-only EPYC).
 
 Training rows come from ``calibration_dataset`` (text, chat ``messages`` rendered with the chat template, or
 ``input_ids``): ``calibration_samples`` rows of at most ``max_length`` tokens, cycled for ``qad_steps`` steps of
@@ -75,6 +76,13 @@ def check_qad_source(model_dir: Path, model_config: dict, config) -> None:
             + ("" if grid.kind == "q4_0" else
                f"; group sizes that divide every layer: {', '.join(map(str, divisors_of_all(list(sizes.values()))))}")
         )  # fmt: skip
+    from ..runtime import accelerator_available, fast_bf16_cpu
+
+    if config.qad_bf16 and not accelerator_available() and not fast_bf16_cpu():
+        raise HfCompressError(
+            "qad_bf16: this CPU has neither avx512_bf16 nor AMX, and its bf16 matmuls run 30 to 250x slower than fp32 "
+            "(measured on an AVX2-only CPU); leave qad_bf16 off here, or train on a GPU or a CPU with AMX"
+        )
     if config.gguf_imatrix:
         raise HfCompressError(
             f"{config.method} can't take gguf_imatrix: with an importance matrix llama-quantize searches other Q4_0 "
