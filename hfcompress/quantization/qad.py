@@ -144,6 +144,7 @@ def train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Pa
     """The model in ``model_dir`` trained through ``grid`` with itself as the teacher; returns (model, facts)."""
     from ..distillation import DistillationConfig, DistillationTrainer
     from ..modeling import load_causal_lm, load_tokenizer
+    from ..runtime import accelerator_available
 
     tokenizer = load_tokenizer(str(model_dir))
     if tokenizer.pad_token is None:
@@ -155,6 +156,7 @@ def train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Pa
         output_dir=str(work / "qad-training"), max_steps=config.qad_steps, learning_rate=config.qad_learning_rate,
         per_device_train_batch_size=config.qad_batch_size, lr_scheduler_type="cosine", warmup_steps=math.ceil(0.05 * config.qad_steps),
         alpha=1.0, temperature=1.0, divergence="forward_kl", bf16=config.qad_bf16, save_strategy="no",
+        use_cpu=not accelerator_available(),  # transformers 4.57 takes bf16 on a CPU only when told so
         report_to=[], logging_steps=max(1, config.qad_steps // 10), seed=0, remove_unused_columns=False,
         disable_tqdm=True,
     )  # fmt: skip
@@ -171,10 +173,11 @@ def train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Pa
     facts = {
         "steps": config.qad_steps, "batch_size": config.qad_batch_size, "learning_rate": config.qad_learning_rate,
         "bf16": config.qad_bf16, "rows": len(rows), "epochs": round(config.qad_steps / steps_per_epoch, 3),
-        "tokens_seen": int(tokens * config.qad_steps / steps_per_epoch), "minutes": round(minutes, 2),
+        "tokens_seen": int(tokens * config.qad_steps / steps_per_epoch),  # the rows' tokens, times the epochs
+        "minutes": round(minutes, 2),
         "kd_loss_first": losses[0] if losses else None, "kd_loss_last": losses[-1] if losses else None,
         "grid": {"kind": grid.kind, "group_size": grid.group_size, "scale_dtype": str(grid.scale_dtype)},
-        "modules": len(grid_callback.modules) or len(grid_linears(trainer.model)),
+        "modules": len(grid_linears(trainer.model)),
     }  # fmt: skip
     shutil.rmtree(work / "qad-training", ignore_errors=True)
     return trainer.model.float().cpu().eval(), facts

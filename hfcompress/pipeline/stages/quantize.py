@@ -7,6 +7,7 @@ object says which rows). Its settings are ``QuantizeStageArguments`` and ``Quant
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,14 @@ def output(record: dict) -> QuantizedOutput:
 
 
 def validate(config: PipelineConfig, stage: Stage) -> None:
-    config.task.check_quantize_methods(stage.get(QuantizeStageArguments).method_list)
+    methods = stage.get(QuantizeStageArguments).method_list
+    config.task.check_quantize_methods(methods)
+    trained = [m for m in methods if METHODS[m][0] == "qad"]
+    if trained and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise HfCompressError(
+            f"{', '.join(trained)} trains inside the quantize stage, which runs in the main process alone; launch "
+            "this pipeline with one process (its training stages scale across processes, QAD does not yet)"
+        )
 
 
 def preflight(config: PipelineConfig, stage: Stage) -> None:
