@@ -305,7 +305,8 @@ def test_the_pipeline_runs_qad_next_to_round_to_nearest_on_the_training_text(tmp
 def test_bf16_autocast_trains_as_fp32_does_within_a_stated_tolerance(tmp_path, monkeypatch):
     """QAD under bf16 autocast against fp32 from the same start: the first step's KD loss (the rounded model
     against the teacher, both forwards under autocast) within 5%, and after 30 steps the quantized model as close
-    to the teacher (KL within 20% of fp32's, both well below rounding's). Measured: +0.4% and +2%."""
+    to the teacher (KL within 10% of fp32's, both well below rounding's). Measured: the same first loss to the 4
+    decimals the trainer logs; after 30 steps +1.3% (0.000559 against 0.000552; rounding alone 0.00234)."""
     from hfcompress.modeling import load_causal_lm
 
     monkeypatch.setattr("hfcompress.runtime.fast_bf16_cpu", lambda: True)  # the speed check is not the point here
@@ -323,7 +324,7 @@ def test_bf16_autocast_trains_as_fp32_does_within_a_stated_tolerance(tmp_path, m
         assert facts["bf16"] is bf16
     (first32, after32, rounded), (first16, after16, _) = results[False], results[True]
     assert first16 == pytest.approx(first32, rel=0.05)
-    assert after16 == pytest.approx(after32, rel=0.2) and after16 < 0.5 * rounded
+    assert after16 == pytest.approx(after32, rel=0.1) and after16 < 0.5 * rounded
 
 
 def test_bf16_autocast_is_refused_on_a_cpu_that_multiplies_bf16_slowly(tmp_path, monkeypatch):
