@@ -29,6 +29,7 @@ from harness import (
     ROOT,
     STRIDE,
     WINDOW,
+    calibration_blocks,
     fmt,
     machine,
     percent,
@@ -58,13 +59,6 @@ VARIANTS = {  # name -> quantize settings; group_size and calibration_samples de
     "awq-w4a16 bf16": {"method": "awq-w4a16", "compute_dtype": "bfloat16"},
 }
 TARGETS = {"gptq-w4a16": (0.10, 3.5)}  # test perplexity at most this much above fp32's, at least this much smaller
-
-
-def calibration_blocks(tokenizer, text: str, samples: int, length: int) -> list[dict]:
-    """``samples`` blocks of ``length`` token ids at evenly spaced offsets over ``text``."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    step = (len(ids) - length) // max(samples - 1, 1)
-    return [{"input_ids": ids[i * step : i * step + length]} for i in range(samples)]
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from harness import (
     ROOT,
     STRIDE,
     WINDOW,
+    calibration_blocks,
     fmt,
     machine,
     percent,
@@ -56,13 +57,6 @@ from hfcompress.quantization.qad import method_grid, save_compressed_w4a16
 from hfcompress.runtime import configure_cpu_threads
 
 TARGETS = {"qad-w4a16": 0.05, "qad-gguf-q4_0": 0.08}  # test perplexity at most this much above fp32's
-
-
-def training_blocks(tokenizer, text: str, rows: int, length: int) -> list[dict]:
-    """``rows`` blocks of ``length`` token ids at evenly spaced offsets over ``text``."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    step = (len(ids) - length) // max(rows - 1, 1)
-    return [{"input_ids": ids[i * step : i * step + length]} for i in range(rows)]
 
 
 def gguf_row(folder: Path, texts: dict, opts, reference: dict, tokenizer) -> dict:
@@ -106,7 +100,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(source)
     raw = load_lm_texts("austen_novels")
     texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
-    blocks = training_blocks(tokenizer, split_text(raw, "train"), opts.rows, opts.block)
+    blocks = calibration_blocks(tokenizer, split_text(raw, "train"), opts.rows, opts.block)
     fp32 = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     chunks = opts.eval_tokens // opts.block
     reference = {split: chunked_perplexity(fp32, tokenizer, text, opts.block, chunks)["perplexity"]

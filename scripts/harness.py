@@ -163,6 +163,14 @@ class StepTimer(TrainerCallback):
 WINDOW, STRIDE = 256, 128
 
 
+def calibration_blocks(tokenizer, text: str, samples: int, length: int) -> list[dict]:
+    """``samples`` blocks of ``length`` token ids at evenly spaced offsets over ``text`` (the calibration or training
+    rows of the LM quantization benchmarks)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    step = (len(ids) - length) // max(samples - 1, 1)
+    return [{"input_ids": ids[i * step : i * step + length]} for i in range(samples)]
+
+
 def perplexities(model, tokenizer, texts: dict, eval_tokens: int) -> dict:
     row = {}
     for split, text in texts.items():
