@@ -60,6 +60,7 @@ BLOCKS = {
     "gguf-llama-cpp": ("bench_gguf", "render", "gguf/smollm2-135m-instruct.json"),
     "gguf-llama-cpp-embedding": ("bench_gguf", "render", "gguf/smollm2-135m-instruct-embedding.json"),
     "gguf-llama-cpp-student": ("bench_gguf", "render", "gguf/student.json"),
+    "qad": ("bench_qad", "render", "qad/smollm2-135m-instruct.json"),
 }
 
 

@@ -329,7 +329,7 @@ def test_bad_folders_and_models(assets, tmp_path):
 def test_shipped_yamls_parse_and_name_their_stages():
     for path in sorted((ROOT / "recipes" / "configs").rglob("compress_*.yaml")):
         config = load_pipeline_config(path)
-        assert config.names[0] in ("finetune", "search", "distill") and config.names[-1] in (
+        assert config.names[0] in ("finetune", "search", "distill", "quantize") and config.names[-1] in (
             "evaluate",
             "share",
         )
