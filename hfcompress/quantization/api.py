@@ -35,7 +35,7 @@ def check_method_fits(model_dir: str | os.PathLike, config: QuantizationConfig) 
     if config.backend == "qad":
         from .qad import check_qad_source
 
-        check_qad_source(model_dir, model_config, config)
+        check_qad_source(model_config, config)
         if gguf_method(config.method):  # the GGUF writer's own checks, on the method that writes the file
             config = dataclasses.replace(config, method=gguf_method(config.method))
     if config.backend == "gguf":

@@ -58,7 +58,7 @@ def method_grid(method: str, group_size: int, compute_dtype: str) -> Grid:
     return Grid("int4", group_size, getattr(torch, compute_dtype))
 
 
-def check_qad_source(model_dir: Path, model_config: dict, config) -> None:
+def check_qad_source(model_config: dict, config) -> None:
     """A one-line error, before any work, for a model or a setting QAD can't take."""
     from ..modeling import is_causal_lm, per_layer_shapes
     from .compressed import divisors_of_all, linear_inputs
