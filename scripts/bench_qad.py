@@ -1,5 +1,6 @@
 """Quantization-aware distillation against post-training 4-bit: a causal LM's fp32, round-to-nearest (RTN), GPTQ and
-QAD rows in compressed-tensors W4A16, and RTN and QAD rows in GGUF Q4_0, on the same training tokens.
+QAD rows in compressed-tensors W4A16 (and AWQ's, asymmetric), and RTN and QAD rows in GGUF Q4_0, on the same training
+tokens.
 
     .venv-llmc/bin/python scripts/bench_qad.py                                   # SmolLM2-135M-Instruct
     .venv-llmc/bin/python scripts/bench_qad.py --model outputs/distill_llm/student --name student
@@ -13,6 +14,8 @@ evenly spaced offsets over the training novels are GPTQ's calibration set and QA
 W4A16 rows: symmetric int4 in groups of ``--group_size``, the tied embedding unquantized; perplexity of the
 reloaded checkpoint over the first ``--eval_tokens`` tokens of Persuasion (validation) and Pride and Prejudice (test),
 windows of 256, stride 128. RTN is the grid QAD starts from (``qad.save_compressed_w4a16`` of the untrained model).
+Every row also gets the completion perplexity on ``austen_chat`` (the assistant's tokens of the first ``--chat_tokens``
+tokens of its validation and test rows, in SmolLM2's chat template; GGUF rows loaded in transformers for this).
 Q4_0 rows: ``quantize(method="gguf-q4_0" / "qad-gguf-q4_0")``, measured by ``llama-perplexity`` over chunks of
 ``--block`` tokens (each chunk's second half scored), against the fp32 model over the same chunks in transformers
 (``chunked_perplexity``); without llama.cpp's tools, in transformers from the GGUF (``gguf_file=``) with the
@@ -47,8 +50,9 @@ from harness import (
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hfcompress.assets import resolve_model
-from hfcompress.data.causal_lm import load_lm_texts, split_text
-from hfcompress.evaluation.lm import chunked_perplexity
+from hfcompress.data.causal_lm import ensure_pad_token, load_lm_texts, split_text
+from hfcompress.data.lm_examples import lm_examples, load_lm_data
+from hfcompress.evaluation.lm import chunked_perplexity, rows_perplexity
 from hfcompress.evaluation.measure import size_on_disk
 from hfcompress.quantization import QuantizationConfig, load_quantized, quantize
 from hfcompress.quantization.api import gguf_file
@@ -57,6 +61,13 @@ from hfcompress.quantization.qad import method_grid, save_compressed_w4a16
 from hfcompress.runtime import configure_cpu_threads
 
 TARGETS = {"qad-w4a16": 0.05, "qad-gguf-q4_0": 0.08}  # test perplexity at most this much above fp32's
+CHAT_BLOCK = 512  # every austen_chat row fits
+
+
+def chat_perplexities(model, tokenizer, chat: dict) -> dict:
+    """Completion perplexity (the assistant's tokens only) per austen_chat split."""
+    return {f"{split}_chat_perplexity": rows_perplexity(model, rows, tokenizer, batch_size=4)["perplexity"]
+            for split, rows in chat.items()}  # fmt: skip
 
 
 def gguf_row(folder: Path, texts: dict, opts, reference: dict, tokenizer) -> dict:
@@ -91,33 +102,40 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--group_size", type=int, default=64)  # SmolLM2's 576 columns don't divide by 128
     parser.add_argument("--eval_tokens", type=int, default=4096)
-    parser.add_argument("--rows_to_run", default="rtn-w4a16,gptq-w4a16,qad-w4a16,gguf-q4_0,qad-gguf-q4_0")
+    parser.add_argument("--chat_tokens", type=int, default=16384, help="austen_chat tokens per split (whole rows)")
+    parser.add_argument("--rows_to_run", default="rtn-w4a16,gptq-w4a16,awq-w4a16,qad-w4a16,gguf-q4_0,qad-gguf-q4_0")
     parser.add_argument("--out", default=str(ROOT / "scripts/results/qad"))
     opts = parser.parse_args()
     configure_cpu_threads()
     out, wanted = Path(opts.out), opts.rows_to_run.split(",")
     source = Path(resolve_model(opts.model))
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(source))
     raw = load_lm_texts("austen_novels")
     texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
     blocks = calibration_blocks(tokenizer, split_text(raw, "train"), opts.rows, opts.block)
+    chat_raw, _ = load_lm_data("austen_chat")
+    chat = {split: lm_examples(chat_raw[split], tokenizer, CHAT_BLOCK, max_tokens=opts.chat_tokens,
+                               where=f"austen_chat ({split})") for split in ("validation", "test")}  # fmt: skip
     fp32 = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
     chunks = opts.eval_tokens // opts.block
     reference = {split: chunked_perplexity(fp32, tokenizer, text, opts.block, chunks)["perplexity"]
                  for split, text in texts.items()}  # fmt: skip
     rows = [{"variant": "fp32", "engine": "transformers", "size_mb": size_on_disk(source) / 1e6,
-             **perplexities(fp32, tokenizer, texts, opts.eval_tokens),
-             **{f"{s}_chunked_perplexity": v for s, v in reference.items()}}]  # fmt: skip
+             "train_tokens": 0, **perplexities(fp32, tokenizer, texts, opts.eval_tokens),
+             **chat_perplexities(fp32, tokenizer, chat), **{f"{s}_chunked_perplexity": v for s, v in reference.items()}}]  # fmt: skip
     work = out / "work" / opts.name
     qad = {"qad_steps": opts.steps, "qad_batch_size": opts.batch_size, "qad_learning_rate": opts.learning_rate,
            "qad_bf16": opts.bf16, "calibration_samples": opts.rows, "group_size": opts.group_size}  # fmt: skip
 
-    def measured(variant: str, folder: Path, minutes: float, seed=None, facts=None) -> dict:
+    def measured(variant: str, folder: Path, minutes: float, train_tokens: int, seed=None, facts=None) -> dict:
+        """A row: its size, what it cost (minutes; tokens seen: the calibration set once, or QAD's steps), its
+        perplexities."""
         row = {"variant": variant, "seed": seed, "size_mb": size_on_disk(folder) / 1e6, "minutes": round(minutes, 2),
-               **({"qad": facts} if facts else {})}  # fmt: skip
+               "train_tokens": train_tokens, **({"qad": facts} if facts else {})}  # fmt: skip
+        model = load_quantized(folder).eval()
+        row |= chat_perplexities(model, tokenizer, chat)
         if gguf_file(folder) is not None:
             return row | gguf_row(folder, texts, opts, reference, tokenizer)
-        model = load_quantized(folder).eval()
         return row | {"engine": "transformers", **perplexities(model, tokenizer, texts, opts.eval_tokens)}
 
     if "rtn-w4a16" in wanted:  # the grid at step 0: what QAD starts from
@@ -126,13 +144,15 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         save_compressed_w4a16(model, folder, method_grid("qad-w4a16", opts.group_size, "float32"))
         tokenizer.save_pretrained(folder)
-        rows.append(measured("rtn-w4a16", folder, (time.perf_counter() - start) / 60))
-    for method in ("gptq-w4a16", "gguf-q4_0"):
+        rows.append(measured("rtn-w4a16", folder, (time.perf_counter() - start) / 60, 0))
+    calibration_tokens = opts.rows * opts.block
+    for method in ("gptq-w4a16", "awq-w4a16", "gguf-q4_0"):
         if method in wanted:
             start = time.perf_counter()
             folder = quantize(source, work / method, method=method, calibration_dataset=blocks, max_length=opts.block,
                               overwrite=True, group_size=opts.group_size, calibration_samples=opts.rows)  # fmt: skip
-            rows.append(measured(method, folder, (time.perf_counter() - start) / 60))
+            used = 0 if method == "gguf-q4_0" else calibration_tokens  # Q4_0 without an importance matrix: none
+            rows.append(measured(method, folder, (time.perf_counter() - start) / 60, used))
     for seed in [int(s) for s in opts.seeds.split(",")]:
         order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed)).tolist()
         shuffled = [blocks[i] for i in order]
@@ -143,13 +163,14 @@ def main() -> None:
             folder = quantize(source, work / f"{method}-seed{seed}", QuantizationConfig(method=method, **qad),
                               calibration_dataset=shuffled, max_length=opts.block, overwrite=True)  # fmt: skip
             facts = json.loads((folder / "hfcompress_quantization.json").read_text())["qad"]
-            rows.append(measured(method, folder, (time.perf_counter() - start) / 60, seed, facts))
+            rows.append(measured(method, folder, (time.perf_counter() - start) / 60, facts["tokens_seen"], seed, facts))
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
     for row in rows:
         for split in ("validation", "test"):
             denominator = row.get(f"{split}_reference") or base[f"{split}_perplexity"]
             row[f"{split}_vs_fp32"] = row[f"{split}_perplexity"] / denominator - 1
+            row[f"{split}_chat_vs_fp32"] = row[f"{split}_chat_perplexity"] / base[f"{split}_chat_perplexity"] - 1
         row["x_smaller"] = base["size_mb"] / row["size_mb"]
     targets = []
     for method, limit in TARGETS.items():
@@ -158,7 +179,7 @@ def main() -> None:
                         "seeds": len(seeds), "worst_test_vs_fp32": max((r["test_vs_fp32"] for r in seeds), default=None),
                         "met": bool(seeds) and all(r["test_vs_fp32"] <= limit for r in seeds)})  # fmt: skip
     result = {"benchmark": "qad", "command": " ".join(["scripts/bench_qad.py", *sys.argv[1:]]), "model": opts.model,
-              "eval_tokens": opts.eval_tokens, "window": WINDOW, "stride": STRIDE, "block": opts.block,
+              "eval_tokens": opts.eval_tokens, "chat_tokens": opts.chat_tokens, "window": WINDOW, "stride": STRIDE, "block": opts.block,
               "training": f"{opts.rows} blocks of {opts.block} tokens of the training novels (GPTQ's calibration and "
               f"QAD's training alike)", "qad_settings": qad, "machine": machine(), "rows": rows,
               "targets": targets}  # fmt: skip
@@ -174,7 +195,8 @@ def render(data: dict) -> str:
          ("size_mb", "MB (10^6 bytes)", fmt), ("x_smaller", "x smaller", fmt),
          ("validation_perplexity", "val ppl", fmt), ("test_perplexity", "test ppl", fmt),
          ("validation_vs_fp32", "val vs fp32", percent), ("test_vs_fp32", "test vs fp32", percent),
-         ("minutes", "minutes", fmt)],
+         ("validation_chat_vs_fp32", "chat val vs fp32", percent), ("test_chat_vs_fp32", "chat test vs fp32", percent),
+         ("train_tokens", "tokens used", fmt), ("minutes", "minutes", fmt)],
     )  # fmt: skip
     settings = data["qad_settings"]
     text += (
@@ -184,6 +206,8 @@ def render(data: dict) -> str:
         f"reloaded with from_pretrained, perplexity over the first {data['eval_tokens']:,} tokens of each text, "
         f"windows of {data['window']}, stride {data['stride']}, against fp32 over the same windows. Q4_0 rows measured "
         f"in llama.cpp: chunks of {data['block']} tokens, against fp32 over the same chunks in transformers. "
+        f"Chat: completion perplexity over the assistant's tokens of the first {data['chat_tokens']:,} tokens of "
+        f"austen_chat's validation and test rows, every row in transformers (GGUF rows dequantized). "
         f"{threads_line(data)}\n"
     )
     for t in data["targets"]:
