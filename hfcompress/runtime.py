@@ -9,6 +9,7 @@ share of the physical cores instead, logs the count, and every report records it
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -79,3 +80,18 @@ def fast_bf16_cpu() -> bool:
     except OSError:
         return False
     return any(flag in flags for flag in FAST_BF16_FLAGS)
+
+
+@contextlib.contextmanager
+def mixed_precision_env_kept():
+    """transformers 4.57's ``TrainingArguments(bf16=True)`` writes ``ACCELERATE_MIXED_PRECISION=bf16`` into the
+    process environment, and every later Trainer of the process then trains under bf16 autocast, even one told
+    ``bf16=False``: the variable is restored on exit."""
+    saved = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
+        else:
+            os.environ["ACCELERATE_MIXED_PRECISION"] = saved

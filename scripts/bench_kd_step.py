@@ -31,7 +31,7 @@ from hfcompress.data import task_collator
 from hfcompress.data.causal_lm import group_texts, load_lm_texts
 from hfcompress.quantization.grids import Grid
 from hfcompress.quantization.qad import GridCallback
-from hfcompress.runtime import configure_cpu_threads, fast_bf16_cpu
+from hfcompress.runtime import configure_cpu_threads, fast_bf16_cpu, mixed_precision_env_kept
 
 TEACHER = "HuggingFaceTB/SmolLM2-135M-Instruct"
 MODES = ("lm", "kd", "qad")
@@ -86,6 +86,7 @@ def run_steps(mode: str, bf16: bool, teacher, tokenizer, blocks, opts) -> tuple[
     return timer.times[opts.warmup :], timer.losses[0]
 
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=20)
@@ -119,7 +120,8 @@ def main() -> None:
         order = arms[:]
         rng.shuffle(order)
         for arm in order:
-            seconds, loss = run_steps(*arm, teacher, tokenizer, blocks, opts)
+            with mixed_precision_env_kept():  # a bf16 arm must not put the next fp32 arm under autocast
+                seconds, loss = run_steps(*arm, teacher, tokenizer, blocks, opts)
             times[arm] += seconds
             first_loss[arm] = loss
             print(f"round {round_} {arm}: {[round(s, 2) for s in seconds]} s, first loss {loss:.4f}", flush=True)

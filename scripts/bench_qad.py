@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--group_size", type=int, default=64)  # SmolLM2's 576 columns don't divide by 128
     parser.add_argument("--eval_tokens", type=int, default=4096)
-    parser.add_argument("--chat_tokens", type=int, default=16384, help="austen_chat tokens per split (whole rows)")
+    parser.add_argument("--chat_tokens", type=int, default=8192, help="austen_chat tokens per split (whole rows)")
     parser.add_argument("--rows_to_run", default="rtn-w4a16,gptq-w4a16,awq-w4a16,qad-w4a16,gguf-q4_0,qad-gguf-q4_0")
     parser.add_argument("--out", default=str(ROOT / "scripts/results/qad"))
     opts = parser.parse_args()

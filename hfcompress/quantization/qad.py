@@ -28,11 +28,9 @@ Training rows come from ``calibration_dataset`` (text, chat ``messages`` rendere
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -142,23 +140,11 @@ class GridCallback(TrainerCallback):
         self.modules = []
 
 
-@contextlib.contextmanager
-def _mixed_precision_kept():
-    """transformers 4.57's ``TrainingArguments(bf16=True)`` writes ``ACCELERATE_MIXED_PRECISION=bf16`` into the
-    process environment, and every later Trainer of the process then trains under bf16 autocast: restored on exit."""
-    saved = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("ACCELERATE_MIXED_PRECISION", None)
-        else:
-            os.environ["ACCELERATE_MIXED_PRECISION"] = saved
-
-
 def train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Path):
     """The model in ``model_dir`` trained through ``grid`` with itself as the teacher; returns (model, facts)."""
-    with _mixed_precision_kept():
+    from ..runtime import mixed_precision_env_kept
+
+    with mixed_precision_env_kept():
         return _train_through_grid(model_dir, grid, rows, config, work)
 
 
