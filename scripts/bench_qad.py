@@ -13,7 +13,8 @@ Data: Jane Austen's novels split by novel (the LM recipe's own text). ``--rows``
 evenly spaced offsets over the training novels are GPTQ's calibration set and QAD's training set alike.
 W4A16 rows: symmetric int4 in groups of ``--group_size``, the tied embedding unquantized; perplexity of the
 reloaded checkpoint over the first ``--eval_tokens`` tokens of Persuasion (validation) and Pride and Prejudice (test),
-windows of 256, stride 128. RTN is the grid QAD starts from (``qad.save_compressed_w4a16`` of the untrained model).
+windows of 256, stride 128. RTN is the grid QAD starts from (``qad.save_compressed_w4a16`` of the untrained model);
+``qad-w4a16-gptq`` starts from GPTQ's checkpoint on the same rows instead (``qad_start="gptq"``, its scales kept).
 Every row also gets the completion perplexity on ``austen_chat`` (the assistant's tokens of the first ``--chat_tokens``
 tokens of its validation and test rows, in SmolLM2's chat template; GGUF rows loaded in transformers for this).
 Q4_0 rows: ``quantize(method="gguf-q4_0" / "qad-gguf-q4_0")``, measured by ``llama-perplexity`` over chunks of
@@ -60,7 +61,9 @@ from hfcompress.quantization.llama_cpp_tools import llama_perplexity, tools_avai
 from hfcompress.quantization.qad import method_grid, save_compressed_w4a16
 from hfcompress.runtime import configure_cpu_threads
 
-TARGETS = {"qad-w4a16": 0.05, "qad-gguf-q4_0": 0.08}  # test perplexity at most this much above fp32's
+TARGETS = {"qad-w4a16": 0.05, "qad-w4a16-gptq": 0.05, "qad-gguf-q4_0": 0.08}  # test perplexity vs fp32's, at most
+QAD_ROWS = {"qad-w4a16": ("qad-w4a16", "rtn"), "qad-w4a16-gptq": ("qad-w4a16", "gptq"),
+            "qad-gguf-q4_0": ("qad-gguf-q4_0", "rtn")}  # variant -> (method, qad_start)
 CHAT_BLOCK = 512  # every austen_chat row fits
 
 
@@ -156,14 +159,16 @@ def main() -> None:
     for seed in [int(s) for s in opts.seeds.split(",")]:
         order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed)).tolist()
         shuffled = [blocks[i] for i in order]
-        for method in ("qad-w4a16", "qad-gguf-q4_0"):
-            if method not in wanted:
+        for variant, (method, qad_start) in QAD_ROWS.items():
+            if variant not in wanted:
                 continue
             start = time.perf_counter()
-            folder = quantize(source, work / f"{method}-seed{seed}", QuantizationConfig(method=method, **qad),
+            config = QuantizationConfig(method=method, qad_start=qad_start, **qad)
+            folder = quantize(source, work / f"{variant}-seed{seed}", config,
                               calibration_dataset=shuffled, max_length=opts.block, overwrite=True)  # fmt: skip
             facts = json.loads((folder / "hfcompress_quantization.json").read_text())["qad"]
-            rows.append(measured(method, folder, (time.perf_counter() - start) / 60, facts["tokens_seen"], seed, facts))
+            used = facts["tokens_seen"] + (calibration_tokens if qad_start == "gptq" else 0)  # GPTQ's pass too
+            rows.append(measured(variant, folder, (time.perf_counter() - start) / 60, used, seed, facts))
             print(json.dumps(rows[-1]), flush=True)
     base = rows[0]
     for row in rows:

@@ -13,14 +13,20 @@ from safetensors import safe_open
 
 from hfcompress import HfCompressError
 from hfcompress.quantization import QuantizationConfig, load_quantized, quantize
-from hfcompress.quantization.backends import is_compressed_tensors_available, is_gguf_available
+from hfcompress.quantization.backends import (
+    is_compressed_tensors_available,
+    is_gguf_available,
+    is_llmcompressor_available,
+)
 from hfcompress.quantization.grids import Grid, dequantize_weight, fake_quantize, quantize_weight
 from hfcompress.quantization.qad import (
     attach_grid,
     detach_grid,
     export_trained,
+    gptq_start,
     grid_linears,
     pack_int4,
+    save_compressed_w4a16,
     train_through_grid,
     unpack_int4,
 )
@@ -63,8 +69,8 @@ def kl_divergence(log_p, log_q) -> float:
 
 
 @torch.no_grad()
-def grid_logits(model, grid, ids):
-    attach_grid(model, grid)
+def grid_logits(model, grid, ids, scales=None):
+    attach_grid(model, grid, scales)
     try:
         return model(ids).logits
     finally:
@@ -109,6 +115,17 @@ def test_the_rounding_passes_the_gradient_straight_through():
     assert torch.equal(weight.grad, upstream)
 
 
+def test_fixed_int4_scales_replace_absmax_and_must_fit_the_grid():
+    weight = torch.tensor([[3.0, -1.0, 0.4, 9.0]])
+    grid = Grid("int4", 4, torch.float32)
+    q, scale = quantize_weight(weight, grid, scale=torch.tensor([[0.5]]))
+    assert scale.tolist() == [[0.5]] and q.tolist() == [[6, -2, 1, 7]]  # 0.8 -> 1; 18 clamps to 7
+    with pytest.raises(HfCompressError, match=r"fixed scales need the int4 grid and shape \(1, 1\) in torch.float32"):
+        quantize_weight(weight, grid, scale=torch.tensor([[0.5, 0.5]]))
+    with pytest.raises(HfCompressError, match="fixed scales need the int4 grid"):
+        quantize_weight(torch.zeros(1, 32), Grid("q4_0"), scale=torch.ones(1, 1, dtype=torch.float16))
+
+
 def test_int4_packing_is_compressed_tensors_layout():
     q = torch.tensor([[-8, -7, 0, 1, 2, 3, 6, 7] * 2], dtype=torch.int8)
     packed = pack_int4(q)
@@ -121,15 +138,15 @@ def test_int4_packing_is_compressed_tensors_layout():
 # -- exact export -----------------------------------------------------------------------------------------------
 
 
-def trained(tmp_path, family, method, steps=3, sharpen=1.0, **settings):
-    config = QuantizationConfig(method=method, qad_steps=steps, qad_batch_size=4, qad_learning_rate=3e-4,
-                                group_size=32, **settings)  # fmt: skip
+def trained(tmp_path, family, method, steps=3, sharpen=1.0, start=None, **settings):
+    config = QuantizationConfig(**{"method": method, "qad_steps": steps, "qad_batch_size": 4, "qad_learning_rate": 3e-4,
+                                   "group_size": 32, **settings})  # fmt: skip
     from hfcompress.quantization.qad import method_grid
 
     grid = method_grid(method, config.group_size, config.compute_dtype)
     folder = model_dir(tmp_path, family, sharpen=sharpen)
-    model, facts = train_through_grid(folder, grid, training_rows(), config, tmp_path / "work")
-    return folder, config, grid, model, facts
+    model, facts, scales = train_through_grid(folder, grid, training_rows(), config, tmp_path / "work", start)
+    return folder, config, grid, model, facts, scales
 
 
 def dequantized_checkpoint(folder) -> dict:
@@ -150,7 +167,7 @@ def dequantized_checkpoint(folder) -> dict:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_the_compressed_tensors_export_holds_the_trained_grid_and_reloads_with_its_logits(family, tmp_path):
-    folder, config, grid, model, facts = trained(tmp_path, family, "qad-w4a16")
+    folder, config, grid, model, facts, _ = trained(tmp_path, family, "qad-w4a16")
     out = tmp_path / "out"
     out.mkdir()
     export_trained(model, folder, out, config)
@@ -180,7 +197,7 @@ def test_the_compressed_tensors_export_holds_the_trained_grid_and_reloads_with_i
 
 
 def test_bf16_scales_are_stored_in_bf16_and_the_rest_of_the_checkpoint_too(tmp_path):
-    folder, config, grid, model, _ = trained(tmp_path, "llama", "qad-w4a16", steps=1, compute_dtype="bfloat16")
+    folder, config, grid, model, *_ = trained(tmp_path, "llama", "qad-w4a16", steps=1, compute_dtype="bfloat16")
     out = tmp_path / "out"
     out.mkdir()
     export_trained(model, folder, out, config)
@@ -199,7 +216,7 @@ def test_the_gguf_q4_0_export_holds_the_trained_weights_exactly(tmp_path):
 
     from hfcompress.quantization.gguf_export import permute_rotary
 
-    folder, config, grid, model, _ = trained(tmp_path, "llama", "qad-gguf-q4_0", gguf_writer="hfcompress")
+    folder, config, grid, model, *_ = trained(tmp_path, "llama", "qad-gguf-q4_0", gguf_writer="hfcompress")
     expected = {name: dequantize_weight(*quantize_weight(m.weight, grid), grid, torch.float32)
                 for name, m in grid_linears(model).items()}  # fmt: skip
     out = tmp_path / "out"
@@ -220,7 +237,7 @@ def test_training_through_the_grid_brings_the_quantized_model_closer_to_the_teac
     """KL(teacher || quantized) on the training rows: after QAD below what rounding the teacher's weights gives."""
     from hfcompress.modeling import load_causal_lm
 
-    folder, config, grid, model, facts = trained(tmp_path, "llama", "qad-w4a16", steps=30, sharpen=8.0)
+    folder, config, grid, model, facts, _ = trained(tmp_path, "llama", "qad-w4a16", steps=30, sharpen=8.0)
     teacher = load_causal_lm(str(folder))
     ids = torch.tensor(training_rows()["input_ids"])
 
@@ -233,6 +250,74 @@ def test_training_through_the_grid_brings_the_quantized_model_closer_to_the_teac
     rounded = load_causal_lm(str(folder))
     assert divergence(model) < 0.5 * divergence(rounded)  # measured: 0.24x
     assert facts["kd_loss_last"] < facts["kd_loss_first"]
+
+
+def start_checkpoint(tmp_path, family):
+    """A symmetric int4 checkpoint of the tiny model on other scales than rounding's (absmax / 5, so no weight
+    clamps), as GPTQ's are: what a GPTQ start reads."""
+    from hfcompress.modeling import load_causal_lm
+
+    folder = model_dir(tmp_path, family)
+    model = load_causal_lm(str(folder))
+    grid = Grid("int4", 32, torch.float32)
+    scales = {name: m.weight.detach().reshape(m.out_features, -1, 32).abs().amax(-1) / 5
+              for name, m in grid_linears(model).items()}  # fmt: skip
+    out = tmp_path / "start"
+    save_compressed_w4a16(model, out, grid, scales)
+    return out, scales
+
+
+def test_a_gptq_start_trains_on_its_fixed_scales_and_exports_onto_them(tmp_path):
+    """Step 0 is the start checkpoint exactly; training moves the integers, never the scales; the export holds them."""
+    from hfcompress.modeling import load_causal_lm
+
+    start, scales = start_checkpoint(tmp_path / "a", "llama")
+    folder = model_dir(tmp_path, "llama")
+    student = load_causal_lm(str(folder))
+    grid = Grid("int4", 32, torch.float32)
+    assert {k: v.tolist() for k, v in gptq_start(student, start, grid).items()} == {k: v.tolist() for k, v in scales.items()}
+    by_hand = dequantized_checkpoint(start)
+    for name, module in grid_linears(student).items():
+        assert torch.equal(module.weight, by_hand[f"{name}.weight"]), name
+        # on fixed scales the start is its own rounding; on absmax / 7.5 it would move
+        assert torch.equal(fake_quantize(module.weight, grid, scales[name]), module.weight)
+    _, config, grid, model, facts, kept = trained(tmp_path, "llama", "qad-w4a16", steps=3, start=start, qad_learning_rate=1e-2)
+    assert facts["start"] == "gptq" and kept is not None
+    out = tmp_path / "out"
+    out.mkdir()
+    export_trained(model, folder, out, config, kept)
+    moved = 0
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        for name, module in grid_linears(model).items():
+            assert torch.equal(f.get_tensor(f"{name}.weight_scale"), scales[name]), name
+            q = unpack_int4(f.get_tensor(f"{name}.weight_packed"), module.in_features)
+            assert torch.equal(q, quantize_weight(module.weight, grid, scales[name])[0]), name
+            moved += int((q != quantize_weight(by_hand[f"{name}.weight"], grid, scales[name])[0]).sum())
+    assert moved > 0  # training changed integers
+    ids = sample_ids()
+    reloaded = make_decoder("llama", vocab_size=model.config.vocab_size, hidden=64, intermediate=128, heads=4,
+                            kv_heads=2, num_layers=2)  # fmt: skip
+    reloaded.load_state_dict({k: v.float() for k, v in dequantized_checkpoint(out).items()}, strict=False)
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(ids).logits, grid_logits(model, grid, ids, kept), atol=1e-5)
+
+
+@pytest.mark.skipif(not is_llmcompressor_available(), reason="needs llmcompressor (make setup-llmc)")
+def test_quantize_starts_qad_from_gptq_on_the_same_rows(tmp_path):
+    """qad_start='gptq': quantize() runs GPTQ on the training rows first; the export keeps GPTQ's scales."""
+    folder = model_dir(tmp_path, "llama")
+    rows = training_rows()
+    gptq = quantize(folder, tmp_path / "gptq", method="gptq-w4a16", group_size=32, calibration_dataset=rows,
+                    max_length=32, calibration_samples=8)  # fmt: skip
+    out = quantize(folder, tmp_path / "qad", method="qad-w4a16", group_size=32, calibration_dataset=rows,
+                   qad_steps=2, qad_batch_size=4, max_length=32, calibration_samples=8, qad_start="gptq")  # fmt: skip
+    record = json.loads((out / "hfcompress_quantization.json").read_text())
+    assert record["qad"]["start"] == "gptq" and record["qad"]["start_minutes"] >= 0
+    with safe_open(str(gptq / "model.safetensors"), "pt") as a, safe_open(str(out / "model.safetensors"), "pt") as b:
+        scales = [k for k in a.keys() if k.endswith("weight_scale")]
+        assert len(scales) == 14
+        for key in scales:
+            assert torch.equal(a.get_tensor(key), b.get_tensor(key)), key
 
 
 # -- quantize() -------------------------------------------------------------------------------------------------
@@ -265,6 +350,10 @@ def test_what_qad_cant_take_is_refused_before_any_work(tmp_path):
         quantize(folder, tmp_path / "a", method="qad-w4a16", group_size=48, calibration_dataset=rows)
     with pytest.raises(HfCompressError, match="can't take gguf_imatrix"):
         quantize(folder, tmp_path / "b", method="qad-gguf-q4_0", gguf_imatrix=True, calibration_dataset=rows)
+    with pytest.raises(HfCompressError, match="qad_start='gptq' is for qad-w4a16"):
+        quantize(folder, tmp_path / "b", method="qad-gguf-q4_0", qad_start="gptq", calibration_dataset=rows)
+    with pytest.raises(HfCompressError, match="qad_start"):
+        QuantizationConfig(method="qad-w4a16", qad_start="awq")
     with pytest.raises(HfCompressError, match="qad_steps must be >= 1, got 0"):
         QuantizationConfig(method="qad-w4a16", qad_steps=0)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -318,7 +407,7 @@ def test_bf16_autocast_trains_as_fp32_does_within_a_stated_tolerance(tmp_path, m
     monkeypatch.setattr("hfcompress.runtime.fast_bf16_cpu", lambda: True)  # the speed check is not the point here
     results = {}
     for bf16 in (False, True):
-        folder, config, grid, model, facts = trained(tmp_path / str(bf16), "llama", "qad-w4a16", steps=30,
+        folder, config, grid, model, facts, _ = trained(tmp_path / str(bf16), "llama", "qad-w4a16", steps=30,
                                                      sharpen=8.0, qad_bf16=bf16)  # fmt: skip
         teacher = load_causal_lm(str(folder))
         ids = torch.tensor(training_rows()["input_ids"])

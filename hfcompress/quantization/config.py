@@ -89,6 +89,7 @@ GGUF_WRITERS = ("auto", "llama.cpp", "hfcompress")
 GGUF_EMBEDDING_TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS")
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 CALIBRATION_METHODS = ("minmax", "percentiles", "entropy")
+QAD_STARTS = ("rtn", "gptq")  # qad-*: the 4-bit weights training starts from
 
 
 @dataclass
@@ -169,6 +170,12 @@ class QuantizationOptions:
         default=2e-5,
         metadata={"help": "qad-*: peak learning rate (AdamW, 5% warm-up, cosine decay); > 0."},
     )
+    qad_start: str = field(
+        default="rtn",
+        metadata={"help": "qad-*: the 4-bit model training starts from: rtn (round to nearest; the scales then follow "
+                  "the weights) or gptq (qad-w4a16 only: GPTQ's integers and scales on the same calibration rows, "
+                  "the scales then kept fixed; needs llmcompressor)."},
+    )
     qad_bf16: bool = field(
         default=False,
         metadata={"help": "qad-*: train under bfloat16 autocast (teacher included); weights, grid and export stay "
@@ -189,6 +196,7 @@ class QuantizationOptions:
             self.gguf_embedding_type = self.gguf_embedding_type.upper()
         check_choice("compute_dtype", self.compute_dtype, COMPUTE_DTYPES)
         check_choice("calibration_method", self.calibration_method, CALIBRATION_METHODS)
+        check_choice("qad_start", self.qad_start, QAD_STARTS)
         if self.group_size < 1:
             raise HfCompressError(f"group_size must be >= 1, got {self.group_size}")
         if self.calibration_samples < 1:

@@ -57,14 +57,24 @@ def _groups(weight: torch.Tensor, size: int) -> torch.Tensor:
     return weight.reshape(rows, columns // size, size)
 
 
-def quantize_weight(weight: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_weight(
+    weight: torch.Tensor, grid: Grid, scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q, scale)`` of a 2-D weight on ``grid``: integers ``(rows, columns)`` in int8 (int4: -8..7; q4_0: 0..15)
-    and one scale per group ``(rows, columns / group)`` in the grid's scale dtype. No gradient."""
+    and one scale per group ``(rows, columns / group)`` in the grid's scale dtype. No gradient. ``scale`` (int4
+    only): fixed scales to round onto (a GPTQ start's) instead of each group's ``absmax / 7.5``."""
     w = _groups(weight.detach(), grid.group_size)
+    if scale is not None and (grid.kind != "int4" or scale.shape != w.shape[:2] or scale.dtype != grid.scale_dtype):
+        raise HfCompressError(
+            f"fixed scales need the int4 grid and shape {tuple(w.shape[:2])} in {grid.scale_dtype}; got "
+            f"{grid.kind}, {tuple(scale.shape)} in {scale.dtype}"
+        )
     if grid.kind == "int4":
-        absmax = w.abs().amax(-1)
-        scale = (absmax / 7.5).to(grid.scale_dtype)
-        scale = torch.where(scale == 0, torch.tensor(torch.finfo(grid.scale_dtype).eps, dtype=scale.dtype), scale)
+        if scale is None:
+            absmax = w.abs().amax(-1)
+            scale = (absmax / 7.5).to(grid.scale_dtype)
+            eps = torch.tensor(torch.finfo(grid.scale_dtype).eps, dtype=scale.dtype)
+            scale = torch.where(scale == 0, eps, scale)
         q = torch.clamp(torch.round(w / scale.to(w.dtype)[..., None]), -8, 7)
         return q.to(torch.int8).reshape(weight.shape), scale
     w32 = w.float()
@@ -85,8 +95,9 @@ def dequantize_weight(q: torch.Tensor, scale: torch.Tensor, grid: Grid, dtype: t
     return values.reshape(q.shape).to(dtype)
 
 
-def fake_quantize(weight: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """``weight`` as the format reads it back, with a straight-through gradient to ``weight``."""
-    q, scale = quantize_weight(weight, grid)
+def fake_quantize(weight: torch.Tensor, grid: Grid, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight`` as the format reads it back (on fixed int4 ``scale`` if given), with a straight-through gradient
+    to ``weight``."""
+    q, scale = quantize_weight(weight, grid, scale)
     rounded = dequantize_weight(q, scale, grid, weight.dtype)
     return weight + (rounded - weight).detach()

@@ -15,7 +15,9 @@ Every ``nn.Linear`` but the output projection computes with its weight on the gr
 weight at each step (round to nearest at step 0), with a straight-through gradient; the loss is the forward KL
 divergence from the unquantized model's next-token distribution (``DistillationTrainer``, alpha 1, temperature 1,
 chunked through the LM head). The scales follow the weights (absmax per group, as the formats' own writers
-compute them); they are not separate parameters. The output projection (the tied embedding) stays as the format
+compute them); they are not separate parameters. With ``qad_start="gptq"`` (``qad-w4a16`` only) training starts
+from GPTQ's model instead, run on the same rows: its integers and scales, the scales then kept fixed, so that step
+0 is exactly the GPTQ checkpoint and the export writes the trained integers on GPTQ's scales. The output projection (the tied embedding) stays as the format
 keeps it: unquantized in W4A16, llama-quantize's 6 or 8 bits (or ``gguf_embedding_type``) in GGUF; it trains like
 every other weight. ``qad_bf16`` runs the forward and backward passes (the teacher's too) under bfloat16 autocast;
 the weights, the grid and the export stay in fp32. It pays on a GPU or a CPU with AMX / avx512_bf16, and is refused
@@ -83,6 +85,15 @@ def check_qad_source(model_config: dict, config) -> None:
             "qad_bf16: this CPU has neither avx512_bf16 nor AMX, and its bf16 matmuls run 30 to 250x slower than fp32 "
             "(measured on an AVX2-only CPU); leave qad_bf16 off here, or train on a GPU or a CPU with AMX"
         )
+    if config.qad_start == "gptq":
+        from .backends import is_llmcompressor_available
+
+        if grid.kind != "int4":
+            raise HfCompressError(f"qad_start='gptq' is for qad-w4a16 (GPTQ writes compressed-tensors int4); "
+                                  f"{config.method} starts from round to nearest: qad_start='rtn'")  # fmt: skip
+        if not is_llmcompressor_available():
+            raise HfCompressError("qad_start='gptq' runs GPTQ through llmcompressor, which is not installed: "
+                                  "pip install 'hfcompress[llmcompressor]', or qad_start='rtn'")  # fmt: skip
     if config.gguf_imatrix:
         raise HfCompressError(
             f"{config.method} can't take gguf_imatrix: with an importance matrix llama-quantize searches other Q4_0 "
@@ -100,16 +111,21 @@ def grid_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 def _grid_forward(self, x):
-    return F.linear(x, fake_quantize(self.weight, self.qad_grid), self.bias)
+    return F.linear(x, fake_quantize(self.weight, self.qad_grid, getattr(self, "qad_scale", None)), self.bias)
 
 
-def attach_grid(model: nn.Module, grid: Grid) -> list[str]:
-    """Make every grid Linear compute with its weight on ``grid`` (straight-through); returns their names."""
+def attach_grid(model: nn.Module, grid: Grid, scales: dict[str, torch.Tensor] | None = None) -> list[str]:
+    """Make every grid Linear compute with its weight on ``grid`` (straight-through), on its fixed int4 scales in
+    ``scales`` (by module name) if given; returns their names."""
     modules = grid_linears(model)
     for name, module in modules.items():
         grid.check_width(name, module.in_features)
-    for module in modules.values():
+    if scales is not None and set(scales) != set(modules):
+        raise HfCompressError(f"fixed scales for {len(scales)} modules, but the model has {len(modules)} grid linears")
+    for name, module in modules.items():
         module.qad_grid = grid
+        if scales is not None:
+            module.qad_scale = scales[name]
         module.forward = types.MethodType(_grid_forward, module)
     return list(modules)
 
@@ -120,6 +136,8 @@ def detach_grid(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, nn.Linear) and hasattr(module, "qad_grid"):
             del module.forward, module.qad_grid
+            if hasattr(module, "qad_scale"):
+                del module.qad_scale
             count += 1
     return count
 
@@ -127,28 +145,30 @@ def detach_grid(model: nn.Module) -> int:
 class GridCallback(TrainerCallback):
     """Trains with every Linear but the output projection on ``grid`` (see the module docstring)."""
 
-    def __init__(self, grid: Grid):
-        self.grid = grid
+    def __init__(self, grid: Grid, scales: dict[str, torch.Tensor] | None = None):
+        self.grid, self.scales = grid, scales
         self.modules: list[str] = []
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not self.modules:
-            self.modules = attach_grid(model, self.grid)
+            self.modules = attach_grid(model, self.grid, self.scales)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         detach_grid(model)
         self.modules = []
 
 
-def train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Path):
-    """The model in ``model_dir`` trained through ``grid`` with itself as the teacher; returns (model, facts)."""
+def train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Path, start: Path | None = None):
+    """The model in ``model_dir`` trained through ``grid`` with itself as the teacher, from the GPTQ checkpoint in
+    ``start`` if given (its fixed scales), else from round to nearest; returns (model, facts, the fixed scales or
+    None)."""
     from ..runtime import mixed_precision_env_kept
 
     with mixed_precision_env_kept():
-        return _train_through_grid(model_dir, grid, rows, config, work)
+        return _train_through_grid(model_dir, grid, rows, config, work, start)
 
 
-def _train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Path):
+def _train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Path, start: Path | None):
     from ..distillation import DistillationConfig, DistillationTrainer
     from ..modeling import load_causal_lm, load_tokenizer
     from ..runtime import accelerator_available
@@ -158,7 +178,8 @@ def _train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: P
         tokenizer.pad_token = tokenizer.eos_token
     teacher = load_causal_lm(str(model_dir), "float32")
     student = load_causal_lm(str(model_dir), "float32")
-    grid_callback = GridCallback(grid)
+    scales = None if start is None else gptq_start(student, start, grid)
+    grid_callback = GridCallback(grid, scales)
     args = DistillationConfig(
         output_dir=str(work / "qad-training"), max_steps=config.qad_steps, learning_rate=config.qad_learning_rate,
         per_device_train_batch_size=config.qad_batch_size, lr_scheduler_type="cosine", warmup_steps=math.ceil(0.05 * config.qad_steps),
@@ -184,10 +205,33 @@ def _train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: P
         "minutes": round(minutes, 2),
         "kd_loss_first": losses[0] if losses else None, "kd_loss_last": losses[-1] if losses else None,
         "grid": {"kind": grid.kind, "group_size": grid.group_size, "scale_dtype": str(grid.scale_dtype)},
-        "modules": len(grid_linears(trainer.model)),
+        "modules": len(grid_linears(trainer.model)), "start": "gptq" if start is not None else "rtn",
     }  # fmt: skip
     shutil.rmtree(work / "qad-training", ignore_errors=True)
-    return trainer.model.float().cpu().eval(), facts
+    return trainer.model.float().cpu().eval(), facts, scales
+
+
+@torch.no_grad()
+def gptq_start(model: nn.Module, gptq_dir: Path, grid: Grid) -> dict[str, torch.Tensor]:
+    """Set every grid Linear of ``model`` to its weight in the symmetric int4 checkpoint in ``gptq_dir`` (what
+    ``gptq-w4a16`` writes: ``weight_packed``, ``weight_scale``), dequantized exactly; returns the scales by module
+    name, which training then keeps fixed."""
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for file in sorted(Path(gptq_dir).glob("*.safetensors")):
+        tensors |= load_file(file)
+    scales = {}
+    for name, module in grid_linears(model).items():
+        packed, scale = tensors.get(f"{name}.weight_packed"), tensors.get(f"{name}.weight_scale")
+        if packed is None or scale is None or f"{name}.weight_zero_point" in tensors or f"{name}.weight_g_idx" in tensors:
+            raise HfCompressError(f"{gptq_dir} holds no symmetric int4 weight for {name} in groups (weight_packed "
+                                  "and weight_scale, no zero point or g_idx) to start QAD from")  # fmt: skip
+        q = unpack_int4(packed, module.in_features)
+        scale = scale.to(grid.scale_dtype)
+        module.weight.copy_(dequantize_weight(q, scale, grid, module.weight.dtype))
+        scales[name] = scale
+    return scales
 
 
 # -- export -----------------------------------------------------------------------------------------------------
@@ -242,13 +286,15 @@ def compressed_tensors_config(grid: Grid, ignore: list[str]) -> dict:
 
 
 @torch.no_grad()
-def save_compressed_w4a16(model: nn.Module, out: Path, grid: Grid) -> None:
+def save_compressed_w4a16(model: nn.Module, out: Path, grid: Grid, scales: dict[str, torch.Tensor] | None = None) -> None:
     """``model`` (fp32, trained through the int4 ``grid``) as a compressed-tensors pack-quantized checkpoint in
-    ``out``: each grid Linear's integers and scales from ``grids.quantize_weight``, the rest in the scale dtype."""
+    ``out``: each grid Linear's integers and scales from ``grids.quantize_weight`` (on its fixed ``scales``, by
+    module name, where training kept them fixed), the rest in the scale dtype."""
     from safetensors.torch import load_file, save_file
 
     modules = grid_linears(model)
-    quantized = {f"{name}.weight": quantize_weight(m.weight, grid) for name, m in modules.items()}
+    scales = scales or {}
+    quantized = {f"{name}.weight": quantize_weight(m.weight, grid, scales.get(name)) for name, m in modules.items()}
     output = [name for name, m in model.named_modules() if m is model.get_output_embeddings()]
     copy.deepcopy(model).to(grid.scale_dtype).save_pretrained(out, safe_serialization=True)  # model stays fp32
     index_file = out / "model.safetensors.index.json"
@@ -284,19 +330,31 @@ def quantize_qad(model_dir, work: Path, config, calibration_dataset, text_column
 
     rows = calibration_rows(calibration_dataset, load_tokenizer(str(model_dir)), text_column,
                             config.calibration_samples, max_length, min_tokens=1)  # fmt: skip
-    rows = rows.add_column("labels", rows["input_ids"])  # every token is learned from the teacher
-    model, facts = train_through_grid(model_dir, grid, rows, config, work)
-    return {"qad": facts, **export_trained(model, model_dir, work, config)}
+    with tempfile.TemporaryDirectory(prefix=".qad-start-", dir=work) as tmp:
+        start = None
+        if config.qad_start == "gptq":  # GPTQ's checkpoint on the same rows, the configured group size and dtype
+            from .compressed import quantize_compressed
+            from .config import QuantizationConfig
+
+            start, started = Path(tmp), time.perf_counter()
+            gptq = QuantizationConfig(**{**config.to_dict(), "method": "gptq-w4a16", "calibration_samples": len(rows)})
+            quantize_compressed(model_dir, start, gptq, rows, text_column, max_length)
+            start_minutes = round((time.perf_counter() - started) / 60, 2)
+        rows = rows.add_column("labels", rows["input_ids"])  # every token is learned from the teacher
+        model, facts, scales = train_through_grid(model_dir, grid, rows, config, work, start)
+    if start is not None:
+        facts["start_minutes"] = start_minutes
+    return {"qad": facts, **export_trained(model, model_dir, work, config, scales)}
 
 
-def export_trained(model: nn.Module, model_dir: Path, work: Path, config) -> dict:
-    """A model trained through ``config.method``'s grid, written into ``work`` in the method's format (the
-    tokenizer is the caller's); returns what the record keeps of the writer."""
+def export_trained(model: nn.Module, model_dir: Path, work: Path, config, scales=None) -> dict:
+    """A model trained through ``config.method``'s grid (on fixed int4 ``scales`` if given), written into ``work``
+    in the method's format (the tokenizer is the caller's); returns what the record keeps of the writer."""
     from .config import QuantizationConfig
 
     grid = method_grid(config.method, config.group_size, config.compute_dtype)
     if config.method == "qad-w4a16":
-        save_compressed_w4a16(model, work, grid)
+        save_compressed_w4a16(model, work, grid, scales)
         return {}
     bake_grid(model, grid)
     with tempfile.TemporaryDirectory(prefix=".qad-", dir=work) as tmp:
