@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--group_size", type=int, default=64)  # SmolLM2's 576 columns don't divide by 128
     parser.add_argument("--eval_tokens", type=int, default=4096)
     parser.add_argument("--chat_tokens", type=int, default=8192, help="austen_chat tokens per split (whole rows)")
-    parser.add_argument("--rows_to_run", default="rtn-w4a16,gptq-w4a16,awq-w4a16,qad-w4a16,gguf-q4_0,qad-gguf-q4_0")
+    parser.add_argument("--rows_to_run", default=",".join(["rtn-w4a16", "gptq-w4a16", "awq-w4a16", *QAD_ROWS, "gguf-q4_0"]))
     parser.add_argument("--out", default=str(ROOT / "scripts/results/qad"))
     opts = parser.parse_args()
     configure_cpu_threads()
@@ -211,9 +211,10 @@ def render(data: dict) -> str:
         f"reloaded with from_pretrained, perplexity over the first {data['eval_tokens']:,} tokens of each text, "
         f"windows of {data['window']}, stride {data['stride']}, against fp32 over the same windows. Q4_0 rows measured "
         f"in llama.cpp: chunks of {data['block']} tokens, against fp32 over the same chunks in transformers. "
-        f"Chat: completion perplexity over the assistant's tokens of the first {data['chat_tokens']:,} tokens of "
-        f"austen_chat's validation and test rows, every row in transformers (GGUF rows dequantized). "
-        f"{threads_line(data)}\n"
+        + (f"Chat: completion perplexity over the assistant's tokens of the first {data['chat_tokens']:,} tokens "
+           f"of austen_chat's validation and test rows, every row in transformers (GGUF rows dequantized). "
+           if "chat_tokens" in data else "")
+        + f"{threads_line(data)}\n"
     )
     for t in data["targets"]:
         worst = "" if t["worst_test_vs_fp32"] is None else f"; worst seed {t['worst_test_vs_fp32']:+.2%}"

@@ -199,7 +199,7 @@ def fmt(value, digits: int = 4) -> str:
 
 
 def percent(value) -> str:
-    return f"{value:+.2%}"
+    return "-" if value is None else f"{value:+.2%}"
 
 
 def points(value) -> str:
