@@ -11,17 +11,18 @@ served in, with its own unquantized weights as the teacher, then exported onto t
   through the ``gguf-q4_0`` writer (llama.cpp's converter and llama-quantize, or the package's own), which
   reproduces them exactly because Q4_0 is idempotent.
 
-Every ``nn.Linear`` but the output projection computes with its weight on the grid, recomputed from the fp32
-weight at each step (round to nearest at step 0), with a straight-through gradient; the loss is the forward KL
-divergence from the unquantized model's next-token distribution (``DistillationTrainer``, alpha 1, temperature 1,
-chunked through the LM head). The scales follow the weights (absmax per group, as the formats' own writers
-compute them); they are not separate parameters. With ``qad_start="gptq"`` (``qad-w4a16`` only) training starts
-from GPTQ's model instead, run on the same rows: its integers and scales, the scales then kept fixed, so that step
-0 is exactly the GPTQ checkpoint and the export writes the trained integers on GPTQ's scales. The output projection (the tied embedding) stays as the format
-keeps it: unquantized in W4A16, llama-quantize's 6 or 8 bits (or ``gguf_embedding_type``) in GGUF; it trains like
-every other weight. ``qad_bf16`` runs the forward and backward passes (the teacher's too) under bfloat16 autocast;
-the weights, the grid and the export stay in fp32. It pays on a GPU or a CPU with AMX / avx512_bf16, and is refused
-on a CPU without them, where PyTorch's bf16 matmuls run 30 to 250x slower than fp32 (measured on an AVX2-only EPYC).
+Every ``nn.Linear`` but the output projection computes with its weight on the grid, recomputed from the fp32 weight
+at each step (round to nearest at step 0), with a straight-through gradient; the loss is the forward KL divergence
+from the unquantized model's next-token distribution (``DistillationTrainer``, alpha 1, temperature 1, chunked
+through the LM head). The scales follow the weights (absmax per group, as the formats' own writers compute them);
+they are not separate parameters. With ``qad_start="gptq"`` (``qad-w4a16`` only) training starts from GPTQ's model
+instead, run on the same rows: its integers and scales, the scales then kept fixed, so that step 0 is exactly the
+GPTQ checkpoint and the export writes the trained integers on GPTQ's scales. The output projection (the tied
+embedding) stays as the format keeps it: unquantized in W4A16, llama-quantize's 6 or 8 bits (or
+``gguf_embedding_type``) in GGUF; it trains like every other weight. ``qad_bf16`` runs the forward and backward
+passes (the teacher's too) under bfloat16 autocast; the weights, the grid and the export stay in fp32. It pays on a
+GPU or a CPU with AMX / avx512_bf16, and is refused on a CPU without them, where PyTorch's bf16 matmuls run 30 to
+250x slower than fp32 (measured on an AVX2-only EPYC).
 
 Training rows come from ``calibration_dataset`` (text, chat ``messages`` rendered with the chat template, or
 ``input_ids``): ``calibration_samples`` rows of at most ``max_length`` tokens, cycled for ``qad_steps`` steps of
