@@ -141,6 +141,29 @@ def main() -> None:
             return row | gguf_row(folder, texts, opts, reference, tokenizer)
         return row | {"engine": "transformers", **perplexities(model, tokenizer, texts, opts.eval_tokens)}
 
+    def write(complete: bool) -> dict:
+        """The results so far, written after every row (a run cut short keeps what it measured)."""
+        base = rows[0]
+        for row in rows:
+            for split in ("validation", "test"):
+                denominator = row.get(f"{split}_reference") or base[f"{split}_perplexity"]
+                row[f"{split}_vs_fp32"] = row[f"{split}_perplexity"] / denominator - 1
+                row[f"{split}_chat_vs_fp32"] = row[f"{split}_chat_perplexity"] / base[f"{split}_chat_perplexity"] - 1
+            row["x_smaller"] = base["size_mb"] / row["size_mb"]
+        targets = []
+        for method, limit in TARGETS.items():
+            seeds = [r for r in rows if r["variant"] == method]
+            targets.append({"method": method, "target": f"test perplexity within {limit:+.0%} of fp32 on every seed",
+                            "seeds": len(seeds), "worst_test_vs_fp32": max((r["test_vs_fp32"] for r in seeds), default=None),
+                            "met": bool(seeds) and all(r["test_vs_fp32"] <= limit for r in seeds)})  # fmt: skip
+        result = {"benchmark": "qad", "command": " ".join(["scripts/bench_qad.py", *sys.argv[1:]]), "model": opts.model,
+                  "eval_tokens": opts.eval_tokens, "chat_tokens": opts.chat_tokens, "window": WINDOW, "stride": STRIDE, "block": opts.block,
+                  "training": f"{opts.rows} blocks of {opts.block} tokens of the training novels (GPTQ's calibration and "
+                  f"QAD's training alike)", "qad_settings": qad, "machine": machine(), "rows": rows,
+                  "targets": targets, "complete": complete}  # fmt: skip
+        write_benchmark(out, opts.name, result, render)
+        return result
+
     if "rtn-w4a16" in wanted:  # the grid at step 0: what QAD starts from
         start = time.perf_counter()
         folder = work / "rtn-w4a16"
@@ -148,6 +171,7 @@ def main() -> None:
         save_compressed_w4a16(model, folder, method_grid("qad-w4a16", opts.group_size, "float32"))
         tokenizer.save_pretrained(folder)
         rows.append(measured("rtn-w4a16", folder, (time.perf_counter() - start) / 60, 0))
+        write(complete=False)
     calibration_tokens = opts.rows * opts.block
     for method in ("gptq-w4a16", "awq-w4a16", "gguf-q4_0"):
         if method in wanted:
@@ -156,6 +180,7 @@ def main() -> None:
                               overwrite=True, group_size=opts.group_size, calibration_samples=opts.rows)  # fmt: skip
             used = 0 if method == "gguf-q4_0" else calibration_tokens  # Q4_0 without an importance matrix: none
             rows.append(measured(method, folder, (time.perf_counter() - start) / 60, used))
+            write(complete=False)
     for seed in [int(s) for s in opts.seeds.split(",")]:
         order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed)).tolist()
         shuffled = [blocks[i] for i in order]
@@ -170,26 +195,8 @@ def main() -> None:
             used = facts["tokens_seen"] + (calibration_tokens if qad_start == "gptq" else 0)  # GPTQ's pass too
             rows.append(measured(variant, folder, (time.perf_counter() - start) / 60, used, seed, facts))
             print(json.dumps(rows[-1]), flush=True)
-    base = rows[0]
-    for row in rows:
-        for split in ("validation", "test"):
-            denominator = row.get(f"{split}_reference") or base[f"{split}_perplexity"]
-            row[f"{split}_vs_fp32"] = row[f"{split}_perplexity"] / denominator - 1
-            row[f"{split}_chat_vs_fp32"] = row[f"{split}_chat_perplexity"] / base[f"{split}_chat_perplexity"] - 1
-        row["x_smaller"] = base["size_mb"] / row["size_mb"]
-    targets = []
-    for method, limit in TARGETS.items():
-        seeds = [r for r in rows if r["variant"] == method]
-        targets.append({"method": method, "target": f"test perplexity within {limit:+.0%} of fp32 on every seed",
-                        "seeds": len(seeds), "worst_test_vs_fp32": max((r["test_vs_fp32"] for r in seeds), default=None),
-                        "met": bool(seeds) and all(r["test_vs_fp32"] <= limit for r in seeds)})  # fmt: skip
-    result = {"benchmark": "qad", "command": " ".join(["scripts/bench_qad.py", *sys.argv[1:]]), "model": opts.model,
-              "eval_tokens": opts.eval_tokens, "chat_tokens": opts.chat_tokens, "window": WINDOW, "stride": STRIDE, "block": opts.block,
-              "training": f"{opts.rows} blocks of {opts.block} tokens of the training novels (GPTQ's calibration and "
-              f"QAD's training alike)", "qad_settings": qad, "machine": machine(), "rows": rows,
-              "targets": targets}  # fmt: skip
-    write_benchmark(out, opts.name, result, render)
-    print(render(result))
+            write(complete=False)
+    print(render(write(complete=True)))
 
 
 def render(data: dict) -> str:
@@ -216,6 +223,8 @@ def render(data: dict) -> str:
            if "chat_tokens" in data else "")
         + f"{threads_line(data)}\n"
     )
+    if not data.get("complete", True):
+        text += "**Cut short**: the rows measured before the run stopped.\n"
     for t in data["targets"]:
         worst = "" if t["worst_test_vs_fp32"] is None else f"; worst seed {t['worst_test_vs_fp32']:+.2%}"
         text += f"- {t['method']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({t['seeds']} seeds{worst})\n"
