@@ -18,7 +18,14 @@ from hfcompress.quantization.backends import (
     is_gguf_available,
     is_llmcompressor_available,
 )
-from hfcompress.quantization.grids import Grid, dequantize_weight, fake_quantize, quantize_weight
+from hfcompress.quantization.grids import (
+    Grid,
+    dequantize_weight,
+    fake_quantize,
+    learned_fake_quantize,
+    quantize_weight,
+    stored_scale,
+)
 from hfcompress.quantization.qad import (
     attach_grid,
     detach_grid,
@@ -124,6 +131,38 @@ def test_fixed_int4_scales_replace_absmax_and_must_fit_the_grid():
         quantize_weight(weight, grid, scale=torch.tensor([[0.5, 0.5]]))
     with pytest.raises(HfCompressError, match="fixed scales need the int4 grid"):
         quantize_weight(torch.zeros(1, 32), Grid("q4_0"), scale=torch.ones(1, 1, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_learned_scales_read_back_as_the_export_does(dtype):
+    """Forward: exactly the integers and scales the checkpoint will hold (scale and product rounded to the dtype)."""
+    grid = Grid("int4", 8, dtype)
+    weight = torch.randn(4, 16, generator=torch.Generator().manual_seed(0))
+    scale = weight.reshape(4, 2, 8).abs().amax(-1) / 6.3  # fp32, between the dtype's values
+    got = learned_fake_quantize(weight, scale.requires_grad_(), grid)
+    assert torch.equal(got, dequantize_weight(*quantize_weight(weight, grid, stored_scale(scale, grid)), grid, torch.float32))
+    floor = torch.tensor(max(1e-8, torch.finfo(dtype).tiny * torch.finfo(dtype).eps), dtype=dtype)  # fp16: subnormal
+    assert stored_scale(-scale.detach(), grid).unique().tolist() == [floor.item()] and floor.item() > 0
+    assert torch.equal(stored_scale(scale.to(dtype).float(), grid), scale.to(dtype))  # a stored scale stays put
+
+
+def test_learned_scales_take_lsq_gradients():
+    """To a weight: 1 where it rounds inside -8..7, 0 where it clamps. To a scale: sum of q - w / s inside, the
+    clamped q outside (LSQ), computed here by hand."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(4, 16, generator=generator).requires_grad_()
+    scale = (weight.detach().reshape(4, 2, 8).abs().amax(-1) / 9).requires_grad_()  # the largest ones clamp
+    upstream = torch.randn(4, 16, generator=generator)
+    (learned_fake_quantize(weight, scale, Grid("int4", 8, torch.float32)) * upstream).sum().backward()
+    x = weight.detach().reshape(4, 2, 8) / scale.detach()[..., None]
+    q = torch.round(x).clamp(-8, 7)
+    inside = torch.round(x) == q
+    assert 0 < inside.float().mean() < 1
+    up = upstream.reshape(4, 2, 8)
+    assert torch.allclose(scale.grad, (torch.where(inside, q - x, q) * up).sum(-1), atol=1e-5)
+    assert torch.allclose(weight.grad, torch.where(inside, up, 0.0).reshape(4, 16), atol=1e-6)
+    with pytest.raises(HfCompressError, match="learned scales are for the int4 grid"):
+        learned_fake_quantize(torch.zeros(1, 32), torch.ones(1, 1), Grid("q4_0"))
 
 
 def test_int4_packing_is_compressed_tensors_layout():
@@ -302,6 +341,46 @@ def test_a_gptq_start_trains_on_its_fixed_scales_and_exports_onto_them(tmp_path)
         assert torch.allclose(reloaded.eval()(ids).logits, grid_logits(model, grid, ids, kept), atol=1e-5)
 
 
+@pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
+def test_learned_scales_train_and_the_export_writes_them(tmp_path, compute_dtype):
+    """qad_learn_scales: the scales move off absmax / 7.5; the checkpoint holds the trained scales byte for byte and
+    the integers rounded on them, and reloads with the fake-quantized model's logits."""
+    folder, config, grid, model, facts, kept = trained(tmp_path, "qwen2", "qad-w4a16", steps=4, qad_learning_rate=1e-3,
+                                                       qad_learn_scales=True, compute_dtype=compute_dtype)  # fmt: skip
+    assert facts["scales"] == "learned" and set(kept) == set(grid_linears(model))
+    assert not any(hasattr(m, "qad_scale") for m in grid_linears(model).values())  # detached after training
+    out = tmp_path / "out"
+    out.mkdir()
+    export_trained(model, folder, out, config, kept)
+    moved = 0
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        for name, module in grid_linears(model).items():
+            stored = f.get_tensor(f"{name}.weight_scale")
+            assert stored.dtype == getattr(torch, compute_dtype) and torch.equal(stored, kept[name]), name
+            q = unpack_int4(f.get_tensor(f"{name}.weight_packed"), module.in_features)
+            assert torch.equal(q, quantize_weight(module.weight, grid, kept[name])[0]), name
+            moved += int((stored != quantize_weight(module.weight, grid)[1]).sum())  # not the trained weights' absmax
+    assert moved > 0.9 * sum(m.weight.numel() // 32 for m in grid_linears(model).values())
+    assert facts["scale_change_mean"] == pytest.approx(
+        float(torch.cat([(kept[k].float() / first.float() - 1).abs().flatten()
+                         for k, first in start_scales(folder, grid).items()]).mean()), rel=1e-5)  # fmt: skip
+    if compute_dtype != "float32":
+        return  # the rest of a bf16 checkpoint (biases, norms, embeddings) is bf16 too: its logits aren't fp32's
+    ids = sample_ids()
+    reloaded = make_decoder("qwen2", vocab_size=model.config.vocab_size, hidden=64, intermediate=128, heads=4,
+                            kv_heads=2, num_layers=2)  # fmt: skip
+    reloaded.load_state_dict({k: v.float() for k, v in dequantized_checkpoint(out).items()}, strict=False)
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(ids).logits, grid_logits(model, grid, ids, kept), atol=1e-5)
+
+
+def start_scales(folder, grid) -> dict:
+    """Round to nearest's scales (absmax / 7.5) of the untrained model: where learned scales start."""
+    from hfcompress.modeling import load_causal_lm
+
+    return {name: quantize_weight(m.weight, grid)[1] for name, m in grid_linears(load_causal_lm(str(folder))).items()}
+
+
 @pytest.mark.skipif(not is_llmcompressor_available(), reason="needs llmcompressor (make setup-llmc)")
 def test_quantize_starts_qad_from_gptq_on_the_same_rows(tmp_path):
     """qad_start='gptq': quantize() runs GPTQ on the training rows first; the export keeps GPTQ's scales."""
@@ -352,6 +431,8 @@ def test_what_qad_cant_take_is_refused_before_any_work(tmp_path):
         quantize(folder, tmp_path / "b", method="qad-gguf-q4_0", gguf_imatrix=True, calibration_dataset=rows)
     with pytest.raises(HfCompressError, match="qad_start='gptq' is for qad-w4a16"):
         quantize(folder, tmp_path / "b", method="qad-gguf-q4_0", qad_start="gptq", calibration_dataset=rows)
+    with pytest.raises(HfCompressError, match="qad_learn_scales is for qad-w4a16"):
+        quantize(folder, tmp_path / "b", method="qad-gguf-q4_0", qad_learn_scales=True, calibration_dataset=rows)
     with pytest.raises(HfCompressError, match="qad_start"):
         QuantizationConfig(method="qad-w4a16", qad_start="awq")
     with pytest.raises(HfCompressError, match="qad_steps must be >= 1, got 0"):

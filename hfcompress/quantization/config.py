@@ -176,6 +176,12 @@ class QuantizationOptions:
                   "the weights) or gptq (qad-w4a16 only: GPTQ's integers and scales on the same calibration rows, "
                   "the scales then kept fixed; needs llmcompressor)."},
     )
+    qad_learn_scales: bool = field(
+        default=False,
+        metadata={"help": "qad-w4a16: train each group's int4 scale too (LSQ's gradient, as EfficientQAT), from the "
+                  "start's scales; the export writes the trained scales. Not for qad-gguf-q4_0, whose writer derives "
+                  "each block's scale from its weights."},
+    )
     qad_bf16: bool = field(
         default=False,
         metadata={"help": "qad-*: train under bfloat16 autocast (teacher included); weights, grid and export stay "

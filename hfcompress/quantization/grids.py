@@ -14,7 +14,8 @@ moves a weight:
   importance matrix, which switches to another search) reproduces a trained model exactly.
 
 ``fake_quantize`` gives the read-back weights with a straight-through gradient (the rounding's gradient taken as
-the identity), which is what training through the grid uses.
+the identity), which is what training through the grid uses. ``learned_fake_quantize`` (int4 only) does the same on
+scales that are trained too, with LSQ's gradient (Esser et al., 2020; EfficientQAT trains the same step sizes).
 """
 
 from __future__ import annotations
@@ -101,3 +102,34 @@ def fake_quantize(weight: torch.Tensor, grid: Grid, scale: torch.Tensor | None =
     q, scale = quantize_weight(weight, grid, scale)
     rounded = dequantize_weight(q, scale, grid, weight.dtype)
     return weight + (rounded - weight).detach()
+
+
+def smallest_scale(dtype: torch.dtype) -> float:
+    """The least a trained scale may become: 1e-8, or ``dtype``'s smallest subnormal where that is larger (fp16).
+    It keeps a scale positive and ``w / scale`` finite, below any scale a real weight group has (the dtype's eps,
+    compressed-tensors' stand-in for a zero scale, is 2^-7 in bf16: above many real scales)."""
+    info = torch.finfo(dtype)
+    return max(1e-8, info.tiny * info.eps)
+
+
+def stored_scale(scale: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """A trained int4 scale as the checkpoint holds it: in the scale dtype, and positive."""
+    return torch.clamp(scale.detach(), min=smallest_scale(grid.scale_dtype)).to(grid.scale_dtype)
+
+
+def learned_fake_quantize(weight: torch.Tensor, scale: torch.Tensor, grid: Grid) -> torch.Tensor:
+    """``weight`` read back from the int4 ``grid`` on the trainable ``scale`` (fp32, one per group): forward, exactly
+    ``dequantize_weight(*quantize_weight(weight, grid, stored_scale(scale, grid)), grid, weight.dtype)``; backward,
+    LSQ's gradients: to a weight, 1 where it rounds inside -8..7 and 0 where it clamps; to a scale, the sum over its
+    group of ``q - w / scale`` inside and the clamped ``q`` outside. The scale's rounding to its dtype and the
+    read-back's are passed straight through."""
+    if grid.kind != "int4":
+        raise HfCompressError(f"learned scales are for the int4 grid; {grid.kind} derives its scales from the weights")
+    s = torch.clamp(scale, min=smallest_scale(grid.scale_dtype))
+    s = s + (s.to(grid.scale_dtype).to(s.dtype) - s).detach()  # the stored value, gradient straight through
+    w = _groups(weight, grid.group_size)
+    x = w / s.to(w.dtype)[..., None]
+    q = torch.clamp(x + (torch.round(x) - x).detach(), -8, 7)
+    values = q * s.to(w.dtype)[..., None]
+    values = values + (values.to(grid.scale_dtype).to(values.dtype) - values).detach()  # read back in scale dtype
+    return values.reshape(weight.shape)

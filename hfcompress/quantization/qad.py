@@ -17,7 +17,10 @@ from the unquantized model's next-token distribution (``DistillationTrainer``, a
 through the LM head). The scales follow the weights (absmax per group, as the formats' own writers compute them);
 they are not separate parameters. With ``qad_start="gptq"`` (``qad-w4a16`` only) training starts from GPTQ's model
 instead, run on the same rows: its integers and scales, the scales then kept fixed, so that step 0 is exactly the
-GPTQ checkpoint and the export writes the trained integers on GPTQ's scales. The output projection (the tied
+GPTQ checkpoint and the export writes the trained integers on GPTQ's scales. With ``qad_learn_scales``
+(``qad-w4a16`` only) each group's scale is a parameter too, from the start's scales (absmax / 7.5, or GPTQ's),
+trained with LSQ's gradient (``grids.learned_fake_quantize``), and the export writes the trained scales; Q4_0 can't
+keep a trained scale, since its writer derives each block's scale from the block's weights. The output projection (the tied
 embedding) stays as the format keeps it: unquantized in W4A16, llama-quantize's 6 or 8 bits (or
 ``gguf_embedding_type``) in GGUF; it trains like every other weight. ``qad_bf16`` runs the forward and backward
 passes (the teacher's too) under bfloat16 autocast; the weights, the grid and the export stay in fp32. It pays on a
@@ -46,7 +49,14 @@ from torch import nn
 from transformers import TrainerCallback
 
 from ..errors import HfCompressError
-from .grids import Grid, dequantize_weight, fake_quantize, quantize_weight
+from .grids import (
+    Grid,
+    dequantize_weight,
+    fake_quantize,
+    learned_fake_quantize,
+    quantize_weight,
+    stored_scale,
+)
 
 METHOD_GRIDS = {"qad-w4a16": "int4", "qad-gguf-q4_0": "q4_0"}
 GGUF_METHODS = {"qad-gguf-q4_0": "gguf-q4_0"}  # the gguf-* method that writes a QAD method's file
@@ -95,6 +105,9 @@ def check_qad_source(model_config: dict, config) -> None:
         if not is_llmcompressor_available():
             raise HfCompressError("qad_start='gptq' runs GPTQ through llmcompressor, which is not installed: "
                                   "pip install 'hfcompress[llmcompressor]', or qad_start='rtn'")  # fmt: skip
+    if config.qad_learn_scales and grid.kind != "int4":
+        raise HfCompressError(f"qad_learn_scales is for qad-w4a16; {config.method}'s writer derives each block's "
+                              "scale from its weights, so a trained scale would not survive the export")  # fmt: skip
     if config.gguf_imatrix:
         raise HfCompressError(
             f"{config.method} can't take gguf_imatrix: with an importance matrix llama-quantize searches other Q4_0 "
@@ -112,12 +125,19 @@ def grid_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 def _grid_forward(self, x):
-    return F.linear(x, fake_quantize(self.weight, self.qad_grid, getattr(self, "qad_scale", None)), self.bias)
+    scale = getattr(self, "qad_scale", None)
+    if isinstance(scale, nn.Parameter):
+        return F.linear(x, learned_fake_quantize(self.weight, scale, self.qad_grid), self.bias)
+    return F.linear(x, fake_quantize(self.weight, self.qad_grid, scale), self.bias)
 
 
-def attach_grid(model: nn.Module, grid: Grid, scales: dict[str, torch.Tensor] | None = None) -> list[str]:
+def attach_grid(
+    model: nn.Module, grid: Grid, scales: dict[str, torch.Tensor] | None = None, learn_scales: bool = False
+) -> list[str]:
     """Make every grid Linear compute with its weight on ``grid`` (straight-through), on its fixed int4 scales in
-    ``scales`` (by module name) if given; returns their names."""
+    ``scales`` (by module name) if given; with ``learn_scales``, on a trainable fp32 scale per group (the module's
+    ``qad_scale`` parameter, from ``scales`` or absmax / 7.5), which an optimizer made after this call trains.
+    Returns their names."""
     modules = grid_linears(model)
     for name, module in modules.items():
         grid.check_width(name, module.in_features)
@@ -125,10 +145,21 @@ def attach_grid(model: nn.Module, grid: Grid, scales: dict[str, torch.Tensor] | 
         raise HfCompressError(f"fixed scales for {len(scales)} modules, but the model has {len(modules)} grid linears")
     for name, module in modules.items():
         module.qad_grid = grid
-        if scales is not None:
-            module.qad_scale = scales[name]
+        scale = scales[name] if scales is not None else None
+        if learn_scales:
+            start = scale if scale is not None else quantize_weight(module.weight, grid)[1]
+            module.qad_scale = nn.Parameter(start.detach().to(module.weight.device, torch.float32).clone())
+        elif scale is not None:
+            module.qad_scale = scale
         module.forward = types.MethodType(_grid_forward, module)
     return list(modules)
+
+
+def grid_scales(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained scales of every grid Linear that ``attach_grid(..., learn_scales=True)`` gave one, by module
+    name, as the checkpoint stores them (``grids.stored_scale``)."""
+    return {name: stored_scale(m.qad_scale, m.qad_grid).cpu() for name, m in grid_linears(model).items()
+            if isinstance(getattr(m, "qad_scale", None), nn.Parameter)}  # fmt: skip
 
 
 def detach_grid(model: nn.Module) -> int:
@@ -144,25 +175,35 @@ def detach_grid(model: nn.Module) -> int:
 
 
 class GridCallback(TrainerCallback):
-    """Trains with every Linear but the output projection on ``grid`` (see the module docstring)."""
+    """Trains with every Linear but the output projection on ``grid`` (see the module docstring). With
+    ``learn_scales`` the scales are parameters, which the Trainer's optimizer must see: call ``attach(model)`` before
+    the Trainer is made; ``learned`` holds them, as stored, after training."""
 
-    def __init__(self, grid: Grid, scales: dict[str, torch.Tensor] | None = None):
-        self.grid, self.scales = grid, scales
+    def __init__(self, grid: Grid, scales: dict[str, torch.Tensor] | None = None, learn_scales: bool = False):
+        self.grid, self.scales, self.learn_scales = grid, scales, learn_scales
         self.modules: list[str] = []
+        self.learned: dict[str, torch.Tensor] = {}
+
+    def attach(self, model: nn.Module) -> None:
+        if not self.modules:
+            self.modules = attach_grid(model, self.grid, self.scales, self.learn_scales)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if not self.modules:
-            self.modules = attach_grid(model, self.grid, self.scales)
+        if self.learn_scales and not self.modules:
+            raise HfCompressError("GridCallback(learn_scales=True): call attach(model) before making the Trainer, "
+                                  "so that its optimizer trains the scales")  # fmt: skip
+        self.attach(model)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.learned = grid_scales(model)
         detach_grid(model)
         self.modules = []
 
 
 def train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: Path, start: Path | None = None):
     """The model in ``model_dir`` trained through ``grid`` with itself as the teacher, from the GPTQ checkpoint in
-    ``start`` if given (its fixed scales), else from round to nearest; returns (model, facts, the fixed scales or
-    None)."""
+    ``start`` if given (its scales), else from round to nearest; returns (model, facts, the scales to export onto:
+    the trained ones with ``config.qad_learn_scales``, GPTQ's fixed ones, or None where they follow the weights)."""
     from ..runtime import mixed_precision_env_kept
 
     with mixed_precision_env_kept():
@@ -180,7 +221,9 @@ def _train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: P
     teacher = load_causal_lm(str(model_dir), "float32")
     student = load_causal_lm(str(model_dir), "float32")
     scales = None if start is None else gptq_start(student, start, grid)
-    grid_callback = GridCallback(grid, scales)
+    grid_callback = GridCallback(grid, scales, config.qad_learn_scales)
+    grid_callback.attach(student)  # before the Trainer makes its optimizer: trainable scales are parameters
+    first = grid_scales(student)
     args = DistillationConfig(
         output_dir=str(work / "qad-training"), max_steps=config.qad_steps, learning_rate=config.qad_learning_rate,
         per_device_train_batch_size=config.qad_batch_size, lr_scheduler_type="cosine", warmup_steps=math.ceil(0.05 * config.qad_steps),
@@ -207,7 +250,12 @@ def _train_through_grid(model_dir: str | Path, grid: Grid, rows, config, work: P
         "kd_loss_first": losses[0] if losses else None, "kd_loss_last": losses[-1] if losses else None,
         "grid": {"kind": grid.kind, "group_size": grid.group_size, "scale_dtype": str(grid.scale_dtype)},
         "modules": len(grid_linears(trainer.model)), "start": "gptq" if start is not None else "rtn",
+        "scales": "learned" if config.qad_learn_scales else "fixed" if start is not None else "absmax",
     }  # fmt: skip
+    if config.qad_learn_scales:  # how far training moved them: the mean relative change over all groups
+        scales = grid_callback.learned
+        moved = [(scales[k].float() / first[k].float() - 1).abs() for k in scales]
+        facts["scale_change_mean"] = float(torch.cat([m.flatten() for m in moved]).mean())
     shutil.rmtree(work / "qad-training", ignore_errors=True)
     return trainer.model.float().cpu().eval(), facts, scales
 
