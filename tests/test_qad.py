@@ -306,6 +306,24 @@ def start_checkpoint(tmp_path, family):
     return out, scales
 
 
+def exported(tmp_path, model, folder, config, scales):
+    out = tmp_path / "out"
+    out.mkdir()
+    export_trained(model, folder, out, config, scales)
+    return out
+
+
+def assert_reloads_with_the_grid_logits(family, model, grid, out, scales):
+    """The checkpoint in ``out``, dequantized by hand into a fresh tiny model, gives the logits of ``model`` on
+    ``grid`` and ``scales``."""
+    ids = sample_ids()
+    reloaded = make_decoder(family, vocab_size=model.config.vocab_size, hidden=64, intermediate=128, heads=4,
+                            kv_heads=2, num_layers=2)  # fmt: skip
+    reloaded.load_state_dict({k: v.float() for k, v in dequantized_checkpoint(out).items()}, strict=False)
+    with torch.no_grad():
+        assert torch.allclose(reloaded.eval()(ids).logits, grid_logits(model, grid, ids, scales), atol=1e-5)
+
+
 def test_a_gptq_start_trains_on_its_fixed_scales_and_exports_onto_them(tmp_path):
     """Step 0 is the start checkpoint exactly; training moves the integers, never the scales; the export holds them."""
     from hfcompress.modeling import load_causal_lm
@@ -322,9 +340,7 @@ def test_a_gptq_start_trains_on_its_fixed_scales_and_exports_onto_them(tmp_path)
         assert torch.equal(fake_quantize(module.weight, grid, scales[name]), module.weight)
     _, config, grid, model, facts, kept = trained(tmp_path, "llama", "qad-w4a16", steps=3, start=start, qad_learning_rate=1e-2)
     assert facts["start"] == "gptq" and kept is not None
-    out = tmp_path / "out"
-    out.mkdir()
-    export_trained(model, folder, out, config, kept)
+    out = exported(tmp_path, model, folder, config, kept)
     moved = 0
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         for name, module in grid_linears(model).items():
@@ -333,12 +349,7 @@ def test_a_gptq_start_trains_on_its_fixed_scales_and_exports_onto_them(tmp_path)
             assert torch.equal(q, quantize_weight(module.weight, grid, scales[name])[0]), name
             moved += int((q != quantize_weight(by_hand[f"{name}.weight"], grid, scales[name])[0]).sum())
     assert moved > 0  # training changed integers
-    ids = sample_ids()
-    reloaded = make_decoder("llama", vocab_size=model.config.vocab_size, hidden=64, intermediate=128, heads=4,
-                            kv_heads=2, num_layers=2)  # fmt: skip
-    reloaded.load_state_dict({k: v.float() for k, v in dequantized_checkpoint(out).items()}, strict=False)
-    with torch.no_grad():
-        assert torch.allclose(reloaded.eval()(ids).logits, grid_logits(model, grid, ids, kept), atol=1e-5)
+    assert_reloads_with_the_grid_logits("llama", model, grid, out, kept)
 
 
 @pytest.mark.parametrize("compute_dtype", ["float32", "bfloat16"])
@@ -349,9 +360,7 @@ def test_learned_scales_train_and_the_export_writes_them(tmp_path, compute_dtype
                                                        qad_learn_scales=True, compute_dtype=compute_dtype)  # fmt: skip
     assert facts["scales"] == "learned" and set(kept) == set(grid_linears(model))
     assert not any(hasattr(m, "qad_scale") for m in grid_linears(model).values())  # detached after training
-    out = tmp_path / "out"
-    out.mkdir()
-    export_trained(model, folder, out, config, kept)
+    out = exported(tmp_path, model, folder, config, kept)
     moved = 0
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         for name, module in grid_linears(model).items():
@@ -366,12 +375,7 @@ def test_learned_scales_train_and_the_export_writes_them(tmp_path, compute_dtype
                          for k, first in start_scales(folder, grid).items()]).mean()), rel=1e-5)  # fmt: skip
     if compute_dtype != "float32":
         return  # the rest of a bf16 checkpoint (biases, norms, embeddings) is bf16 too: its logits aren't fp32's
-    ids = sample_ids()
-    reloaded = make_decoder("qwen2", vocab_size=model.config.vocab_size, hidden=64, intermediate=128, heads=4,
-                            kv_heads=2, num_layers=2)  # fmt: skip
-    reloaded.load_state_dict({k: v.float() for k, v in dequantized_checkpoint(out).items()}, strict=False)
-    with torch.no_grad():
-        assert torch.allclose(reloaded.eval()(ids).logits, grid_logits(model, grid, ids, kept), atol=1e-5)
+    assert_reloads_with_the_grid_logits("qwen2", model, grid, out, kept)
 
 
 def start_scales(folder, grid) -> dict:
