@@ -20,8 +20,8 @@ instead, run on the same rows: its integers and scales, the scales then kept fix
 GPTQ checkpoint and the export writes the trained integers on GPTQ's scales. With ``qad_learn_scales``
 (``qad-w4a16`` only) each group's scale is a parameter too, from the start's scales (absmax / 7.5, or GPTQ's),
 trained with LSQ's gradient (``grids.learned_fake_quantize``), and the export writes the trained scales; Q4_0 can't
-keep a trained scale, since its writer derives each block's scale from the block's weights. The output projection (the tied
-embedding) stays as the format keeps it: unquantized in W4A16, llama-quantize's 6 or 8 bits (or
+keep a trained scale, since its writer derives each block's scale from the block's weights. The output projection
+(the tied embedding) stays as the format keeps it: unquantized in W4A16, llama-quantize's 6 or 8 bits (or
 ``gguf_embedding_type``) in GGUF; it trains like every other weight. ``qad_bf16`` runs the forward and backward
 passes (the teacher's too) under bfloat16 autocast; the weights, the grid and the export stay in fp32. It pays on a
 GPU or a CPU with AMX / avx512_bf16, and is refused on a CPU without them, where PyTorch's bf16 matmuls run 30 to
