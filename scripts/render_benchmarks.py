@@ -62,6 +62,8 @@ BLOCKS = {
     "gguf-llama-cpp-student": ("bench_gguf", "render", "gguf/student.json"),
     "qad": ("bench_qad", "render", "qad/smollm2-135m-instruct.json"),
     "qad-fp32-avx2": ("bench_qad", "render", "qad/smollm2-135m-instruct-fp32-avx2.json"),
+    "qad-student": ("bench_qad", "render", "qad/llm-demo-student.json"),
+    "qad-student-lsq": ("bench_qad", "render", "qad/llm-demo-student-lsq.json"),
     "kd-step": ("bench_kd_step", "render", "kd_step/smollm2-20-layers-b2.json"),
     "kd-step-8x512": ("bench_kd_step", "render", "kd_step/smollm2-20-layers.json"),
 }
