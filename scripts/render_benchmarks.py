@@ -64,6 +64,9 @@ BLOCKS = {
     "qad-fp32-avx2": ("bench_qad", "render", "qad/smollm2-135m-instruct-fp32-avx2.json"),
     "qad-student": ("bench_qad", "render", "qad/llm-demo-student.json"),
     "qad-student-lsq": ("bench_qad", "render", "qad/llm-demo-student-lsq.json"),
+    "qad-lsq": ("bench_qad", "render", "qad/smollm2-135m-instruct-lsq.json"),
+    "qad-g32": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32.json"),
+    "qad-steps256": ("bench_qad", "render", "qad/smollm2-135m-instruct-steps256.json"),
     "kd-step": ("bench_kd_step", "render", "kd_step/smollm2-20-layers-b2.json"),
     "kd-step-8x512": ("bench_kd_step", "render", "kd_step/smollm2-20-layers.json"),
 }
