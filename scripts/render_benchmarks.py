@@ -67,6 +67,7 @@ BLOCKS = {
     "qad-lsq": ("bench_qad", "render", "qad/smollm2-135m-instruct-lsq.json"),
     "qad-g32": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32.json"),
     "qad-steps256": ("bench_qad", "render", "qad/smollm2-135m-instruct-steps256.json"),
+    "qad-steps256-seeds12": ("bench_qad", "render", "qad/smollm2-135m-instruct-steps256-seeds12.json"),
     "kd-step": ("bench_kd_step", "render", "kd_step/smollm2-20-layers-b2.json"),
     "kd-step-8x512": ("bench_kd_step", "render", "kd_step/smollm2-20-layers.json"),
 }
