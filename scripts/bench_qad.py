@@ -237,7 +237,8 @@ def render(data: dict) -> str:
         text += "**Cut short**: the rows measured before the run stopped.\n"
     for t in [t for t in data["targets"] if t["seeds"]]:  # the QAD rows that ran
         worst = "" if t["worst_test_vs_fp32"] is None else f"; worst seed {t['worst_test_vs_fp32']:+.2%}"
-        text += f"- {t['method']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({t['seeds']} seeds{worst})\n"
+        seeds = f"{t['seeds']} seed{'' if t['seeds'] == 1 else 's'}"
+        text += f"- {t['method']}: {t['target']}: **{'met' if t['met'] else 'not met'}** ({seeds}{worst})\n"
     return text + f"\n`{data['command']}`\n"
 
 
