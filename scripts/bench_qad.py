@@ -59,7 +59,7 @@ from hfcompress.evaluation.measure import size_on_disk
 from hfcompress.quantization import QuantizationConfig, load_quantized, quantize
 from hfcompress.quantization.api import gguf_file
 from hfcompress.quantization.llama_cpp_tools import llama_perplexity, tools_available
-from hfcompress.quantization.qad import method_grid, save_compressed_w4a16
+from hfcompress.quantization.qad import check_qad_source, method_grid, save_compressed_w4a16
 from hfcompress.runtime import configure_cpu_threads
 
 TARGETS = {"qad-w4a16": 0.05, "qad-w4a16-gptq": 0.05, "qad-w4a16-lsq": 0.05,
@@ -115,6 +115,13 @@ def main() -> None:
     configure_cpu_threads()
     out, wanted = Path(opts.out), opts.rows_to_run.split(",")
     source = Path(resolve_model(opts.model))
+    qad = {"qad_steps": opts.steps, "qad_batch_size": opts.batch_size, "qad_learning_rate": opts.learning_rate,
+           "qad_bf16": opts.bf16, "calibration_samples": opts.rows, "group_size": opts.group_size}  # fmt: skip
+    model_config = json.loads((source / "config.json").read_text())
+    for variant in [v for v in QAD_ROWS if v in wanted]:  # a setting QAD can't take fails now, not after the baselines
+        method, qad_start, learn_scales = QAD_ROWS[variant]
+        config = QuantizationConfig(method=method, qad_start=qad_start, qad_learn_scales=learn_scales, **qad)
+        check_qad_source(model_config, config)
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(source))
     raw = load_lm_texts("austen_novels")
     texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
@@ -130,8 +137,6 @@ def main() -> None:
              "train_tokens": 0, **perplexities(fp32, tokenizer, texts, opts.eval_tokens),
              **chat_perplexities(fp32, tokenizer, chat), **{f"{s}_chunked_perplexity": v for s, v in reference.items()}}]  # fmt: skip
     work = out / "work" / opts.name
-    qad = {"qad_steps": opts.steps, "qad_batch_size": opts.batch_size, "qad_learning_rate": opts.learning_rate,
-           "qad_bf16": opts.bf16, "calibration_samples": opts.rows, "group_size": opts.group_size}  # fmt: skip
 
     def measured(variant: str, folder: Path, minutes: float, train_tokens: int, seed=None, facts=None) -> dict:
         """A row: its size, what it cost (minutes; tokens seen: the calibration set once, or QAD's steps), its

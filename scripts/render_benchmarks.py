@@ -70,6 +70,9 @@ BLOCKS = {
     "qad-steps256-seeds12": ("bench_qad", "render", "qad/smollm2-135m-instruct-steps256-seeds12.json"),
     "qad-g32-steps256": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32-steps256.json"),
     "qad-awq": ("bench_qad", "render", "qad/smollm2-135m-instruct-awq.json"),
+    "qad-g32-lr1e-4": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32-lr1e-4-fp32.json"),
+    "qad-g32-lr3e-4": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32-lr3e-4-fp32.json"),
+    "qad-g32-lr1e-4-seeds12": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32-lr1e-4-fp32-seeds12.json"),
     "kd-step": ("bench_kd_step", "render", "kd_step/smollm2-20-layers-b2.json"),
     "kd-step-8x512": ("bench_kd_step", "render", "kd_step/smollm2-20-layers.json"),
 }
