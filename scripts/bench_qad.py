@@ -117,10 +117,10 @@ def main() -> None:
     source = Path(resolve_model(opts.model))
     qad = {"qad_steps": opts.steps, "qad_batch_size": opts.batch_size, "qad_learning_rate": opts.learning_rate,
            "qad_bf16": opts.bf16, "calibration_samples": opts.rows, "group_size": opts.group_size}  # fmt: skip
+    configs = {variant: QuantizationConfig(method=method, qad_start=qad_start, qad_learn_scales=learn_scales, **qad)
+               for variant, (method, qad_start, learn_scales) in QAD_ROWS.items() if variant in wanted}  # fmt: skip
     model_config = json.loads((source / "config.json").read_text())
-    for variant in [v for v in QAD_ROWS if v in wanted]:  # a setting QAD can't take fails now, not after the baselines
-        method, qad_start, learn_scales = QAD_ROWS[variant]
-        config = QuantizationConfig(method=method, qad_start=qad_start, qad_learn_scales=learn_scales, **qad)
+    for config in configs.values():  # a setting QAD can't take fails now, not after the baselines
         check_qad_source(model_config, config)
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(source))
     raw = load_lm_texts("austen_novels")
@@ -197,15 +197,12 @@ def main() -> None:
     for seed in [int(s) for s in opts.seeds.split(",")]:
         order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed)).tolist()
         shuffled = [blocks[i] for i in order]
-        for variant, (method, qad_start, learn_scales) in QAD_ROWS.items():
-            if variant not in wanted:
-                continue
+        for variant, config in configs.items():
             start = time.perf_counter()
-            config = QuantizationConfig(method=method, qad_start=qad_start, qad_learn_scales=learn_scales, **qad)
             folder = quantize(source, work / f"{variant}-seed{seed}", config,
                               calibration_dataset=shuffled, max_length=opts.block, overwrite=True)  # fmt: skip
             facts = json.loads((folder / "hfcompress_quantization.json").read_text())["qad"]
-            used = facts["tokens_seen"] + (calibration_tokens if qad_start == "gptq" else 0)  # GPTQ's pass too
+            used = facts["tokens_seen"] + (calibration_tokens if config.qad_start == "gptq" else 0)  # GPTQ's pass too
             rows.append(measured(variant, folder, (time.perf_counter() - start) / 60, used, seed, facts))
             print(json.dumps(rows[-1]), flush=True)
             write(complete=False)
