@@ -10,7 +10,9 @@ plain ``AutoModelForCausalLM.from_pretrained`` through compressed-tensors. The G
 when ``make setup-llama-tools`` has built its tools.)
 
 Data: Jane Austen's novels split by novel (the LM recipe's own text). ``--rows`` blocks of ``--block`` tokens at
-evenly spaced offsets over the training novels are GPTQ's calibration set and QAD's training set alike.
+evenly spaced offsets over the training novels are GPTQ's calibration set and QAD's training set alike; with
+``--training_text generated`` they are text the fp32 model writes itself instead (LLM-QAT's data-free QAT: a random
+first token, 4 greedy tokens, the rest sampled), and with ``mixed`` every other block is.
 W4A16 rows: symmetric int4 in groups of ``--group_size``, the tied embedding unquantized; perplexity of the
 reloaded checkpoint over the first ``--eval_tokens`` tokens of Persuasion (validation) and Pride and Prejudice (test),
 windows of 256, stride 128. RTN is the grid QAD starts from (``qad.save_compressed_w4a16`` of the untrained model);
@@ -42,6 +44,7 @@ from harness import (
     WINDOW,
     calibration_blocks,
     fmt,
+    generated_blocks,
     machine,
     percent,
     perplexities,
@@ -67,6 +70,8 @@ TARGETS = {"qad-w4a16": 0.05, "qad-w4a16-gptq": 0.05, "qad-w4a16-lsq": 0.05,
 QAD_ROWS = {"qad-w4a16": ("qad-w4a16", "rtn", False), "qad-w4a16-gptq": ("qad-w4a16", "gptq", False),
             "qad-w4a16-lsq": ("qad-w4a16", "rtn", True),
             "qad-gguf-q4_0": ("qad-gguf-q4_0", "rtn", False)}  # variant -> (method, qad_start, qad_learn_scales)
+TRAINING_TEXT = {"novels": "the training novels", "generated": "text the fp32 model wrote (LLM-QAT's data-free recipe)",
+                 "mixed": "the training novels and text the fp32 model wrote, alternating"}
 CHAT_BLOCK = 512  # every austen_chat row fits
 
 
@@ -101,6 +106,9 @@ def main() -> None:
     parser.add_argument("--name", default="smollm2-135m-instruct")
     parser.add_argument("--rows", type=int, default=128)
     parser.add_argument("--block", type=int, default=256)
+    parser.add_argument("--training_text", default="novels", choices=["novels", "generated", "mixed"],
+                        help="the training/calibration blocks: the training novels, text the fp32 model writes itself "
+                        "(LLM-QAT's data-free QAT), or the two alternating")
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--learning_rate", type=float, default=2e-5)
@@ -125,11 +133,15 @@ def main() -> None:
     tokenizer = ensure_pad_token(AutoTokenizer.from_pretrained(source))
     raw = load_lm_texts("austen_novels")
     texts = {"validation": split_text(raw, "validation"), "test": split_text(raw, "test")}
-    blocks = calibration_blocks(tokenizer, split_text(raw, "train"), opts.rows, opts.block)
     chat_raw, _ = load_lm_data("austen_chat")
     chat = {split: lm_examples(chat_raw[split], tokenizer, CHAT_BLOCK, max_tokens=opts.chat_tokens,
                                where=f"austen_chat ({split})") for split in ("validation", "test")}  # fmt: skip
     fp32 = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).eval()
+    blocks = calibration_blocks(tokenizer, split_text(raw, "train"), opts.rows, opts.block)
+    if opts.training_text != "novels":  # LLM-QAT's data-free text, alone or as every other block
+        generated = generated_blocks(fp32, tokenizer, opts.rows, opts.block)
+        blocks = generated if opts.training_text == "generated" else [
+            (generated if i % 2 else blocks)[i] for i in range(opts.rows)]
     chunks = opts.eval_tokens // opts.block
     reference = {split: chunked_perplexity(fp32, tokenizer, text, opts.block, chunks)["perplexity"]
                  for split, text in texts.items()}  # fmt: skip
@@ -166,8 +178,8 @@ def main() -> None:
                             "met": bool(seeds) and all(r["test_vs_fp32"] <= limit for r in seeds)})  # fmt: skip
         result = {"benchmark": "qad", "command": " ".join(["scripts/bench_qad.py", *sys.argv[1:]]), "model": opts.model,
                   "eval_tokens": opts.eval_tokens, "chat_tokens": opts.chat_tokens, "window": WINDOW, "stride": STRIDE, "block": opts.block,
-                  "training": f"{opts.rows} blocks of {opts.block} tokens of the training novels (GPTQ's calibration and "
-                  f"QAD's training alike)", "qad_settings": qad, "machine": machine(), "rows": rows,
+                  "training": f"{opts.rows} blocks of {opts.block} tokens of {TRAINING_TEXT[opts.training_text]} (GPTQ's "
+                  f"calibration and QAD's training alike)", "qad_settings": qad, "machine": machine(), "rows": rows,
                   "targets": targets, "complete": complete}  # fmt: skip
         write_benchmark(out, opts.name, result, render)
         return result

@@ -171,6 +171,28 @@ def calibration_blocks(tokenizer, text: str, samples: int, length: int) -> list[
     return [{"input_ids": ids[i * step : i * step + length]} for i in range(samples)]
 
 
+@torch.inference_mode()
+def generated_blocks(model, tokenizer, samples: int, length: int, seed: int = 0, batch_size: int = 16) -> list[dict]:
+    """``samples`` blocks of ``length`` tokens that ``model`` writes itself, as LLM-QAT's data-free QAT makes its
+    training text (Liu et al., 2023): a first token drawn uniformly from the vocabulary (special tokens left out),
+    the next 4 tokens greedy, the rest sampled from the full distribution (temperature 1, no top-k or top-p), EOS
+    held back so that every block is full. Seeded: the same blocks for every run with the same ``seed``."""
+    special = set(tokenizer.all_special_ids)
+    vocabulary = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    generator = torch.Generator().manual_seed(seed)
+    first = vocabulary[torch.randint(len(vocabulary), (samples, 1), generator=generator)]
+    torch.manual_seed(seed)  # generate() samples from the global generator
+    blocks, greedy = [], 4
+    for start in range(0, samples, batch_size):
+        ids = first[start : start + batch_size]
+        for new, sampling in ((greedy, {"do_sample": False}),
+                              (length - 1 - greedy, {"do_sample": True, "top_k": 0, "top_p": 1.0, "temperature": 1.0})):
+            ids = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                                 pad_token_id=tokenizer.pad_token_id, **sampling)  # fmt: skip
+        blocks += [{"input_ids": row.tolist()} for row in ids]
+    return blocks
+
+
 def perplexities(model, tokenizer, texts: dict, eval_tokens: int) -> dict:
     row = {}
     for split, text in texts.items():

@@ -108,3 +108,27 @@ def test_lm_compress_target_is_judged_on_the_validation_choice():
     result = bench.summary([teacher, gguf])
     assert result["chosen"] == "teacher gguf-q8_0" and result["met"]
     assert result["test_perplexity_ratio"] == pytest.approx(1.1)
+
+
+def test_generated_blocks_follow_llm_qats_recipe_and_are_seeded():
+    """bench_qad's data-free training text: a non-special first token, 4 greedy tokens computed here by hand, then
+    sampled tokens, every block full length (EOS held back even where the model would always pick it)."""
+    import torch
+    from conftest import make_llama, shared_bpe_tokenizer
+
+    tokenizer, model = shared_bpe_tokenizer(), make_llama()
+    eos = model.generation_config.eos_token_id
+    model.lm_head.register_forward_hook(lambda module, args, out: out + 1e4 * (torch.arange(out.shape[-1]) == eos))
+    blocks = harness.generated_blocks(model, tokenizer, samples=3, length=12, seed=0, batch_size=2)
+    assert [len(b["input_ids"]) for b in blocks] == [12, 12, 12]
+    special = set(tokenizer.all_special_ids)
+    for block in blocks:
+        ids = block["input_ids"]
+        assert ids[0] not in special and eos not in ids
+        for i in range(1, 5):  # greedy, EOS held back
+            logits = model(input_ids=torch.tensor([ids[:i]])).logits[0, -1]
+            logits[eos] = -float("inf")
+            assert ids[i] == int(logits.argmax())
+    assert harness.generated_blocks(model, tokenizer, samples=3, length=12, seed=0, batch_size=2) == blocks
+    other = harness.generated_blocks(model, tokenizer, samples=3, length=12, seed=1, batch_size=2)
+    assert [b["input_ids"] for b in other] != [b["input_ids"] for b in blocks]
