@@ -77,6 +77,7 @@ BLOCKS = {
     "qad-g32-lr1e-4-generated": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32-lr1e-4-generated.json"),
     "qad-g32-lr1e-4-segments": ("bench_qad_segments", "render", "qad/smollm2-135m-instruct-g32-lr1e-4-segments.json"),
     "qad-g32-lr1e-4-steps256": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32-lr1e-4-steps256.json"),
+    "qad-g32-lr1e-4-steps256-seed1": ("bench_qad", "render", "qad/smollm2-135m-instruct-g32-lr1e-4-steps256-seed1.json"),
     "kd-step": ("bench_kd_step", "render", "kd_step/smollm2-20-layers-b2.json"),
     "kd-step-8x512": ("bench_kd_step", "render", "kd_step/smollm2-20-layers.json"),
 }
